@@ -1,0 +1,590 @@
+"""Shared helpers of Bigger&Faster: the search space and the arch dict (SPEC section 3),
+seeding, atomic file writing and the one-line error convention of every stage script.
+
+This module is the *only* owner of:
+  * the arch dict schema, its validation and its canonical identity (``arch_key``);
+  * the search spaces (paper search space, paper latency grid, pre-training sampling space,
+    and the demo equivalents) -- as data in ``SPACES``;
+  * seeded sampling, grid enumeration, mutation and crossover;
+  * the latency predictor's feature encoding;
+  * reading and writing arch files (JSON lines; the original's Python-repr lines are read
+    with ``ast.literal_eval``, never ``eval``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+# --------------------------------------------------------------------------------------
+# Errors and the CLI convention
+# --------------------------------------------------------------------------------------
+
+
+class UserError(Exception):
+    """A mistake in the user's input (flag, file, line). Reported as one line, exit code 2."""
+
+
+class ArchError(UserError, ValueError):
+    """An arch dict that does not match the schema or does not fit the search space."""
+
+
+def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
+    """Run a stage's ``main`` and turn user mistakes into one line on stderr and exit code 2.
+
+    Programming errors still raise with a traceback: only ``UserError`` is the user's fault.
+    """
+    try:
+        code = main(argv)
+    except UserError as err:
+        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "bigger_and_faster"
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept and a re-run resumes", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(int(code or 0))
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger with the timestamped format used by every stage (HF examples style)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+            datefmt="%H:%M:%S",
+            level=os.environ.get("BAF_LOG_LEVEL", "INFO"),
+        )
+    return logging.getLogger(name)
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (the single place that does it)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------
+# Files: atomic writes and JSON lines
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
+    """Write ``path`` through a temporary file in the same directory, renamed on success.
+
+    Readers never see a half-written file, and a failure leaves the previous file untouched.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one record as one line with a single write, flushed to disk (resumable tables)."""
+    line = json.dumps(record, sort_keys=True) + "\n"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | os.PathLike, drop_truncated_tail: bool = True) -> list[dict]:
+    """Read JSON lines. A last line cut short by a killed writer is dropped (it is redone on
+    resume); any other bad line is a ``UserError`` naming the file and line."""
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            is_tail = number == len(lines) and not line.endswith("\n")
+            if is_tail and drop_truncated_tail:
+                get_logger(__name__).warning("%s:%d: dropping a truncated last line", path, number)
+                continue
+            raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(value, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
+        records.append(value)
+    return records
+
+
+# --------------------------------------------------------------------------------------
+# The arch dict
+# --------------------------------------------------------------------------------------
+
+ARCH_KEYS = (
+    "sample_layer_num",
+    "sample_hidden_size",
+    "sample_intermediate_sizes",
+    "sample_num_attention_heads",
+    "sample_qkv_sizes",
+)
+PER_LAYER_KEYS = ("sample_intermediate_sizes", "sample_num_attention_heads", "sample_qkv_sizes")
+# Key order of the original's str(dict) lines (latency tables, .cands), kept for --legacy_format.
+LEGACY_KEY_ORDER = (
+    "sample_layer_num",
+    "sample_num_attention_heads",
+    "sample_hidden_size",
+    "sample_intermediate_sizes",
+    "sample_qkv_sizes",
+)
+
+
+def make_arch(layer_num: int, hidden_size: int, intermediate_size: int, num_attention_heads: int,
+              qkv_size: int | None = None) -> dict:
+    """A homogeneous arch dict (every layer alike, as in the paper); qkv defaults to hidden."""
+    qkv = hidden_size if qkv_size is None else qkv_size
+    return {
+        "sample_layer_num": int(layer_num),
+        "sample_hidden_size": int(hidden_size),
+        "sample_intermediate_sizes": [int(intermediate_size)] * int(layer_num),
+        "sample_num_attention_heads": [int(num_attention_heads)] * int(layer_num),
+        "sample_qkv_sizes": [int(qkv)] * int(layer_num),
+    }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_arch_schema(arch: Any, where: str = "") -> dict:
+    """Check the arch dict's structure (keys, types, list lengths, head divisibility).
+
+    Returns a normalised copy. Raises ``ArchError`` with one line naming the bad field.
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(arch, dict):
+        raise ArchError(f"{prefix}an arch must be a dict, got {type(arch).__name__}")
+    unknown = sorted(set(arch) - set(ARCH_KEYS))
+    if unknown:
+        raise ArchError(f"{prefix}unknown arch key(s) {', '.join(map(repr, unknown))}; expected {', '.join(ARCH_KEYS)}")
+    missing = [key for key in ARCH_KEYS if key not in arch]
+    if missing:
+        raise ArchError(f"{prefix}missing arch key(s) {', '.join(map(repr, missing))}")
+    layers = arch["sample_layer_num"]
+    if not _is_int(layers) or layers < 1:
+        raise ArchError(f"{prefix}'sample_layer_num' must be a positive int, got {layers!r}")
+    if not _is_int(arch["sample_hidden_size"]) or arch["sample_hidden_size"] < 1:
+        raise ArchError(f"{prefix}'sample_hidden_size' must be a positive int, got {arch['sample_hidden_size']!r}")
+    for key in PER_LAYER_KEYS:
+        values = arch[key]
+        if not isinstance(values, (list, tuple)):
+            raise ArchError(f"{prefix}{key!r} must be a list with one value per layer, got {values!r}")
+        if len(values) != layers:
+            raise ArchError(f"{prefix}{key!r} has {len(values)} value(s) but 'sample_layer_num' is {layers}")
+        bad = [v for v in values if not _is_int(v) or v < 1]
+        if bad:
+            raise ArchError(f"{prefix}{key!r} must hold positive ints, got {bad[0]!r}")
+    for index, (qkv, heads) in enumerate(zip(arch["sample_qkv_sizes"], arch["sample_num_attention_heads"])):
+        if qkv % heads:
+            raise ArchError(f"{prefix}layer {index}: 'sample_num_attention_heads'={heads} does not divide 'sample_qkv_sizes'={qkv}")
+    return {key: (list(arch[key]) if key in PER_LAYER_KEYS else int(arch[key])) for key in ARCH_KEYS}
+
+
+def is_homogeneous(arch: dict) -> bool:
+    return all(len(set(arch[key])) == 1 for key in PER_LAYER_KEYS)
+
+
+def arch_key(arch: dict) -> str:
+    """The identity of an arch: its canonical JSON (sorted keys, no spaces)."""
+    return json.dumps(check_arch_schema(arch), sort_keys=True, separators=(",", ":"))
+
+
+def arch_to_json(arch: dict) -> str:
+    """One JSON line for arch files (sorted keys, readable spacing)."""
+    return json.dumps(check_arch_schema(arch), sort_keys=True)
+
+
+def arch_to_legacy_repr(arch: dict) -> str:
+    """The original's ``str(dict)`` line, in its key order (for ``--legacy_format`` files)."""
+    arch = check_arch_schema(arch)
+    return str({key: arch[key] for key in LEGACY_KEY_ORDER})
+
+
+def arch_summary(arch: dict) -> str:
+    """Short human label, e.g. ``L4/H256/F512/Q256/A4`` (per-layer mean for FFN and qkv)."""
+    def mean(values):
+        return round(sum(values) / len(values))
+    return (f"L{arch['sample_layer_num']}/H{arch['sample_hidden_size']}/F{mean(arch['sample_intermediate_sizes'])}"
+            f"/Q{mean(arch['sample_qkv_sizes'])}/A{mean(arch['sample_num_attention_heads'])}")
+
+
+def parse_arch(text: str, where: str = "") -> dict:
+    """Parse one arch from JSON or from the original's Python-repr (``ast.literal_eval``)."""
+    prefix = f"{where}: " if where else ""
+    text = text.strip()
+    if not text:
+        raise ArchError(f"{prefix}empty arch")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise ArchError(f"{prefix}not a JSON or Python-literal arch dict: {text[:80]!r}") from None
+    return check_arch_schema(value, where)
+
+
+def iter_arch_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict, list[str]]]:
+    """Yield ``(line_number, arch, extra_fields)`` for every non-blank line of an arch file.
+
+    A line is an arch (JSON or Python repr) optionally followed by TAB-separated fields, which
+    covers ``.cands`` files and the original latency tables (``<arch>\\t<ms>``).
+    """
+    path = os.fspath(path)
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected an arch file") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            arch_text, *extra = line.rstrip("\n").split("\t")
+            yield number, parse_arch(arch_text, where=f"{path}:{number}"), extra
+
+
+def read_arch_file(path: str | os.PathLike, space: "SearchSpace | None" = None,
+                   allow_duplicates: bool = True) -> list[dict]:
+    """Read every arch of a file; validate against ``space`` when given."""
+    archs, seen = [], {}
+    for number, arch, _extra in iter_arch_lines(path):
+        if space is not None:
+            space.validate(arch, where=f"{path}:{number}")
+        key = arch_key(arch)
+        if key in seen and not allow_duplicates:
+            raise ArchError(f"{path}:{number}: duplicate arch (first seen on line {seen[key]})")
+        seen.setdefault(key, number)
+        archs.append(arch)
+    return archs
+
+
+def write_arch_file(path: str | os.PathLike, archs: Iterable[dict]) -> None:
+    """Write archs as JSON lines, atomically."""
+    with atomic_write(path) as handle:
+        for arch in archs:
+            handle.write(arch_to_json(arch) + "\n")
+
+
+def load_arch_argument(value: str, flag: str = "--arch") -> dict:
+    """A CLI arch argument: an inline JSON/repr dict, or a file holding exactly one arch."""
+    if value.lstrip().startswith("{"):
+        return parse_arch(value, where=flag)
+    if not os.path.exists(value):
+        raise UserError(f"{flag}: {value!r} is neither an arch dict nor an existing file")
+    archs = read_arch_file(value)
+    if len(archs) != 1:
+        raise UserError(f"{flag}: {value} holds {len(archs)} archs; pass a file with exactly one")
+    return archs[0]
+
+
+# --------------------------------------------------------------------------------------
+# Search spaces
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """An inclusive integer grid ``start..stop`` with ``step`` (the original's range flags)."""
+
+    start: int
+    stop: int
+    step: int = 1
+
+    def __post_init__(self):
+        if self.step < 1 or self.start > self.stop or self.start < 1:
+            raise UserError(f"bad grid {self.start}..{self.stop} step {self.step}")
+
+    @property
+    def values(self) -> list[int]:
+        return list(range(self.start, self.stop + 1, self.step))
+
+    def __contains__(self, value: int) -> bool:
+        return self.start <= value <= self.stop and (value - self.start) % self.step == 0
+
+    def describe(self) -> str:
+        return f"{self.start}..{self.stop} step {self.step}" if self.start != self.stop else f"{self.start}"
+
+    def index(self, value: int) -> int:
+        return (value - self.start) // self.step
+
+    def clamp_index(self, index: int) -> int:
+        return max(0, min(len(self.values) - 1, index))
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """A homogeneous BERT search space. ``qkv_size=None`` ties qkv to hidden (the paper's KD
+    search and latency grid); otherwise qkv is searched independently on its own grid."""
+
+    name: str
+    layer_num: Grid
+    hidden_size: Grid
+    intermediate_size: Grid
+    num_attention_heads: Grid
+    qkv_size: Grid | None = None
+
+    # ----- validation
+    def validate(self, arch: Any, where: str = "") -> dict:
+        """Schema check plus membership; one-line ``ArchError`` naming the bad field."""
+        arch = check_arch_schema(arch, where)
+        prefix = f"{where}: " if where else ""
+
+        def check(field: str, value: int, grid: Grid):
+            if value not in grid:
+                raise ArchError(f"{prefix}{field}={value} is outside the {self.name} space ({grid.describe()})")
+
+        check("sample_layer_num", arch["sample_layer_num"], self.layer_num)
+        check("sample_hidden_size", arch["sample_hidden_size"], self.hidden_size)
+        if not is_homogeneous(arch):
+            raise ArchError(f"{prefix}per-layer sizes differ across layers; the {self.name} space is homogeneous")
+        check("sample_intermediate_sizes", arch["sample_intermediate_sizes"][0], self.intermediate_size)
+        check("sample_num_attention_heads", arch["sample_num_attention_heads"][0], self.num_attention_heads)
+        qkv = arch["sample_qkv_sizes"][0]
+        if self.qkv_size is None:
+            if qkv != arch["sample_hidden_size"]:
+                raise ArchError(f"{prefix}sample_qkv_sizes={qkv} must equal sample_hidden_size="
+                                f"{arch['sample_hidden_size']} in the {self.name} space (qkv tied to hidden)")
+        else:
+            check("sample_qkv_sizes", qkv, self.qkv_size)
+        return arch
+
+    def contains(self, arch: dict) -> bool:
+        try:
+            self.validate(arch)
+        except ArchError:
+            return False
+        return True
+
+    # ----- genes: the homogeneous arch as a tuple of grid values
+    def _qkv_choices(self, hidden: int, heads: int) -> list[int]:
+        if self.qkv_size is None:
+            return [hidden] if hidden % heads == 0 else []
+        return [q for q in self.qkv_size.values if q % heads == 0]
+
+    def _make(self, layers: int, hidden: int, ffn: int, heads: int, qkv: int) -> dict:
+        return make_arch(layers, hidden, ffn, heads, qkv)
+
+    # ----- enumeration and sampling
+    def grid(self) -> Iterator[dict]:
+        """Every arch of the space, in the original's nested order L -> hidden -> FFN (-> heads -> qkv)."""
+        for layers in self.layer_num.values:
+            for hidden in self.hidden_size.values:
+                for ffn in self.intermediate_size.values:
+                    for heads in self.num_attention_heads.values:
+                        for qkv in self._qkv_choices(hidden, heads):
+                            yield self._make(layers, hidden, ffn, heads, qkv)
+
+    def size(self) -> int:
+        return sum(1 for _ in self.grid())
+
+    def sample(self, rng: random.Random) -> dict:
+        """Draw each dimension uniformly and independently (heads that do not divide qkv are redrawn)."""
+        for _ in range(1000):
+            layers = rng.choice(self.layer_num.values)
+            hidden = rng.choice(self.hidden_size.values)
+            ffn = rng.choice(self.intermediate_size.values)
+            heads = rng.choice(self.num_attention_heads.values)
+            choices = self._qkv_choices(hidden, heads)
+            if choices:
+                return self._make(layers, hidden, ffn, heads, rng.choice(choices))
+        raise UserError(f"the {self.name} space has no arch whose heads divide its qkv size")
+
+    def largest(self) -> dict:
+        heads = self.num_attention_heads.values[-1]
+        hidden = self.hidden_size.values[-1]
+        qkv = hidden if self.qkv_size is None else max(self._qkv_choices(hidden, heads))
+        return self._make(self.layer_num.stop, hidden, self.intermediate_size.values[-1], heads, qkv)
+
+    def smallest(self) -> dict:
+        heads = self.num_attention_heads.values[0]
+        hidden = self.hidden_size.values[0]
+        qkv = hidden if self.qkv_size is None else min(self._qkv_choices(hidden, heads))
+        return self._make(self.layer_num.start, hidden, self.intermediate_size.values[0], heads, qkv)
+
+    # ----- evolution helpers
+    def mutate(self, arch: dict, rng: random.Random, prob: float = 0.25) -> dict:
+        """The original's mutation: layer index +-1 w.p. ``prob``, hidden index +-1 w.p. 2*prob,
+        FFN index offset in -2..2 w.p. 2*prob, qkv (when searched) offset in -2..2 w.p. prob.
+        Heads are re-drawn w.p. prob when the space has more than one choice. Indices are clamped."""
+        arch = self.validate(arch)
+        layers_i = self.layer_num.index(arch["sample_layer_num"])
+        hidden_i = self.hidden_size.index(arch["sample_hidden_size"])
+        ffn_i = self.intermediate_size.index(arch["sample_intermediate_sizes"][0])
+        heads = arch["sample_num_attention_heads"][0]
+        qkv = arch["sample_qkv_sizes"][0]
+        if rng.random() < prob:
+            layers_i = self.layer_num.clamp_index(layers_i + rng.choice((-1, 0, 1)))
+        if rng.random() < 2 * prob:
+            hidden_i = self.hidden_size.clamp_index(hidden_i + rng.choice((-1, 0, 1)))
+        if rng.random() < 2 * prob:
+            ffn_i = self.intermediate_size.clamp_index(ffn_i + rng.choice((-2, -1, 0, 1, 2)))
+        if len(self.num_attention_heads.values) > 1 and rng.random() < prob:
+            heads = rng.choice(self.num_attention_heads.values)
+        hidden = self.hidden_size.values[hidden_i]
+        if self.qkv_size is None:
+            qkv = hidden
+        else:
+            qkv_i = self.qkv_size.index(qkv)
+            if rng.random() < prob:
+                qkv_i = self.qkv_size.clamp_index(qkv_i + rng.choice((-2, -1, 0, 1, 2)))
+            qkv = self.qkv_size.values[qkv_i]
+        if qkv % heads:
+            choices = self._qkv_choices(hidden, heads)
+            if not choices:
+                return arch  # no valid qkv for these heads: keep the parent unchanged
+            qkv = min(choices, key=lambda q: abs(q - qkv))
+        return self._make(self.layer_num.values[layers_i], hidden, self.intermediate_size.values[ffn_i], heads, qkv)
+
+    def crossover(self, first: dict, second: dict, rng: random.Random) -> dict:
+        """Uniform crossover: each gene (layers, hidden, FFN, heads, qkv) from either parent."""
+        first, second = self.validate(first), self.validate(second)
+
+        def pick(getter):
+            return getter(first if rng.random() < 0.5 else second)
+
+        layers = pick(lambda a: a["sample_layer_num"])
+        hidden = pick(lambda a: a["sample_hidden_size"])
+        ffn = pick(lambda a: a["sample_intermediate_sizes"][0])
+        heads = pick(lambda a: a["sample_num_attention_heads"][0])
+        qkv = hidden if self.qkv_size is None else pick(lambda a: a["sample_qkv_sizes"][0])
+        if qkv % heads:
+            qkv = min(self._qkv_choices(hidden, heads) or [qkv], key=lambda q: abs(q - qkv))
+        child = self._make(layers, hidden, ffn, heads, qkv)
+        return child if self.contains(child) else first
+
+    # ----- (de)serialisation
+    def to_dict(self) -> dict:
+        def grid(g):
+            return None if g is None else [g.start, g.stop, g.step]
+        return {"name": self.name, "layer_num": grid(self.layer_num), "hidden_size": grid(self.hidden_size),
+                "intermediate_size": grid(self.intermediate_size),
+                "num_attention_heads": grid(self.num_attention_heads), "qkv_size": grid(self.qkv_size)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchSpace":
+        def grid(value):
+            return None if value is None else Grid(*value)
+        return cls(name=data["name"], layer_num=grid(data["layer_num"]), hidden_size=grid(data["hidden_size"]),
+                   intermediate_size=grid(data["intermediate_size"]),
+                   num_attention_heads=grid(data["num_attention_heads"]), qkv_size=grid(data.get("qkv_size")))
+
+
+def sample_arch(space: SearchSpace, seed: int) -> dict:
+    """Seeded draw that does not touch the global RNG. Pass e.g. ``seed=global_step`` so that
+    every distributed rank draws the same arch at the same step."""
+    return space.sample(random.Random(seed))
+
+
+# The spaces, as data (SPEC section 3). Every stage picks one by name with --space.
+SPACES: dict[str, SearchSpace] = {
+    space.name: space
+    for space in (
+        # Evolutionary search, KD setting: qkv tied to hidden, 12 heads.
+        SearchSpace("paper_search", Grid(1, 5), Grid(144, 528, 12), Grid(128, 1024, 32), Grid(12, 12)),
+        # The original latency table grid: 5 x 38 x 75 = 14,250 archs.
+        SearchSpace("paper_latency", Grid(1, 5), Grid(120, 564, 12), Grid(128, 1016, 12), Grid(12, 12)),
+        # The original's KD pre-training sampler: qkv independent of hidden.
+        SearchSpace("paper_supernet", Grid(1, 5), Grid(128, 564, 4), Grid(128, 1024, 4), Grid(12, 12),
+                    Grid(180, 528, 12)),
+        # The embedded demo (SPEC 9): small enough for minutes on 2 cores.
+        SearchSpace("demo_search", Grid(1, 4), Grid(64, 256, 32), Grid(128, 768, 64), Grid(4, 4)),
+        SearchSpace("demo_latency", Grid(1, 4), Grid(64, 256, 32), Grid(128, 768, 64), Grid(4, 4)),
+        SearchSpace("demo_supernet", Grid(1, 4), Grid(64, 256, 16), Grid(128, 768, 32), Grid(4, 4),
+                    Grid(64, 256, 16)),
+    )
+}
+
+
+def get_space(name: str) -> SearchSpace:
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise UserError(f"--space: unknown space {name!r}; choose one of {', '.join(SPACES)}") from None
+
+
+def add_space_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """The space flags shared by every stage: a named space plus the original's range overrides."""
+    group = parser.add_argument_group("search space")
+    group.add_argument("--space", default=default, help=f"named space ({', '.join(SPACES)}); default {default}")
+    for flag, what in (("--layer_num_space", "layer count"), ("--hidden_size_space", "hidden size"),
+                       ("--intermediate_size_space", "FFN size"), ("--head_num_space", "attention heads"),
+                       ("--qkv_size_space", "qkv size ('tied' = equal to hidden)")):
+        group.add_argument(flag, nargs="+", metavar="V", default=None,
+                           help=f"override the {what} grid: MIN MAX [STEP]")
+
+
+def space_from_args(args: argparse.Namespace) -> SearchSpace:
+    """Build the space selected by ``add_space_arguments`` flags."""
+    space = get_space(args.space)
+    changes = {}
+    for flag, field in (("layer_num_space", "layer_num"), ("hidden_size_space", "hidden_size"),
+                        ("intermediate_size_space", "intermediate_size"), ("head_num_space", "num_attention_heads"),
+                        ("qkv_size_space", "qkv_size")):
+        values = getattr(args, flag, None)
+        if values is None:
+            continue
+        if field == "qkv_size" and values == ["tied"]:
+            changes[field] = None
+            continue
+        try:
+            numbers = [int(v) for v in values]
+        except ValueError:
+            raise UserError(f"--{flag}: expected integers MIN MAX [STEP], got {' '.join(values)}") from None
+        if len(numbers) not in (2, 3):
+            raise UserError(f"--{flag}: expected MIN MAX [STEP], got {len(numbers)} value(s)")
+        old = getattr(space, field)
+        step = numbers[2] if len(numbers) == 3 else (old.step if old is not None else 1)
+        try:
+            changes[field] = Grid(numbers[0], numbers[1], step)
+        except UserError as err:
+            raise UserError(f"--{flag}: {err}") from None
+    if changes:
+        space = dataclasses.replace(space, name=f"{space.name}+custom", **changes)
+    return space
+
+
+# --------------------------------------------------------------------------------------
+# Latency predictor features
+# --------------------------------------------------------------------------------------
+
+# The original's 4 features and their normalisers ([hidden, layers, mean FFN, mean qkv]).
+FEATURE_NAMES = ("hidden_size", "layer_num", "mean_intermediate_size", "mean_qkv_size")
+ORIGINAL_FEATURE_NORM = (564.0, 5.0, 1024.0, 564.0)
+
+
+def arch_features(arch: dict) -> list[float]:
+    """The predictor's input features of an arch, in ``FEATURE_NAMES`` order."""
+    ffn, qkv = arch["sample_intermediate_sizes"], arch["sample_qkv_sizes"]
+    return [float(arch["sample_hidden_size"]), float(arch["sample_layer_num"]),
+            sum(ffn) / len(ffn), sum(qkv) / len(qkv)]
