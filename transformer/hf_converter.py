@@ -214,8 +214,12 @@ def _slot_indices(supernet: SuperBertForPreTraining, arch: dict) -> dict[str, tu
     with torch.no_grad():
         for param in shadow.parameters():
             param.copy_(torch.arange(param.numel(), dtype=torch.float64).view_as(param))
+    tensors = extract_state_dict(shadow, arch, head="mlm")
+    # the pooler is not part of BertForMaskedLM; take it from the bare-model extraction
+    tensors.update({f"bert.{key}": value for key, value in extract_state_dict(shadow, arch, head="none").items()
+                    if key.startswith("pooler.")})
     slots = {}
-    for hf_key, positions in extract_state_dict(shadow, arch, head="mlm").items():
+    for hf_key, positions in tensors.items():
         target = _supernet_key(hf_key)
         if target is not None:
             slots[hf_key] = (target, positions.long())
@@ -285,3 +289,29 @@ def supernet_from_hf(hf_dir: str, config: SuperBertConfig | None = None) -> Supe
         logger.info("initialised from %s; %d tensor(s) keep their fresh initialisation: %s", hf_dir, len(uncovered),
                     ", ".join(uncovered[:6]) + (" ..." if len(uncovered) > 6 else ""))
     return supernet
+
+
+def write_submodel_into_supernet(supernet: SuperBertForSequenceClassification, arch: dict,
+                                 state: dict[str, torch.Tensor]) -> int:
+    """The inverse of ``extract_state_dict(supernet, arch, head='cls')``: copy a (fine-tuned)
+    sub-model's HF-named tensors back into the supernet positions the slicing rule reads them
+    from, classifier and pooler included; returns the number of tensors written.
+
+    Used to reproduce the original evaluator's whole-supernet fake-quant on a fine-tuned
+    sub-model. Positions come from the same index-shadow trick as ``_slot_indices``.
+    """
+    arch = check_arch_fits(arch, supernet.config)
+    shadow = SuperBertForSequenceClassification(supernet.config).double()
+    with torch.no_grad():
+        for param in shadow.parameters():
+            param.copy_(torch.arange(param.numel(), dtype=torch.float64).view_as(param))
+    positions = extract_state_dict(shadow, arch, head="cls")
+    params = dict(supernet.named_parameters())
+    missing = sorted(set(positions) - set(state))
+    if missing:
+        raise RuntimeError(f"write_submodel_into_supernet: the sub-model lacks {len(missing)} tensor(s), e.g. {missing[0]}")
+    with torch.no_grad():
+        for key, index in positions.items():
+            target = params[key]
+            target.view(-1)[index.long().reshape(-1)] = state[key].reshape(-1).to(target.dtype, copy=False)
+    return len(positions)
