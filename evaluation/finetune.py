@@ -1,0 +1,158 @@
+"""Fine-tune one plain Hugging Face sub-model on a GLUE task and evaluate it.
+
+The recipe is the original evaluator's (reference/original.md section 9), on the extracted
+sub-model instead of the whole supernet: AdamW (the decoupled-decay equivalent of BertAdam) with
+weight decay 0.01 except biases and LayerNorm, gradient clipping at 1.0 (BertAdam's default),
+linear warm-up over the first 10% of steps then linear decay; cross-entropy (MSE for STS-B);
+evaluation on the primary dev set every ``eval_step`` steps and at the end; the best primary
+metric and its weights are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+from torch import nn
+
+from evaluation.data import EncodedSplit
+from glue.metrics import compute_metrics, primary_metric
+from glue.tasks import TaskSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    learning_rate: float
+    num_train_epochs: float
+    train_batch_size: int
+    eval_batch_size: int
+    eval_step: int
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 42
+
+
+@dataclasses.dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    primary: float
+    time_per_batch_ms: float  # model forward only, batch already on the device
+    batches: int
+
+
+@dataclasses.dataclass
+class FinetuneOutcome:
+    best: EvalResult
+    best_state: dict[str, torch.Tensor]  # CPU copy of the best weights
+    best_step: int
+    steps: int
+    evaluations: list[tuple[int, float]]  # (step, primary metric)
+    train_seconds: float
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: EncodedSplit, task: TaskSpec, batch_size: int,
+             device: torch.device | str = "cpu") -> EvalResult:
+    """Metrics of ``model`` on ``split``; the forward pass of every batch is timed with
+    ``perf_counter`` (CUDA synchronised), excluding batching and the host transfer."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    predictions, elapsed, batches = [], 0.0, 0
+    for batch in split.eval_batches(batch_size):
+        inputs = {key: batch[key].to(device) for key in ("input_ids", "attention_mask", "token_type_ids")}
+        _synchronize(device)
+        start = time.perf_counter()
+        logits = model(**inputs).logits
+        _synchronize(device)
+        elapsed += time.perf_counter() - start
+        batches += 1
+        predictions.append(logits.squeeze(-1) if task.is_regression else logits.argmax(dim=-1))
+    model.train(was_training)
+    preds = torch.cat(predictions).float().cpu().numpy() if task.is_regression else torch.cat(predictions).cpu().numpy()
+    # eval batches come in length order; labels are gathered in the same order
+    order = torch.argsort(split.lengths, stable=True)
+    labels = split.labels[order].numpy()
+    metrics = compute_metrics(task.name, preds, labels)
+    return EvalResult(metrics, primary_metric(task.name, metrics), 1000.0 * elapsed / max(batches, 1), batches)
+
+
+def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with no weight decay on biases and LayerNorm weights (BERT's grouping)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate)
+
+
+def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_proportion: float):
+    warmup = max(1, int(round(warmup_proportion * total_steps)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, task: TaskSpec) -> torch.Tensor:
+    if task.is_regression:
+        return nn.functional.mse_loss(logits.squeeze(-1), labels)
+    return nn.functional.cross_entropy(logits, labels)
+
+
+def finetune(model: nn.Module, train: EncodedSplit, dev: EncodedSplit, task: TaskSpec, config: FinetuneConfig,
+             device: torch.device | str = "cpu") -> FinetuneOutcome:
+    """Train ``model`` in place; returns the best dev evaluation and its weights."""
+    device = torch.device(device)
+    model.to(device).train()
+    steps_per_epoch = train.num_batches(config.train_batch_size)
+    total_steps = int(round(steps_per_epoch * config.num_train_epochs))  # 0 epochs: evaluate only
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
+    scheduler = linear_warmup_decay(optimizer, max(1, total_steps), config.warmup_proportion)
+    generator = torch.Generator().manual_seed(config.seed)
+    best: EvalResult | None = None
+    best_state: dict[str, torch.Tensor] = {}
+    best_step, evaluations, step = 0, [], 0
+    start = time.perf_counter()
+
+    def check(at_step: int) -> None:
+        nonlocal best, best_state, best_step
+        result = evaluate(model, dev, task, config.eval_batch_size, device)
+        evaluations.append((at_step, result.primary))
+        if best is None or result.primary > best.primary:
+            best, best_step = result, at_step
+            best_state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+
+    if total_steps == 0:
+        check(0)
+    while step < total_steps:
+        for batch in train.train_batches(config.train_batch_size, generator):
+            batch = {key: value.to(device) for key, value in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           token_type_ids=batch["token_type_ids"]).logits
+            loss = _loss(logits, batch["labels"], task)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step % config.eval_step == 0 or step == total_steps:
+                check(step)
+            if step >= total_steps:
+                break
+    model.eval()
+    return FinetuneOutcome(best, best_state, best_step, step, evaluations, time.perf_counter() - start)

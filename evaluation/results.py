@@ -1,0 +1,260 @@
+"""``subbert.results`` (the original block layout, byte-compatible) and its JSONL twin.
+
+A block, as the original evaluator appended it for every candidate (followed by an empty line)::
+
+    **************S*************
+    task_name = rte
+    architecture = {'sample_layer_num': 4, 'sample_num_attention_heads': [12, 12, 12, 12], ...}
+    parameter size = 18123456
+    best_acc = 0.5740072202166066
+    time_per_batch_infer = 12.345 ms
+    infer_cnt = 9
+    **************E*************
+
+The JSONL twin (``subbert.results.jsonl``) holds every metric of the same evaluation (fp32 and
+int8, MNLI matched and mismatched, sizes, timing, seed, scheme) and is the source of truth:
+it is written first, and a block missing after a crash is rebuilt from it (``reconcile``).
+Both files are appended one record per write, flushed to disk, so a killed run loses nothing
+that had finished. The parser fixes the original's bug: **one fitness per block** (the original
+emitted an entry only after two ``best_acc`` lines and averaged them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import defaultdict
+from typing import Iterable
+
+from utils import UserError, append_jsonl, arch_key, arch_to_legacy_repr, get_logger, parse_arch, read_jsonl
+
+logger = get_logger(__name__)
+
+RESULTS_NAME = "subbert.results"
+JSONL_NAME = "subbert.results.jsonl"
+BLOCK_START = "**************S*************"
+BLOCK_END = "**************E*************"
+_REQUIRED = ("task_name", "architecture", "best_acc")
+
+
+@dataclasses.dataclass
+class ResultBlock:
+    """One parsed block. ``best_acc`` is the raw text (a float, or ``f1: X; em: Y`` for SQuAD)."""
+
+    task_name: str
+    arch: dict
+    best_acc: str
+    parameter_size: int | None = None
+    time_per_batch_infer_ms: float | None = None
+    infer_cnt: int | None = None
+    line: int = 0  # where the block starts (1-based)
+
+    @property
+    def fitness(self) -> float:
+        return parse_best_acc(self.best_acc, where=f"block at line {self.line}")
+
+
+def parse_best_acc(text: str, where: str = "") -> float:
+    """A block's fitness: the float, or F1 for the SQuAD form ``f1: X; em: Y``."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = dict(part.strip().split(":", 1) for part in text.split(";") if ":" in part)
+    if "f1" in parts:
+        try:
+            return float(parts["f1"])
+        except ValueError:
+            pass
+    raise UserError(f"{where}: best_acc {text!r} is not a number")
+
+
+def format_block(task_name: str, arch: dict, parameter_size: int, best_acc: float | str,
+                 time_per_batch_infer_ms: float, infer_cnt: int) -> str:
+    """One block in the original layout (``str(float)`` accuracy, ``%.3f`` ms), with its blank line."""
+    lines = [
+        BLOCK_START,
+        f"task_name = {task_name}",
+        f"architecture = {arch_to_legacy_repr(arch)}",
+        f"parameter size = {int(parameter_size)}",
+        f"best_acc = {best_acc}",
+        f"time_per_batch_infer = {time_per_batch_infer_ms:.3f} ms",
+        f"infer_cnt = {int(infer_cnt)}",
+        BLOCK_END,
+    ]
+    return "\n".join(lines) + "\n\n"
+
+
+def parse_results(path: str) -> list[ResultBlock]:
+    """Every complete block of a ``subbert.results`` file, one entry per block.
+
+    A block cut short by a killed writer (no end marker before the next start or the end of
+    the file) is dropped with a warning; anything else malformed is a ``UserError`` naming the
+    file and line.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such results file")
+    blocks: list[ResultBlock] = []
+    fields: dict | None = None
+    start = 0
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if line == BLOCK_START:
+            if fields is not None:
+                logger.warning("%s:%d: dropping a block cut short (no end marker)", path, start)
+            fields, start = {}, number
+        elif line == BLOCK_END:
+            if fields is None:
+                raise UserError(f"{path}:{number}: end marker without a start marker")
+            blocks.append(_make_block(fields, path, start))
+            fields = None
+        elif not line:
+            continue
+        elif fields is None:
+            raise UserError(f"{path}:{number}: text outside a {BLOCK_START} ... {BLOCK_END} block")
+        elif " = " not in line:
+            raise UserError(f"{path}:{number}: expected 'key = value', got {line[:60]!r}")
+        else:
+            key, value = line.split(" = ", 1)
+            fields[key.strip()] = (value.strip(), number)
+    if fields is not None:
+        logger.warning("%s:%d: dropping a block cut short (no end marker)", path, start)
+    return blocks
+
+
+def _make_block(fields: dict, path: str, start: int) -> ResultBlock:
+    missing = [key for key in _REQUIRED if key not in fields]
+    if missing:
+        raise UserError(f"{path}:{start}: block lacks {', '.join(missing)}")
+    arch_text, arch_line = fields["architecture"]
+    block = ResultBlock(task_name=fields["task_name"][0], arch=parse_arch(arch_text, where=f"{path}:{arch_line}"),
+                        best_acc=fields["best_acc"][0], line=start)
+    try:
+        if "parameter size" in fields:
+            block.parameter_size = int(fields["parameter size"][0])
+        if "time_per_batch_infer" in fields:
+            block.time_per_batch_infer_ms = float(fields["time_per_batch_infer"][0].split()[0])
+        if "infer_cnt" in fields:
+            block.infer_cnt = int(fields["infer_cnt"][0])
+    except (ValueError, IndexError) as err:
+        raise UserError(f"{path}:{start}: bad number in block ({err})") from None
+    block.fitness  # noqa: B018 - validate best_acc now, with the block's position
+    return block
+
+
+# --------------------------------------------------------------------------------------
+# Fitness for the searcher
+# --------------------------------------------------------------------------------------
+
+
+def load_fitness(path: str, task_name: str | None = None) -> dict[str, float]:
+    """``{arch_key: fitness}`` from ``subbert.results`` (or its ``.jsonl`` twin).
+
+    One entry per block; an arch evaluated more than once (several seeds or tasks) gets the
+    mean of its blocks. ``task_name`` keeps only that task's blocks.
+    """
+    scores: dict[str, list[float]] = defaultdict(list)
+    if path.endswith(".jsonl"):
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such results file")
+        for record in read_jsonl(path):
+            if task_name is None or record.get("task_name") == task_name:
+                scores[arch_key(record["arch"])].append(float(record["best_acc"]))
+    else:
+        for block in parse_results(path):
+            if task_name is None or block.task_name == task_name:
+                scores[arch_key(block.arch)].append(block.fitness)
+    return {key: sum(values) / len(values) for key, values in scores.items()}
+
+
+# --------------------------------------------------------------------------------------
+# Writing, resume and reconciliation
+# --------------------------------------------------------------------------------------
+
+
+def result_key(record: dict) -> str:
+    """What makes an evaluation unique: task, seed, scheme and arch."""
+    return f"{record['task_name']}|{record['seed']}|{record['scheme']}|{arch_key(record['arch'])}"
+
+
+def block_text(record: dict) -> str:
+    return format_block(record["task_name"], record["arch"], record["parameter_size"], record["best_acc"],
+                        record["time_per_batch_infer_ms"], record["infer_cnt"])
+
+
+def _append_text(path: str, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class ResultsStore:
+    """The two result files of one ``--output_dir``."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.results_path = os.path.join(output_dir, RESULTS_NAME)
+        self.jsonl_path = os.path.join(output_dir, JSONL_NAME)
+
+    def records(self) -> list[dict]:
+        return read_jsonl(self.jsonl_path) if os.path.isfile(self.jsonl_path) else []
+
+    def done_keys(self) -> set[str]:
+        return {result_key(record) for record in self.records()}
+
+    def legacy_archs(self) -> set[tuple[str, str]]:
+        """``(task, arch_key)`` of blocks with no JSONL twin (a results file from the original
+        code or an older run): resume skips these archs rather than evaluating them twice."""
+        if not os.path.isfile(self.results_path):
+            return set()
+        ours = {(r["task_name"], arch_key(r["arch"])) for r in self.records()}
+        return {(b.task_name, arch_key(b.arch)) for b in parse_results(self.results_path)} - ours
+
+    def append(self, record: dict) -> None:
+        """JSONL first (the source of truth), then the block."""
+        os.makedirs(self.output_dir, exist_ok=True)
+        append_jsonl(self.jsonl_path, record)
+        _append_text(self.results_path, block_text(record))
+
+    def reconcile(self) -> int:
+        """Rebuild blocks that a crash between the two writes left out; returns how many."""
+        records = self.records()
+        if not records:
+            return 0
+        have: dict[tuple[str, str], int] = defaultdict(int)
+        if os.path.isfile(self.results_path):
+            for block in parse_results(self.results_path):
+                have[(block.task_name, arch_key(block.arch))] += 1
+        want: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        for record in records:
+            want[(record["task_name"], arch_key(record["arch"]))].append(record)
+        missing: list[dict] = []
+        for key, group in want.items():
+            missing.extend(group[have.get(key, 0):])
+        if missing:
+            _terminate_partial_block(self.results_path)
+            _append_text(self.results_path, "".join(block_text(record) for record in missing))
+            logger.warning("%s: rebuilt %d block(s) from %s", self.results_path, len(missing), JSONL_NAME)
+        return len(missing)
+
+
+def _terminate_partial_block(path: str) -> None:
+    """Make sure the next block starts on its own line after a write that was cut short."""
+    if os.path.isfile(path) and os.path.getsize(path):
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                _append_text(path, "\n")
+
+
+def write_results(path: str, records: Iterable[dict]) -> None:
+    """Write blocks for ``records`` to a fresh file (used by tests and tools)."""
+    from utils import atomic_write
+
+    with atomic_write(path) as handle:
+        for record in records:
+            handle.write(block_text(record))
