@@ -1,0 +1,14 @@
+"""Stages 1-2 of Bigger&Faster: raw text -> training shards -> pre-trained supernet.
+
+* ``shards``        tokenising, packing and writing shards; lazy reading of shards
+* ``masking``       [CLS]/[SEP] framing and 80/10/10 masked-LM masking, batching
+* ``data``          the per-epoch dataset and the rank-aware (DistributedSampler-style) batch order
+* ``losses``        the knowledge-distillation loss
+* ``models``        student supernet / teacher creation and their compatibility checks, per-step archs
+* ``checkpointing`` checkpoint directories, training state, RNG state, the loss log
+* ``distributed``   torchrun / DDP set-up
+* ``loop``          the training loop
+
+This package must not import torch at import time: ``generate_data.py`` spawns worker
+processes that import ``pretraining.shards`` only.
+"""
