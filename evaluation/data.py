@@ -24,7 +24,14 @@ def load_tokenizer(model_dir: str, do_lower_case: bool):
     vocab = os.path.join(model_dir, "vocab.txt")
     if not os.path.isfile(vocab):
         raise UserError(f"--model: {model_dir} has no vocab.txt (the tokenizer's vocabulary)")
-    return BertTokenizerFast(vocab_file=vocab, do_lower_case=do_lower_case)
+    # transformers 5 takes the vocabulary as ``vocab=`` and silently ignores ``vocab_file=``
+    # (every token becomes [UNK]); the size check guards against such an API change.
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=do_lower_case)
+    with open(vocab, encoding="utf-8") as handle:
+        expected = sum(1 for line in handle if line.rstrip("\n"))
+    if len(tokenizer) != expected:
+        raise RuntimeError(f"tokenizer loaded {len(tokenizer)} tokens from {vocab}, which has {expected}")
+    return tokenizer
 
 
 @dataclasses.dataclass

@@ -97,6 +97,7 @@ def parse_results(path: str) -> list[ResultBlock]:
         raise UserError(f"{path}: no such results file")
     blocks: list[ResultBlock] = []
     fields: dict | None = None
+    problem: str | None = None  # a malformed line is only an error if its block is complete
     start = 0
     with open(path, encoding="utf-8") as handle:
         lines = handle.read().split("\n")
@@ -105,10 +106,12 @@ def parse_results(path: str) -> list[ResultBlock]:
         if line == BLOCK_START:
             if fields is not None:
                 logger.warning("%s:%d: dropping a block cut short (no end marker)", path, start)
-            fields, start = {}, number
+            fields, start, problem = {}, number, None
         elif line == BLOCK_END:
             if fields is None:
                 raise UserError(f"{path}:{number}: end marker without a start marker")
+            if problem:
+                raise UserError(problem)
             blocks.append(_make_block(fields, path, start))
             fields = None
         elif not line:
@@ -116,7 +119,7 @@ def parse_results(path: str) -> list[ResultBlock]:
         elif fields is None:
             raise UserError(f"{path}:{number}: text outside a {BLOCK_START} ... {BLOCK_END} block")
         elif " = " not in line:
-            raise UserError(f"{path}:{number}: expected 'key = value', got {line[:60]!r}")
+            problem = problem or f"{path}:{number}: expected 'key = value', got {line[:60]!r}"
         else:
             key, value = line.split(" = ", 1)
             fields[key.strip()] = (value.strip(), number)
@@ -141,7 +144,7 @@ def _make_block(fields: dict, path: str, start: int) -> ResultBlock:
             block.infer_cnt = int(fields["infer_cnt"][0])
     except (ValueError, IndexError) as err:
         raise UserError(f"{path}:{start}: bad number in block ({err})") from None
-    block.fitness  # noqa: B018 - validate best_acc now, with the block's position
+    parse_best_acc(block.best_acc, where=f"{path}:{fields['best_acc'][1]}")  # fail now, naming the line
     return block
 
 

@@ -84,6 +84,9 @@ def build_parser(quantize: bool, description: str) -> argparse.ArgumentParser:
                                  "fakequant: the original's whole-supernet min-max fake-quant (parity)")
     parser.add_argument("--space", default=None, help="also require every arch to be in this named search space")
     parser.add_argument("--no_cuda", action="store_true", help="train on CPU even if a GPU is present")
+    parser.add_argument("--num_threads", type=int, default=0,
+                        help="torch CPU threads (0 = torch's default). Small sub-models on a busy CPU are much "
+                             "faster with 1 (see BENCHMARKS.md)")
     parser.add_argument("--super_model", default=None, help=argparse.SUPPRESS)  # original flag, no effect here
     parser.add_argument("--cache_dir", default=None, help=argparse.SUPPRESS)  # original flag, unused there too
     return parser
@@ -154,6 +157,8 @@ def main(argv=None, quantize: bool = False, description: str | None = None) -> i
     done, legacy = store.done_keys(), store.legacy_archs()
     with atomic_write(os.path.join(args.output_dir, "run_args.json")) as handle:
         json.dump(dict(vars(args), quant_scheme=scheme, seeds=seeds), handle, indent=2, sort_keys=True)
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     save_dir = os.path.join(args.output_dir, "models") if args.save_model_flag else None
     vocab_file = os.path.join(args.model, "vocab.txt")
