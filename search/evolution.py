@@ -247,7 +247,7 @@ class EvolutionOutcome:
     def summary(self) -> dict:
         counts = {origin: self.origins.count(origin) for origin in sorted(set(self.origins))}
         fitness = [f for _, f in self.parents]
-        return {"children": len(self.archs), "origins": counts, "retries_exhausted": self.retries_exhausted,
+        return {"children": len(self.archs), "origin_counts": counts, "retries_exhausted": self.retries_exhausted,
                 "shortfall": self.shortfall, "parents": len(self.parents),
                 "parents_best_fitness": max(fitness) if fitness else None,
                 "parents_mean_fitness": float(np.mean(fitness)) if fitness else None}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The evolution loop: GENERATIONS x (Evolved search, then evaluate the new archs).
+#
+#   bash script/search_and_eval.sh [TYPE] [LATENCY_CONSTRAINT] [DATA_DIR] [TASK_NAME] [GENERATIONS]
+#
+# Needs the first generation evaluated (script/search.sh eval). Generation i is written to
+# cands/1st_generation_kd_<TYPE>_<LAT>.gen<i>.evo.cands (and copied to .evo.cands), then
+# evaluated into output/kd_<TYPE>_<LAT>/subbert.results. The original evaluated .evo.cands
+# *before* searching, so its first iteration re-evaluated a stale or missing file; here each
+# generation is searched first. A re-run resumes: existing generation files are kept and
+# evaluated archs are skipped. Environment: GENERATIONS (3), FIRST_GENERATION_INDEX (1), and
+# everything script/search.sh reads (see bash script/search.sh --help).
+set -euo pipefail
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+TYPE="${1:-${TYPE:-ptq}}"
+LATENCY_CONSTRAINT="${2:-${LATENCY_CONSTRAINT:-10}}"
+DATA_DIR="${3:-${DATA_DIR:-}}"
+TASK_NAME="${4:-${TASK_NAME:-rte}}"
+GENERATIONS="${5:-${GENERATIONS:-3}}"
+FIRST_GENERATION_INDEX="${FIRST_GENERATION_INDEX:-1}"
+
+for ((i = FIRST_GENERATION_INDEX; i < FIRST_GENERATION_INDEX + GENERATIONS; i++)); do
+    echo "search_and_eval.sh: generation $i"
+    GENERATION="$i" bash "$SCRIPT_DIR/search.sh" evol "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
+    GENERATION="$i" bash "$SCRIPT_DIR/search.sh" eval "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
+done
