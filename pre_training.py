@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("running")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    run.add_argument("--threads", type=int, default=0,
+                     help="torch intra-op threads per process (0: torch's default; torchrun sets 1)")
     run.add_argument("--logging_steps", type=int, default=50, help="log a summary line every N steps")
     run.add_argument("--save_steps", type=int, default=1000, help="checkpoint every N steps (0: epochs only)")
     run.add_argument("--save_total_limit", type=int, default=2, help="step checkpoints kept (0: all)")

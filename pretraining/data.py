@@ -76,5 +76,8 @@ class PretrainingDataset(torch.utils.data.Dataset):
 
 
 def make_loader(dataset: PretrainingDataset, batches: RankBatches, num_workers: int) -> torch.utils.data.DataLoader:
+    # A private generator: creating the iterator must not draw from the global torch RNG, or a
+    # resumed run (which creates it mid-epoch) would get different dropout masks afterwards.
+    generator = torch.Generator().manual_seed(dataset.seed * 1_000_003 + batches.epoch)
     return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=dataset.collate,
-                                       num_workers=num_workers, persistent_workers=False)
+                                       num_workers=num_workers, persistent_workers=False, generator=generator)

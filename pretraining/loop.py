@@ -55,7 +55,7 @@ from pretraining.models import (
 )
 from pretraining.shards import MANIFEST_NAME, VOCAB_NAME, ShardIndex, find_shards, load_vocab, resolve_vocab
 from transformer.checkpoint import load_supernet, save_supernet, vocab_path
-from utils import UserError, append_jsonl, arch_summary, get_logger, set_seed, space_from_args
+from utils import UserError, append_jsonl, arch_summary, atomic_write, get_logger, set_seed, space_from_args
 
 logger = get_logger("pre_training")
 
@@ -88,6 +88,14 @@ class PreTrainingStep(nn.Module):
             parts["kd_att_loss"], parts["kd_rep_loss"] = kd_losses(
                 out.kd_scores, teacher_scores, out.kd_hidden, teacher_hidden, batch["attention_mask"])
         return sum(parts.values()), parts
+
+
+def teacher_outputs(teacher: nn.Module, batch: dict):
+    """The teacher's last hidden state and last-layer pre-softmax scores (no gradient)."""
+    with torch.no_grad():
+        out = teacher.bert(batch["input_ids"], attention_mask=batch["attention_mask"],
+                           token_type_ids=batch["token_type_ids"], return_last_scores=True)
+    return out.last_hidden_state, out.last_attention_scores
 
 
 def linear_warmup_decay(warmup_steps: int, total_steps: int):
@@ -190,8 +198,10 @@ class Trainer:
                             "or --overwrite_output_dir to start over")
         self.resume_dir = resume_dir
 
-        self.vocab_file = _choose_vocab(args, resume_dir)
-        vocab_tokens = load_vocab(self.vocab_file)
+        vocab_file = _choose_vocab(args, resume_dir)
+        vocab_tokens = load_vocab(vocab_file)
+        with open(vocab_file, "rb") as handle:
+            vocab_bytes = handle.read()
         self.vocab = Vocabulary.from_tokens(vocab_tokens)
         _check_shard_vocab(args, vocab_tokens)
         self.shards = ShardIndex(find_shards(args.pregenerated_data))
@@ -252,8 +262,13 @@ class Trainer:
             self._resume(resume_dir)
         elif ctx.is_main:
             remove_run(self.output_dir)  # --overwrite_output_dir (has_run was checked above)
-            os.makedirs(self.output_dir, exist_ok=True)
+        if ctx.is_main:
+            # Checkpoints copy the vocab from OUTPUT_DIR/vocab.txt: the source may be a step
+            # checkpoint that pruning deletes later.
+            with atomic_write(os.path.join(self.output_dir, VOCAB_NAME), "wb") as handle:
+                handle.write(vocab_bytes)
         ctx.barrier()
+        self.vocab_file = os.path.join(self.output_dir, VOCAB_NAME)
 
     # ----- resume
     def _position_info(self) -> dict:
@@ -332,10 +347,8 @@ class Trainer:
             tokens += int(batch["attention_mask"].sum())
             teacher_hidden = teacher_scores = None
             if self.teacher is not None:
-                with torch.no_grad(), self._autocast():
-                    out = self.teacher.bert(batch["input_ids"], attention_mask=batch["attention_mask"],
-                                            token_type_ids=batch["token_type_ids"], return_last_scores=True)
-                teacher_hidden, teacher_scores = out.last_hidden_state, out.last_attention_scores
+                with self._autocast():
+                    teacher_hidden, teacher_scores = teacher_outputs(self.teacher, batch)
             for arch in archs:
                 self.model.set_sample_config(arch)
                 done += 1
@@ -428,7 +441,8 @@ class Trainer:
                         self.save(f"step_{self.global_step}")
                     if args.stop_after_steps and steps_this_run >= args.stop_after_steps:
                         stopped = True
-                        break
+                    if epoch_done or stopped:
+                        break  # a new epoch needs a new batch order
                 del iterator
             finished = self.global_step >= self.total_steps or self.epoch >= self.num_epochs
             if self.saved_step != self.global_step:
@@ -450,6 +464,8 @@ class Trainer:
 def train(args) -> TrainResult:
     """Run (or resume) pre-training as ``args`` (``pre_training.build_parser``) describe."""
     _validate(args)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     ctx = init_distributed(args.device)
     try:
         return Trainer(args, ctx).run()

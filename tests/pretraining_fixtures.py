@@ -1,0 +1,64 @@
+"""Self-made fixtures for the stage 1-2 tests: a tiny WordPiece vocab and a tiny corpus, so the
+tests run without ../shared/data (which the real-data tests read when present)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+SHARED_VOCAB = os.path.join(SHARED_DATA, "vocab", "bert-base-uncased-vocab.txt")
+SHARED_CORPUS = os.path.join(SHARED_DATA, "corpus")
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = ("the a an of and to in is was it he she they we you that this with for on at by from as but not "
+         "king queen castle forest wolf girl boy mother father old young little great good bad dark light "
+         "went came said saw found took gave ran walked looked called lived told asked thought knew "
+         "day night time way house door tree water fire bread gold stone bird fox bear river road").split()
+PIECES = ["##s", "##ed", "##ing", "##ly", "##er", "##est", "##n", "##y"]
+PUNCT = list(".,;:!?'\"-()")
+LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+
+
+def write_vocab(path: str) -> list[str]:
+    """A small uncased WordPiece vocab: specials, words, suffix pieces, punctuation, letters."""
+    tokens = SPECIALS + WORDS + PIECES + PUNCT + LETTERS + ["##" + letter for letter in LETTERS]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(tokens) + "\n")
+    return tokens
+
+
+def _sentence(rng: random.Random) -> str:
+    words = [rng.choice(WORDS) + rng.choice(["", "", "", "s", "ed", "ing"]) for _ in range(rng.randint(3, 14))]
+    words[0] = words[0].capitalize()
+    return " ".join(words) + rng.choice([".", ".", "!", "?", ", said the fox."])
+
+
+def write_corpus(directory: str, documents: int = 6, seed: int = 0) -> list[str]:
+    """``documents`` text files of varied shape: blank lines, long lines, CRLF endings."""
+    rng = random.Random(seed)
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for index in range(documents):
+        lines = []
+        for _ in range(rng.randint(15, 40)):
+            kind = rng.random()
+            if kind < 0.1:
+                lines.append("")  # blank line
+            elif kind < 0.2:
+                lines.append(" ".join(_sentence(rng) for _ in range(8)))  # a long paragraph
+            else:
+                lines.append("  " + _sentence(rng) + "  ")
+        newline = "\r\n" if index == 1 else "\n"
+        path = os.path.join(directory, f"doc_{index:02d}.txt")
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            handle.write(newline.join(lines) + newline)
+        paths.append(path)
+    return paths
+
+
+def tiny_space_args() -> list[str]:
+    """A search space small enough for second-long training tests (supernet L2/H32/F64/Q32/A2)."""
+    return ["--space", "demo_supernet", "--layer_num_space", "1", "2", "--hidden_size_space", "16", "32", "16",
+            "--intermediate_size_space", "32", "64", "32", "--head_num_space", "2", "2", "1",
+            "--qkv_size_space", "16", "32", "16"]
