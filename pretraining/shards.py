@@ -171,26 +171,69 @@ def plan_tasks(documents: Sequence[str], block_bytes: int) -> Iterator[list[Segm
 # Worker side: tokenise a task
 # --------------------------------------------------------------------------------------
 
-_WORKER_TOKENIZER = None
+class CachedEncoder:
+    """Lines -> (token count, JSON fragment) through the fast tokenizer, memoised per chunk.
+
+    The fragment of a line is its tokens JSON-encoded and joined by ", ", so a shard line is
+    ``'{"tokens": [' + ", ".join(fragments) + ']}'`` -- byte-identical to ``json.dumps`` of the
+    token list, with all per-token work done here, in the worker processes.
+
+    BERT's text cleaning, lower-casing, accent stripping, punctuation splitting and WordPiece
+    never look across a space (U+0020), so the tokens of a line are the concatenated tokens of
+    its space-separated chunks: each distinct chunk ("word," / "the") is tokenised once and looked
+    up afterwards. Chunks holding other whitespace (tabs, NBSP...) go through the tokenizer
+    whole, so the result is exactly the tokenizer's (the tests and the benchmark compare it with
+    the slow Python tokenizer on real text). The memo is cleared past ``max_entries``.
+    """
+
+    def __init__(self, tokenizer, vocab: Sequence[str], max_entries: int = 500_000):
+        self.tokenizer = tokenizer._tokenizer  # the Rust tokenizer: skips the Python wrapper
+        self.encoded = [json.dumps(token) for token in vocab]
+        self.max_entries = max_entries
+        self.fragments: dict[str, str] = {}
+        self.sizes: dict[str, int] = {}
+
+    def encode_lines(self, lines: Sequence[str]) -> tuple[list[int], list[str]]:
+        """Token count and fragment of every line that has at least one token."""
+        fragments, sizes, encoded = self.fragments, self.sizes, self.encoded
+        if len(fragments) > self.max_entries:
+            fragments.clear()
+            sizes.clear()
+        chunked = [line.split(" ") for line in lines]
+        missing = list(set(itertools.chain.from_iterable(chunked)).difference(fragments))
+        if missing:
+            for chunk, encoding in zip(missing, self.tokenizer.encode_batch_fast(missing, add_special_tokens=False)):
+                fragments[chunk] = ", ".join([encoded[i] for i in encoding.ids])
+                sizes[chunk] = len(encoding.ids)
+        counts, line_fragments = [], []
+        for chunks in chunked:  # per line; the per-chunk work runs in C (map/filter/join)
+            count = sum(map(sizes.__getitem__, chunks))
+            if count:
+                counts.append(count)
+                line_fragments.append(", ".join(filter(None, map(fragments.__getitem__, chunks))))
+        return counts, line_fragments
+
+
+_WORKER_ENCODER: CachedEncoder | None = None
 
 
 def _init_worker(vocab_file: str, do_lower_case: bool) -> None:
-    global _WORKER_TOKENIZER
+    global _WORKER_ENCODER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # processes give the parallelism
-    _WORKER_TOKENIZER = build_tokenizer(vocab_file, do_lower_case)
+    _WORKER_ENCODER = CachedEncoder(build_tokenizer(vocab_file, do_lower_case), load_vocab(vocab_file))
 
 
 @dataclasses.dataclass
 class TokenizedSegment:
     doc: int
     nbytes: int
-    lengths: np.ndarray  # tokens per non-blank line
-    ids: np.ndarray  # all lines' token ids, concatenated (int32)
+    lines: int  # non-blank lines read
+    counts: list[int]  # tokens per line that has tokens
+    fragments: list[str]  # those lines' JSON fragments
     undecodable: bool
 
 
 def tokenize_task(task: list[Segment]) -> list[TokenizedSegment]:
-    tokenizer = _WORKER_TOKENIZER._tokenizer  # the Rust tokenizer: skips the Python wrapper
     results = []
     for segment in task:
         with open(segment.path, "rb") as handle:
@@ -201,11 +244,8 @@ def tokenize_task(task: list[Segment]) -> list[TokenizedSegment]:
         except UnicodeDecodeError:
             text, undecodable = data.decode("utf-8", errors="replace"), True
         lines = split_lines(text)
-        encodings = tokenizer.encode_batch_fast(lines, add_special_tokens=False) if lines else []
-        id_lists = [encoding.ids for encoding in encodings]
-        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
-        ids = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int32, count=int(lengths.sum()))
-        results.append(TokenizedSegment(segment.doc, len(data), lengths, ids, undecodable))
+        counts, fragments = _WORKER_ENCODER.encode_lines(lines)
+        results.append(TokenizedSegment(segment.doc, len(data), len(lines), counts, fragments, undecodable))
     return results
 
 
@@ -234,31 +274,39 @@ def _ordered_map(tasks: Iterable[list[Segment]], num_workers: int, vocab_file: s
 
 
 class Packer:
-    """Greedy packing of one document's lines into sequences of at most ``budget`` tokens."""
+    """Greedy packing of one document's lines into sequences of at most ``budget`` tokens.
+
+    A line is ``(fragment, count)``: its JSON-encoded tokens joined by ", " and their number.
+    ``emit(fragments, count)`` receives each finished sequence.
+    """
 
     def __init__(self, budget: int, emit, min_tokens: int = MIN_TOKENS):
         if budget < min_tokens:
             raise UserError(f"--max_seq_len leaves {budget} tokens per sequence, fewer than {min_tokens}")
         self.budget, self.emit, self.min_tokens = budget, emit, min_tokens
-        self.pieces: list[np.ndarray] = []
+        self.pieces: list[str] = []
         self.length = 0
         self.dropped = 0  # sequences shorter than min_tokens
 
-    def add_line(self, ids: np.ndarray) -> None:
-        if self.length + len(ids) <= self.budget:
-            self.pieces.append(ids)
-            self.length += len(ids)
+    def add_line(self, fragment: str, count: int) -> None:
+        if self.length + count <= self.budget:
+            self.pieces.append(fragment)
+            self.length += count
             return
         self.end_document()
-        while len(ids) > self.budget:  # a line longer than a sequence: full-length pieces
-            self.emit(ids[: self.budget])
-            ids = ids[self.budget:]
-        if len(ids):
-            self.pieces, self.length = [ids], len(ids)
+        if count > self.budget:  # a line longer than a sequence: full-length pieces
+            # WordPiece tokens hold no whitespace, so their JSON never contains ", ".
+            tokens = fragment.split(", ")
+            while len(tokens) > self.budget:
+                self.emit([", ".join(tokens[: self.budget])], self.budget)
+                tokens = tokens[self.budget:]
+            fragment, count = ", ".join(tokens), len(tokens)
+        if count:
+            self.pieces, self.length = [fragment], count
 
     def end_document(self) -> None:
         if self.length >= self.min_tokens:
-            self.emit(np.concatenate(self.pieces) if len(self.pieces) > 1 else self.pieces[0])
+            self.emit(self.pieces, self.length)
         elif self.length:
             self.dropped += 1
         self.pieces, self.length = [], 0
@@ -267,9 +315,10 @@ class Packer:
 def pack_lines(lines: Iterable[Sequence[int]], budget: int, min_tokens: int = MIN_TOKENS) -> list[list[int]]:
     """Pack one document's token-id lines (a pure-function view of ``Packer``, for tests)."""
     out: list[list[int]] = []
-    packer = Packer(budget, lambda ids: out.append([int(i) for i in ids]), min_tokens)
+    packer = Packer(budget, lambda pieces, count: out.append(json.loads("[" + ", ".join(pieces) + "]")), min_tokens)
     for line in lines:
-        packer.add_line(np.asarray(line, dtype=np.int32))
+        if len(line):
+            packer.add_line(", ".join(str(int(i)) for i in line), len(line))
     packer.end_document()
     return out
 
@@ -277,23 +326,20 @@ def pack_lines(lines: Iterable[Sequence[int]], budget: int, min_tokens: int = MI
 class ShardWriter:
     """Round-robin JSON-lines writer over ``num_shards`` files in a staging directory."""
 
-    def __init__(self, directory: str, num_shards: int, vocab: Sequence[str]):
+    def __init__(self, directory: str, num_shards: int):
         self.directory = directory
         self.paths = [os.path.join(directory, SHARD_TEMPLATE.format(i)) for i in range(num_shards)]
         self.handles = [open(path, "w", encoding="utf-8") for path in self.paths]
-        # Pre-encoded tokens: a line is then one join, byte-identical to json.dumps({"tokens": ...}).
-        self.encoded = [json.dumps(token) for token in vocab]
         self.counts = [0] * num_shards
         self.sequences = 0
         self.tokens = 0
 
-    def write(self, ids: np.ndarray) -> None:
+    def write(self, fragments: list[str], count: int) -> None:
         shard = self.sequences % len(self.handles)
-        encoded = self.encoded
-        self.handles[shard].write('{"tokens": [' + ", ".join([encoded[i] for i in ids.tolist()]) + "]}\n")
+        self.handles[shard].write('{"tokens": [' + ", ".join(fragments) + "]}\n")
         self.counts[shard] += 1
         self.sequences += 1
-        self.tokens += len(ids)
+        self.tokens += count
 
     def close(self) -> None:
         for handle in self.handles:
@@ -371,7 +417,7 @@ def generate_shards(corpus_dir: str, output_dir: str, vocab_file: str, settings:
     staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=output_dir)
     started = time.perf_counter()
     try:
-        writer = ShardWriter(staging, settings.num_shards, vocab)
+        writer = ShardWriter(staging, settings.num_shards)
         packer = Packer(settings.max_seq_len - 2, writer.write)
         total_bytes = sum(os.path.getsize(path) for path in documents)
         lines = undecodable_docs = 0
@@ -385,12 +431,10 @@ def generate_shards(corpus_dir: str, output_dir: str, vocab_file: str, settings:
                         undecodable_docs += doc_undecodable
                         current_doc, doc_undecodable = segment.doc, False
                     doc_undecodable |= segment.undecodable
-                    offset = 0
-                    for length in segment.lengths.tolist():
-                        if length:
-                            packer.add_line(segment.ids[offset: offset + length])
-                        offset += length
-                    lines += len(segment.lengths)
+                    add_line = packer.add_line
+                    for fragment, count in zip(segment.fragments, segment.counts):
+                        add_line(fragment, count)
+                    lines += segment.lines
                     bar.update(segment.nbytes)
         packer.end_document()
         undecodable_docs += doc_undecodable

@@ -12,6 +12,7 @@ import pytest
 import generate_data
 from pretraining.shards import (
     MANIFEST_NAME,
+    CachedEncoder,
     GenerateSettings,
     ShardIndex,
     build_tokenizer,
@@ -195,6 +196,53 @@ def test_bad_input_is_one_line_and_keeps_existing_shards(corpus, tmp_path, capsy
     assert len(err.strip().splitlines()) == 1 and "error:" in err and "Traceback" not in err
     assert shard_bytes(out) == before
     assert not glob.glob(os.path.join(out, ".generate_data.*"))
+
+
+TRICKY_LINES = [
+    "The  King\tsaid:\u00a0«Hello»,  world!!", "caf\u00e9 cafe\u0301 na\u00efve \u0301x", "\u039f\u0394\u039f\u03a3 \u03a3 \u03c3\u03c2",
+    "\u5e74\u524d the\u4e2d\u6587 x", "ctrl\x1cchars\x0bhere \x7f del", "a" * 150 + " short", "(quoted) 'word' -- dash...",
+    "tab\tseparated\tvalues and\u2009thin\u3000ideographic space", "\ufeffbom start \ufffd replacement",
+]
+
+
+def direct_fragments(tokenizer, vocab, lines):
+    """The plain tokenizer, line by line, as JSON fragments (what CachedEncoder must reproduce)."""
+    out = []
+    for encoding in tokenizer.encode_batch(lines, add_special_tokens=False):
+        if encoding.ids:
+            out.append((len(encoding.ids), ", ".join(json.dumps(vocab[i]) for i in encoding.ids)))
+    return out
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_chunk_memo_equals_the_plain_tokenizer(corpus, lower):
+    _, vocab_file, vocab = corpus
+    tokenizer = build_tokenizer(vocab_file, do_lower_case=lower)
+    encoder = CachedEncoder(tokenizer, vocab, max_entries=5)  # tiny memo: the clearing path runs too
+    lines = TRICKY_LINES + [line.strip() for line in open(os.path.join(corpus[0], "doc_03.txt")) if line.strip()]
+    for start in range(0, len(lines), 7):  # several calls: later ones hit the memo
+        batch = lines[start: start + 7]
+        counts, fragments = encoder.encode_lines(batch)
+        assert list(zip(counts, fragments)) == direct_fragments(tokenizer._tokenizer, vocab, batch)
+
+
+@pytest.mark.skipif(not os.path.isfile(SHARED_VOCAB) or not os.path.isdir(SHARED_CORPUS),
+                    reason="shared data absent")
+def test_chunk_memo_equals_the_plain_tokenizer_on_real_text_and_tricky_lines():
+    from pretraining.shards import load_vocab
+
+    vocab = load_vocab(SHARED_VOCAB)
+    for lower in (True, False):
+        tokenizer = build_tokenizer(SHARED_VOCAB, do_lower_case=lower)
+        encoder = CachedEncoder(tokenizer, vocab)
+        for path in [None] + sorted(glob.glob(os.path.join(SHARED_CORPUS, "*", "*"))):
+            if path is None:
+                lines = TRICKY_LINES
+            else:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    lines = split_lines(handle.read())[:2000]
+            counts, fragments = encoder.encode_lines(lines)
+            assert list(zip(counts, fragments)) == direct_fragments(tokenizer._tokenizer, vocab, lines), path
 
 
 # --------------------------------------------------------------------------------------
