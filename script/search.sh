@@ -16,7 +16,8 @@
 # environment with a default relative to the repository root:
 #   PYTHON (python), MODEL_DIR (model/SUPER-KD-S1/epoch_3), PREDICTOR (conf_datasets/lat_predictor_quant.pt,
 #   or lat_predictor.pt for fp), SPACE (paper_search), GEN_SIZE (10), POPULATION (25), SEED (42),
-#   NUM_TRAIN_EPOCHS (1), DO_LOWER_CASE (1), CANDS_DIR (cands), OUTPUT_ROOT (output),
+#   NUM_TRAIN_EPOCHS (1), DO_LOWER_CASE (1), NUM_THREADS (0 = torch's default; 1 is much faster for
+#   small sub-models on a shared CPU), CANDS_DIR (cands), OUTPUT_ROOT (output),
 #   SEARCH_NAME (kd_<TYPE>_<LAT>), ARCHES_FILE (eval input; default the first generation, or the
 #   GENERATION's .evo.cands), GENERATION (evolved generation number), SEARCH_ARGS / EVAL_ARGS (extra
 #   flags for searcher.py / the evaluator, split on spaces), FORCE (1: redo a step whose output exists).
@@ -59,6 +60,7 @@ GEN_SIZE="${GEN_SIZE:-10}"
 POPULATION="${POPULATION:-25}"
 SEED="${SEED:-42}"
 NUM_TRAIN_EPOCHS="${NUM_TRAIN_EPOCHS:-1}"
+NUM_THREADS="${NUM_THREADS:-0}"
 DO_LOWER_CASE="${DO_LOWER_CASE:-1}"
 CANDS_DIR="${CANDS_DIR:-$ROOT/cands}"
 OUTPUT_ROOT="${OUTPUT_ROOT:-$ROOT/output}"
@@ -109,7 +111,7 @@ case "$OP" in
         [[ "$DO_LOWER_CASE" == "1" ]] && lower=(--do_lower_case)
         "$PYTHON" "$ROOT/superbert_run_en_classifier_$TYPE.py" --model "$MODEL_DIR" --data_dir "$DATA_DIR" \
             --task_name "$TASK_NAME" --arches_file "$ARCHES_FILE" --output_dir "$OUTPUT_DIR" \
-            --num_train_epochs "$NUM_TRAIN_EPOCHS" --seed "$SEED" ${lower[@]+"${lower[@]}"} \
+            --num_train_epochs "$NUM_TRAIN_EPOCHS" --seed "$SEED" --num_threads "$NUM_THREADS" ${lower[@]+"${lower[@]}"} \
             ${EVAL_EXTRA[@]+"${EVAL_EXTRA[@]}"}
         ;;
     evol)
