@@ -385,71 +385,32 @@ class Trainer:
         return (("mlm_loss",) if self.use_mlm else ()) + (("kd_att_loss", "kd_rep_loss") if self.use_kd else ())
 
     # ----- the loop
-    def run(self) -> TrainResult:
-        from tqdm.auto import tqdm
+    @property
+    def done(self) -> bool:
+        return self.global_step >= self.total_steps or self.epoch >= self.num_epochs
 
-        args, ctx = self.args, self.ctx
+    def run(self) -> TrainResult:
+        args, ctx, config = self.args, self.ctx, self.model.config
         logger.info("rank %d/%d on %s; %d sequences, %d steps/epoch, %d steps in total (warm-up %d); objectives: %s; "
                     "space %s; supernet L%d/H%d/F%d/Q%d/A%d", ctx.rank, ctx.world_size, ctx.device, len(self.dataset),
-                    self.steps_per_epoch, self.total_steps, self.warmup_steps,
-                    "+".join(self._active_parts()), self.space.name, self.model.config.num_hidden_layers,
-                    self.model.config.hidden_size, self.model.config.intermediate_size, self.model.config.qkv_size,
-                    self.model.config.num_attention_heads)
+                    self.steps_per_epoch, self.total_steps, self.warmup_steps, "+".join(self._active_parts()),
+                    self.space.name, config.num_hidden_layers, config.hidden_size, config.intermediate_size,
+                    config.qkv_size, config.num_attention_heads)
         self.model.train()
+        progress = StepLog(self.log_path, ctx.is_main and not args.no_progress, ctx.is_main, args.logging_steps,
+                           self.total_steps, self.global_step)
         steps_this_run = 0
-        window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-        bar = tqdm(total=self.total_steps, initial=self.global_step, desc="pre-training", unit="step",
-                   disable=not ctx.is_main or args.no_progress, dynamic_ncols=True)
-        stopped = False
-        accumulation = args.gradient_accumulation_steps
         try:
-            while self.epoch < self.num_epochs and self.global_step < self.total_steps and not stopped:
-                skip = self.step_in_epoch * accumulation
-                batches = RankBatches(len(self.dataset), args.train_batch_size, ctx.world_size, ctx.rank, args.seed,
-                                      self.epoch, skip_batches=skip)
-                iterator = iter(make_loader(self.dataset, batches, args.num_workers))
-                while self.step_in_epoch < self.steps_per_epoch and self.global_step < self.total_steps:
-                    remaining = self.batches_per_epoch - self.step_in_epoch * accumulation
-                    micro = [next(iterator) for _ in range(min(accumulation, remaining))]
-                    archs = archs_for_step(self.space, args.seed, self.global_step, args.sample_times_per_batch,
-                                           args.sandwich, self.fixed_arch)
-                    started = time.perf_counter()
-                    record = self.train_step(micro, archs)
-                    self.global_step += 1
-                    self.step_in_epoch += 1
-                    steps_this_run += 1
-                    record.update(step=self.global_step, epoch=self.epoch,
-                                  archs=[arch_summary(arch) for arch in archs],
-                                  seconds=round(time.perf_counter() - started, 4))
-                    if ctx.is_main:
-                        append_jsonl(self.log_path, record)
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-                    window_loss += record["loss"]
-                    window_tokens += record["tokens"]
-                    if self.global_step % args.logging_steps == 0:
-                        elapsed = time.perf_counter() - window_start
-                        logger.info("step %d/%d  epoch %d  loss %.4f  lr %.3g  %.0f tokens/s", self.global_step,
-                                    self.total_steps, self.epoch, window_loss / args.logging_steps, record["lr"],
-                                    window_tokens / max(elapsed, 1e-9))
-                        window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-                    epoch_done = self.step_in_epoch >= self.steps_per_epoch
-                    if epoch_done:
-                        self.epoch, self.step_in_epoch = self.epoch + 1, 0
-                        self.save(f"epoch_{self.epoch - 1}")
-                    elif args.save_steps and self.global_step % args.save_steps == 0:
-                        self.save(f"step_{self.global_step}")
-                    if args.stop_after_steps and steps_this_run >= args.stop_after_steps:
-                        stopped = True
-                    if epoch_done or stopped:
-                        break  # a new epoch needs a new batch order
-                del iterator
-            finished = self.global_step >= self.total_steps or self.epoch >= self.num_epochs
+            while not self.done:
+                steps_this_run += self._run_epoch(progress, args.stop_after_steps - steps_this_run
+                                                  if args.stop_after_steps else None)
+                if args.stop_after_steps and steps_this_run >= args.stop_after_steps:
+                    break
             if self.saved_step != self.global_step:
                 self.save(f"step_{self.global_step}")  # stopped mid-epoch: the position is on disk
         finally:
-            bar.close()
-        if finished and ctx.is_main:
+            progress.close()
+        if self.done and ctx.is_main:
             save_supernet(self.model, os.path.join(self.output_dir, FINAL_DIR), self.vocab_file)
             plot_loss_curve(self.log_path, os.path.join(self.output_dir, LOSS_PLOT))
             logger.info("done: %d steps; final supernet in %s", self.global_step,
@@ -458,7 +419,71 @@ class Trainer:
             logger.info("stopped after %d step(s) (--stop_after_steps) at step %d; continue with --resume",
                         steps_this_run, self.global_step)
         ctx.barrier()
-        return TrainResult(self.model, self.global_step, finished, self.last_checkpoint)
+        return TrainResult(self.model, self.global_step, self.done, self.last_checkpoint)
+
+    def _run_epoch(self, progress: "StepLog", max_steps: int | None) -> int:
+        """Train from the current position to the end of the epoch (or the run, or ``max_steps``
+        steps); save at ``--save_steps`` and at the epoch's end. Returns the steps taken."""
+        args, ctx = self.args, self.ctx
+        accumulation = args.gradient_accumulation_steps
+        batches = RankBatches(len(self.dataset), args.train_batch_size, ctx.world_size, ctx.rank, args.seed,
+                              self.epoch, skip_batches=self.step_in_epoch * accumulation)
+        iterator = iter(make_loader(self.dataset, batches, args.num_workers))
+        taken = 0
+        while self.step_in_epoch < self.steps_per_epoch and self.global_step < self.total_steps:
+            remaining = self.batches_per_epoch - self.step_in_epoch * accumulation  # the last step may be short
+            micro = [next(iterator) for _ in range(min(accumulation, remaining))]
+            archs = archs_for_step(self.space, args.seed, self.global_step, args.sample_times_per_batch,
+                                   args.sandwich, self.fixed_arch)
+            started = time.perf_counter()
+            record = self.train_step(micro, archs)
+            self.global_step += 1
+            self.step_in_epoch += 1
+            taken += 1
+            record.update(step=self.global_step, epoch=self.epoch, archs=[arch_summary(arch) for arch in archs],
+                          seconds=round(time.perf_counter() - started, 4))
+            progress.add(record)
+            if self.step_in_epoch >= self.steps_per_epoch:
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                self.save(f"epoch_{self.epoch - 1}")
+                break  # a new epoch needs a new batch order
+            if args.save_steps and self.global_step % args.save_steps == 0:
+                self.save(f"step_{self.global_step}")
+            if max_steps is not None and taken >= max_steps:
+                break
+        return taken
+
+
+class StepLog:
+    """Per-step rows of ``loss_log.jsonl`` (rank 0), the progress bar and the summary line."""
+
+    def __init__(self, path: str, show_bar: bool, write: bool, every: int, total: int, initial: int):
+        from tqdm.auto import tqdm
+
+        self.path, self.write, self.every = path, write, every
+        self.bar = tqdm(total=total, initial=initial, desc="pre-training", unit="step", disable=not show_bar,
+                        dynamic_ncols=True)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss, self.tokens, self.steps, self.started = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, record: dict) -> None:
+        if self.write:
+            append_jsonl(self.path, record)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+        self.loss += record["loss"]
+        self.tokens += record["tokens"]
+        self.steps += 1
+        if record["step"] % self.every == 0:
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            logger.info("step %d/%d  epoch %d  loss %.4f  lr %.3g  %.0f tokens/s", record["step"], self.bar.total,
+                        record["epoch"], self.loss / self.steps, record["lr"], self.tokens / elapsed)
+            self._reset()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def train(args) -> TrainResult:
