@@ -33,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sequence length pre-training will use; sequences keep 2 slots for [CLS]/[SEP]")
     parser.add_argument("--do_lower_case", action="store_true", help="lower-case and strip accents (uncased vocab)")
     parser.add_argument("--num_shards", type=int, default=28, help="number of shard files (the original's 28)")
-    parser.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="tokenising processes (1 = in this process)")
-    parser.add_argument("--block_mb", type=float, default=1.0,
+    parser.add_argument("--num_workers", type=int, default=max(1, min(8, (os.cpu_count() or 1) - 1)),
+                        help="tokenising processes; 1 = in this process (default: CPUs - 1, at most 8)")
+    parser.add_argument("--block_mb", type=float, default=0.25,
                         help="text per work unit in MiB; bounds memory (about 2 x workers units in flight)")
     parser.add_argument("--overwrite", action="store_true", help="replace shards already in --output_dir")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")

@@ -76,7 +76,8 @@ def main() -> None:
     parser.add_argument("--corpus", default=os.path.join(SHARED, "corpus"),
                         help="directory of text files (searched recursively)")
     parser.add_argument("--vocab", default=os.path.join(SHARED, "vocab", "bert-base-uncased-vocab.txt"))
-    parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1,
+                        help="also time this many worker processes (1 is always timed)")
     parser.add_argument("--max_seq_len", type=int, default=128)
     parser.add_argument("--num_shards", type=int, default=28)
     args = parser.parse_args()
@@ -87,23 +88,27 @@ def main() -> None:
         os.makedirs(corpus)
         documents = flatten_corpus(args.corpus, corpus)
         size = sum(os.path.getsize(p) for p in list_documents(corpus))
-        settings = GenerateSettings(max_seq_len=args.max_seq_len, do_lower_case=True, num_shards=args.num_shards,
-                                    num_workers=args.num_workers)
-        started = time.perf_counter()
-        stats = generate_shards(corpus, os.path.join(tmp, "ours"), args.vocab, settings, progress=False)
-        ours_s = time.perf_counter() - started
+        runs = {}
+        for workers in sorted({1, args.num_workers}):
+            settings = GenerateSettings(max_seq_len=args.max_seq_len, do_lower_case=True, num_shards=args.num_shards,
+                                        num_workers=workers)
+            out = os.path.join(tmp, f"ours_{workers}")
+            started = time.perf_counter()
+            stats = generate_shards(corpus, out, args.vocab, settings, progress=False)
+            runs[workers] = (time.perf_counter() - started, read_all(out, args.num_shards))
         started = time.perf_counter()
         tokens = original_approach(corpus, os.path.join(tmp, "original"), args.vocab, settings)
         original_s = time.perf_counter() - started
-        identical = read_all(os.path.join(tmp, "ours"), args.num_shards) == read_all(os.path.join(tmp, "original"),
-                                                                                    args.num_shards)
-    result = {
-        "documents": documents, "mbytes": round(size / 2**20, 2), "tokens": stats["tokens"],
-        "num_workers": args.num_workers, "cpus": os.cpu_count(),
-        "ours_s": round(ours_s, 2), "ours_tokens_per_s": round(stats["tokens"] / ours_s),
-        "original_s": round(original_s, 2), "original_tokens_per_s": round(tokens / original_s),
-        "speedup": round(original_s / ours_s, 1), "identical_shards": identical,
-    }
+        original = read_all(os.path.join(tmp, "original"), args.num_shards)
+        identical = all(shards == original for _, shards in runs.values())
+    result = {"documents": documents, "mbytes": round(size / 2**20, 2), "tokens": stats["tokens"],
+              "cpus": os.cpu_count(), "original_s": round(original_s, 2),
+              "original_tokens_per_s": round(tokens / original_s)}
+    for workers, (seconds, _) in runs.items():
+        result[f"ours_{workers}_workers_s"] = round(seconds, 2)
+        result[f"ours_{workers}_workers_tokens_per_s"] = round(stats["tokens"] / seconds)
+        result[f"speedup_{workers}_workers"] = round(original_s / seconds, 1)
+    result["identical_shards"] = identical
     print(json.dumps(result, indent=2))
     if not identical or tokens != stats["tokens"]:
         sys.exit("bench_generate_data: the two paths wrote different shards")

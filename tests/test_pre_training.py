@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import pre_training
-from pretraining.checkpointing import STATE_FILE, TRAINER_FILE, load_training_state
+from pretraining.checkpointing import TRAINER_FILE, load_training_state
 from pretraining.data import RankBatches, epoch_order
 from pretraining.losses import kd_losses
 from pretraining.loop import PreTrainingStep, teacher_outputs
