@@ -145,6 +145,8 @@ def _validate(args) -> None:
             raise UserError(f"{flag} must be at least {low}, got {value}")
     if args.masked_lm_prob is not None and not 0.0 <= args.masked_lm_prob <= 1.0:
         raise UserError(f"--masked_lm_prob must be in [0, 1], got {args.masked_lm_prob}")
+    if args.precision == "fp16" and (args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())):
+        raise UserError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
     if args.mlm and args.masked_lm_prob == 0:
         raise UserError("--mlm with --masked_lm_prob 0 has nothing to predict")
 

@@ -305,14 +305,23 @@ def test_killed_and_resumed_run_follows_the_same_loss_curve(tiny_data, tmp_path)
 
 def test_kd_run_with_teacher_sets_the_projection_width(tiny_data, tmp_path):
     out = tmp_path / "kd"
-    assert pre_training.main(base_args(tiny_data, out, "--teacher_model", tiny_data["teacher"], "--mlm",
+    assert pre_training.main(base_args(tiny_data, out, "--teacher_model", tiny_data["teacher"],
                                        "--max_steps", "3", "--save_steps", "0", "--sandwich")) == 0
     rows = read_jsonl(out / "loss_log.jsonl")
-    assert len(rows) == 3 and len(rows[0]["archs"]) == 3
+    assert len(rows) == 3 and rows[0]["archs"][:2] == ["L2/H32/F64/Q32/A2", "L1/H16/F32/Q16/A2"]  # sandwich
     for row in rows:
-        assert row["loss"] == pytest.approx(row["mlm_loss"] + row["kd_att_loss"] + row["kd_rep_loss"], rel=1e-5)
-        assert row["kd_att_loss"] > 0 and row["kd_rep_loss"] > 0
+        assert "mlm_loss" not in row and row["kd_att_loss"] > 0 and row["kd_rep_loss"] > 0
+        assert row["loss"] == pytest.approx(row["kd_att_loss"] + row["kd_rep_loss"], rel=1e-5)
     assert SuperBertConfig.load(str(out / "final")).kd_hidden_size == 48
+
+
+def test_dataloader_workers_do_not_change_the_run(tiny_data, tmp_path):
+    common = ["--mlm", "--max_steps", "3", "--save_steps", "0", "--further_train"]
+    assert pre_training.main(base_args(tiny_data, tmp_path / "w0", *common)) == 0
+    assert pre_training.main(base_args(tiny_data, tmp_path / "w2", *common, "--num_workers", "2")) == 0
+    in_process, workers = read_jsonl(tmp_path / "w0" / "loss_log.jsonl"), read_jsonl(tmp_path / "w2" / "loss_log.jsonl")
+    assert [r["loss"] for r in in_process] == [r["loss"] for r in workers]
+    assert all(r["archs"] == ["L2/H32/F64/Q32/A2"] for r in in_process)  # --further_train: the full supernet
 
 
 # --------------------------------------------------------------------------------------
