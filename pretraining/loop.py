@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import time
@@ -171,8 +172,6 @@ def _check_shard_vocab(args, vocab_tokens) -> None:
                         "the model's vocab; token ids would not match")
     manifest = os.path.join(args.pregenerated_data, MANIFEST_NAME)
     if os.path.isfile(manifest):
-        import json
-
         with open(manifest, encoding="utf-8") as handle:
             longest = json.load(handle).get("max_tokens_per_sequence", 0)
         if longest > args.max_seq_length - 2:
