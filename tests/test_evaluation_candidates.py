@@ -100,6 +100,17 @@ def test_saved_int8_model_has_every_linear_converted_and_reproduces_the_metric(p
     task = get_task("mnli")
     dev = encode_examples(load_tokenizer(directory, True), read_split(task, workspace["mnli"], "matched"), task, 32)
     assert evaluate(model, dev, task, 32).primary == pytest.approx(big["best_int8"])
+    # int8 logits stay close to fp32 ones (not only the argmax): relative error well under 10 %
+    from transformers import BertForSequenceClassification
+
+    fp32 = BertForSequenceClassification.from_pretrained(directory, local_files_only=True).eval()
+    batch = dev.batch(torch.arange(len(dev)))
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        reference, quantized = fp32(**inputs).logits, model(**inputs).logits
+    relative = (quantized - reference).abs().mean() / reference.abs().mean()
+    assert relative < 0.1, float(relative)
+    assert (quantized.argmax(-1) == reference.argmax(-1)).float().mean() >= 1 - INT8_TOLERANCE
 
 
 def test_resume_skips_done_archs_and_equals_an_uninterrupted_run(ptq_run, workspace):
