@@ -5,6 +5,8 @@ sub-model from the supernet, fine-tune it with the task's original hyper-paramet
 on dev (MNLI: matched and mismatched), and for ptq quantize it and evaluate again; append the
 result to ``subbert.results`` (original layout) and its JSONL twin. The supernet is loaded and
 the data tokenised once per task, not per arch. Every input is checked before any training.
+Launched with ``torchrun --nproc_per_node N``, the candidates are shared out over the ranks
+(one GPU each).
 """
 
 from __future__ import annotations
@@ -151,15 +153,21 @@ def main(argv=None, quantize: bool = False, description: str | None = None) -> i
             splits[name] = read_split(task, data_dir, name, args.max_eval_examples)
         examples[task.name] = splits
 
+    # Under torchrun every rank evaluates its own share of the candidates (no process group is
+    # needed: each result is one appended write to the shared files).
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     store = ResultsStore(args.output_dir)
     os.makedirs(args.output_dir, exist_ok=True)
-    store.reconcile()
+    if rank == 0:
+        store.reconcile()
+        with atomic_write(os.path.join(args.output_dir, "run_args.json")) as handle:
+            json.dump(dict(vars(args), quant_scheme=scheme, seeds=seeds), handle, indent=2, sort_keys=True)
     done, legacy = store.done_keys(), store.legacy_archs()
-    with atomic_write(os.path.join(args.output_dir, "run_args.json")) as handle:
-        json.dump(dict(vars(args), quant_scheme=scheme, seeds=seeds), handle, indent=2, sort_keys=True)
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    device = torch.device("cpu")
+    if torch.cuda.is_available() and not args.no_cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     save_dir = os.path.join(args.output_dir, "models") if args.save_model_flag else None
     vocab_file = os.path.join(args.model, "vocab.txt")
 
@@ -174,7 +182,9 @@ def main(argv=None, quantize: bool = False, description: str | None = None) -> i
                 if key not in done:
                     todo.append((arch, seed))
         skipped = len(archs) * len(seeds) - len(todo)
-        logger.info("%s: %d evaluation(s) to run, %d already done (resume)", task.name, len(todo), skipped)
+        todo = todo[rank::world]
+        logger.info("%s: %d evaluation(s) to run%s, %d already done (resume)", task.name, len(todo),
+                    f" on rank {rank} of {world}" if world > 1 else "", skipped)
         if not todo:
             continue
         set_seed(seeds[0])

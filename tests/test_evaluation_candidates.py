@@ -128,6 +128,19 @@ def test_resume_skips_done_archs_and_equals_an_uninterrupted_run(ptq_run, worksp
         assert resumed[1][key] == full[1][key]
 
 
+def test_ranks_share_the_candidates(ptq_run, workspace, monkeypatch):
+    """torchrun-style sharding: rank r of W evaluates every W-th candidate; together they equal one run."""
+    output = workspace["root"] / "sharded"
+    arches = str(workspace["root"] / "two.cands")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("1", "0"):
+        monkeypatch.setenv("RANK", rank)
+        assert run(base_args(workspace, arches, output)) == 0
+        assert len(records(output)) == (1 if rank == "1" else 2)
+    sharded = {r["arch_key"]: r["best_acc"] for r in records(output)}
+    assert sharded == {r["arch_key"]: r["best_acc"] for r in records(ptq_run)}
+
+
 def test_fp_evaluator_on_sst2_reports_fp32_only(workspace):
     arches = write_arches(str(workspace["root"] / "big.cands"), [BIG])
     output = workspace["root"] / "fp"
