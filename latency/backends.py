@@ -1,0 +1,90 @@
+"""What a latency record times: the *extracted plain* Hugging Face ``BertModel`` of an arch
+(SPEC section 5), with random weights (latency depends on shape only), in one of three backends:
+
+* ``torch_fp32``          -- the model as is, under ``torch.inference_mode()``;
+* ``torch_dynamic_int8``  -- ``quantize_utils.quantize_dynamic_int8`` (every ``nn.Linear`` int8; checked);
+* ``ort_dynamic_int8``    -- exported with ``torch.onnx`` and quantized to ONNX Runtime dynamic int8
+                             (``quantize_utils.ort_dynamic_int8``; every Linear a ``MatMulInteger``; checked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import torch
+
+from latency.measure import BACKENDS, Protocol
+from utils import UserError
+
+OUTPUT_NAMES = ("last_hidden_state", "pooler_output")
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One arch ready to time: ``run()`` is one forward pass; ``info`` goes into its record."""
+
+    run: Callable[[], object]
+    info: dict
+
+
+def build_plain_bert(arch: dict, protocol: Protocol):
+    """The plain HF ``BertModel`` of ``arch`` (eval mode, fp32, seeded random weights)."""
+    from transformers import BertModel
+
+    from transformer.config import SuperBertConfig
+    from transformer.hf_converter import arch_to_bert_config
+
+    supernet = SuperBertConfig(vocab_size=protocol.vocab_size, max_position_embeddings=protocol.max_position_embeddings)
+    config = arch_to_bert_config(arch, supernet)
+    torch.manual_seed(protocol.seed)
+    return BertModel(config).eval()
+
+
+def example_inputs(protocol: Protocol) -> dict[str, torch.Tensor]:
+    """The timed input: one fixed non-special token everywhere, full attention, token types 0."""
+    shape = (protocol.batch_size, protocol.seq_len)
+    return {"input_ids": torch.full(shape, protocol.token_id, dtype=torch.long),
+            "attention_mask": torch.ones(shape, dtype=torch.long),
+            "token_type_ids": torch.zeros(shape, dtype=torch.long)}
+
+
+def _torch_runner(model, inputs: dict) -> Callable[[], object]:
+    def run():
+        with torch.inference_mode():
+            return model(**inputs)
+    return run
+
+
+def prepare(arch: dict, backend: str, protocol: Protocol, exporter: str = "torchscript",
+            ort_quantizer: str = "fast") -> Prepared:
+    """Build (and quantize / export) the model of ``arch`` for ``backend``."""
+    from quantize_utils import count_linear_modules, ort_dynamic_int8, quantize_dynamic_int8
+
+    if backend not in BACKENDS:
+        raise UserError(f"unknown latency backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    start = time.perf_counter()
+    model = build_plain_bert(arch, protocol)
+    inputs = example_inputs(protocol)
+    linear = count_linear_modules(model)
+    info = {"linear_modules": linear, "attn_implementation": getattr(model.config, "_attn_implementation", None)}
+    if backend == "torch_fp32":
+        run = _torch_runner(model, inputs)
+        info["converted_linear"] = 0
+    elif backend == "torch_dynamic_int8":
+        quantized, converted = quantize_dynamic_int8(model)
+        run = _torch_runner(quantized, inputs)
+        info["converted_linear"] = converted
+    else:
+        session, ort_info = ort_dynamic_int8(model, inputs, OUTPUT_NAMES, threads=protocol.threads,
+                                             exporter=exporter, quantizer=ort_quantizer)
+        wanted = {value.name for value in session.get_inputs()}  # the exporter may drop an unused input
+        feeds = {name: tensor.numpy() for name, tensor in inputs.items() if name in wanted}
+        info.update(ort_info)
+        del model
+
+        def run():
+            return session.run(None, feeds)
+    info["prepare_s"] = round(time.perf_counter() - start, 4)
+    return Prepared(run=run, info=info)

@@ -1,0 +1,258 @@
+"""Latency tables: our JSONL records and the original's ``<arch>\\t<ms>`` lines (``lat_.tmp``).
+
+A JSONL record (one per arch, sorted keys) holds ``arch``, ``arch_key``, ``backend``, the timing
+statistics (``median_ms``, ``p10_ms``, ``p90_ms``, ``mean_ms``, ``std_ms``, ...), the protocol and
+the environment (see ``latency.measure``). The original's lines are read unchanged (Python-repr
+arch parsed with ``ast.literal_eval``); their one number becomes ``median_ms``.
+
+A table never mixes machines or protocols: ``signature(record)`` is what must agree, and
+``check_consistent`` / ``resume_table`` refuse a table (or an append) where it does not. The host
+name is recorded but not compared, so that identical machines can split a grid (``--shard``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from utils import (
+    ArchError,
+    SearchSpace,
+    UserError,
+    arch_key,
+    arch_to_legacy_repr,
+    atomic_write,
+    check_arch_schema,
+    get_logger,
+    iter_arch_lines,
+    read_jsonl,
+)
+
+logger = get_logger(__name__)
+
+# Fields that must agree between the records of one table (ORT-only ones apply to ORT tables).
+SIGNATURE_FIELDS = ("backend", "protocol", "cpu_model", "threads", "batch_size", "seq_len", "vocab_size",
+                    "max_position_embeddings", "warmup", "runs", "rounds", "interleave", "timer",
+                    "torch_version", "quant_engine")
+ORT_SIGNATURE_FIELDS = ("onnxruntime_version", "exporter", "opset", "ort_quantizer")
+# The original's file names, per backend (the ORT one is ours: the original reused lat_quant_.tmp).
+LEGACY_FILE_NAMES = {"torch_fp32": "lat_.tmp", "torch_dynamic_int8": "lat_quant_.tmp",
+                     "ort_dynamic_int8": "lat_ort_quant_.tmp"}
+
+
+def table_file_name(backend: str, shard: tuple[int, int] | None = None, legacy: bool = False) -> str:
+    """``lat_<backend>.jsonl`` (or the legacy name), with ``.shard<i>of<n>`` when sharded."""
+    name = LEGACY_FILE_NAMES[backend] if legacy else f"lat_{backend}.jsonl"
+    if shard is None:
+        return name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}.shard{shard[0]}of{shard[1]}{ext}"
+
+
+def signature(record: dict) -> dict:
+    """The fields of a record that identify its machine and protocol."""
+    fields = SIGNATURE_FIELDS + (ORT_SIGNATURE_FIELDS if record.get("backend") == "ort_dynamic_int8" else ())
+    return {field: record.get(field) for field in fields}
+
+
+def where(record: dict) -> str:
+    return record.get("_where", "?")
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+
+def detect_format(path: str) -> str:
+    """``jsonl`` or ``legacy``: by extension, else by the first non-blank line."""
+    lower = path.lower()
+    if lower.endswith((".jsonl", ".json")):
+        return "jsonl"
+    if lower.endswith((".tmp", ".txt", ".tsv")):
+        return "legacy"
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                return "legacy" if "\t" in line else "jsonl"
+    return "jsonl"
+
+
+def backend_from_legacy_name(path: str) -> str | None:
+    """The backend the original's file name stands for (``lat_quant_.tmp`` -> int8), if any."""
+    base = os.path.basename(path)
+    for backend, name in LEGACY_FILE_NAMES.items():
+        stem = os.path.splitext(name)[0]
+        if base == name or (base.startswith(stem + ".shard") and base.endswith(".tmp")):
+            return backend
+    return None
+
+
+def _positive_ms(value, place: str, field: str = "median_ms") -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{place}: {field} must be a number of milliseconds, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise UserError(f"{place}: {field} must be a positive finite number of milliseconds, got {value!r}")
+    return number
+
+
+def _read_legacy(path: str) -> list[dict]:
+    backend = backend_from_legacy_name(path) or "unknown"
+    records = []
+    for number, arch, extra in iter_arch_lines(path):
+        place = f"{path}:{number}"
+        if len(extra) != 1:
+            raise UserError(f"{place}: expected '<arch>\\t<ms>' (one TAB-separated number), got {len(extra)} field(s)")
+        records.append({"arch": arch, "arch_key": arch_key(arch), "median_ms": _positive_ms(extra[0], place),
+                        "backend": backend, "source_format": "legacy_tmp", "_where": place})
+    return records
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    records = []
+    for number, record in read_jsonl(path, with_line_numbers=True):
+        place = f"{path}:{number}"
+        if "arch" not in record:
+            raise UserError(f"{place}: latency record without an 'arch' field")
+        arch = check_arch_schema(record["arch"], where=place)
+        record = dict(record, arch=arch, arch_key=arch_key(arch), _where=place)
+        record["median_ms"] = _positive_ms(record.get("median_ms"), place)
+        records.append(record)
+    return records
+
+
+def read_latency_table(path: str | os.PathLike, space: SearchSpace | None = None) -> list[dict]:
+    """Every record of one table (our JSONL or an original ``.tmp``), in file order.
+
+    Each record has at least ``arch``, ``arch_key``, ``median_ms`` and ``backend`` (``"unknown"`` for
+    a ``.tmp`` file whose name does not say), plus ``_where`` = ``"file:line"``. Archs are checked
+    against ``space`` when given. A bad line, an empty table or mixed machines/protocols is a
+    one-line ``UserError``.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such latency table")
+    if os.path.isdir(path):
+        raise UserError(f"{path}: is a directory, expected a latency table file")
+    records = _read_jsonl(path) if detect_format(path) == "jsonl" else _read_legacy(path)
+    if not records:
+        raise UserError(f"{path}: empty latency table (no records)")
+    if space is not None:
+        for record in records:
+            space.validate(record["arch"], where=where(record))
+    check_consistent(records)
+    return records
+
+
+def read_latency_tables(paths, space: SearchSpace | None = None) -> list[dict]:
+    """Several tables (e.g. the shards of one grid) read as one; they must agree like one table."""
+    records = []
+    for path in paths:
+        records.extend(read_latency_table(path, space))
+    check_consistent(records)
+    return records
+
+
+def table_pairs(records: list[dict]) -> list[tuple[dict, float]]:
+    """``[(arch, median_ms)]`` of records (the simple view of a table)."""
+    return [(record["arch"], record["median_ms"]) for record in records]
+
+
+def check_consistent(records: list[dict]) -> dict:
+    """Raise if records come from different machines or protocols; return the shared signature.
+
+    Records without environment (original ``.tmp`` lines) cannot be checked field by field; they
+    may not be mixed with measured records of ours, nor with a ``.tmp`` of another backend.
+    """
+    if not records:
+        return {}
+    first = records[0]
+    legacy = [record.get("source_format") == "legacy_tmp" for record in records]
+    if any(legacy) and not all(legacy):
+        odd = records[legacy.index(not legacy[0])]
+        raise UserError(f"{where(odd)}: mixes an original .tmp table with measured JSONL records "
+                        f"({where(first)}); a predictor is trained on one machine's table")
+    reference = signature(first)
+    for record in records[1:]:
+        current = signature(record)
+        for field, value in reference.items():
+            if current.get(field) != value:
+                raise UserError(f"{where(record)}: measured with {field}={current.get(field)!r} but "
+                                f"{where(first)} with {field}={value!r}; one table holds one machine and protocol")
+    return reference
+
+
+def table_environment(records: list[dict]) -> dict:
+    """The shared environment of a table (signature plus host names), for predictor metadata."""
+    env = check_consistent(records)
+    hosts = sorted({record["hostname"] for record in records if record.get("hostname")})
+    return {key: value for key, value in dict(env, hostnames=hosts).items() if value not in (None, [])}
+
+
+def table_space(records: list[dict]) -> SearchSpace | None:
+    """The search space the records were measured for, when they say so (our JSONL)."""
+    definition = records[0].get("space_definition") if records else None
+    return SearchSpace.from_dict(definition) if isinstance(definition, dict) else None
+
+
+# --------------------------------------------------------------------------------------
+# Writing and resuming
+# --------------------------------------------------------------------------------------
+
+
+def repair_truncated_tail(path: str) -> None:
+    """A writer killed mid-line leaves a last line without newline: drop it if it is not valid
+    JSON (it is re-measured), or complete it with the newline if it is. Nothing else changes."""
+    with open(path, "rb+") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        if size == 0:
+            return
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        handle.seek(0)
+        data = handle.read()
+        start = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[start:].decode("utf-8"))
+            handle.seek(0, os.SEEK_END)
+            handle.write(b"\n")
+        except (ValueError, UnicodeDecodeError):
+            logger.warning("%s: dropping a truncated last line (it will be measured again)", path)
+            handle.truncate(start)
+
+
+def resume_table(path: str, expected: dict) -> set[str]:
+    """Prepare ``path`` for appending records whose signature is ``expected``; return the
+    ``arch_key`` of every arch already measured there. Refuses a table of another machine or
+    protocol with one line naming the differing field."""
+    if not os.path.exists(path):
+        return set()
+    if detect_format(path) != "jsonl":
+        raise UserError(f"{path}: not a JSONL latency table; refusing to append to it")
+    repair_truncated_tail(path)
+    if os.path.getsize(path) == 0:
+        return set()
+    done = set()
+    for number, record in read_jsonl(path, with_line_numbers=True):
+        current = signature(record)
+        for field, value in expected.items():
+            if current.get(field) != value:
+                raise UserError(f"{path}:{number}: this table was measured with {field}={current.get(field)!r}, "
+                                f"this run has {field}={value!r}; use another --save_dir or the same settings")
+        try:
+            done.add(arch_key(record["arch"]))
+        except (KeyError, ArchError) as err:
+            raise UserError(f"{path}:{number}: not a latency record ({err})") from None
+    return done
+
+
+def write_legacy(path: str, records: list[dict]) -> None:
+    """The original's ``<str(arch)>\\t<ms>`` lines (the median), written atomically."""
+    with atomic_write(path) as handle:
+        for record in records:
+            handle.write(f"{arch_to_legacy_repr(record['arch'])}\t{record['median_ms']}\n")
