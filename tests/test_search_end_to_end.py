@@ -1,0 +1,95 @@
+"""The search chain end to end through script/run_search.sh: a latency predictor trained on a small
+table (latency_predictor.py), a tiny supernet, a GLUE MNLI-layout fixture; candidates -> Fast
+first generation -> evaluate -> 2 x (Evolved, evaluate). Every output arch is inside the window
+(as predicted), Evolved never proposes an evaluated arch, and a re-run resumes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from evaluation.results import parse_results
+from tests.evaluation_fixtures import make_supernet_dir, write_mnli
+from utils import arch_key, arch_to_legacy_repr, get_space, read_arch_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONSTRAINT, LOW, HIGH = 1.0, 0.5, 1.5  # a wide window: the tiny space has only 18 archs
+SPACE_FLAGS = "--layer_num_space 1 2 --hidden_size_space 64 128 --intermediate_size_space 128 256"
+
+
+def formula_ms(arch):
+    hidden, ffn = arch["sample_hidden_size"], arch["sample_intermediate_sizes"][0]
+    return 0.05 + arch["sample_layer_num"] * (4 * hidden**2 + 2 * hidden * ffn) * 1e-5
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    pytest.importorskip("latency_predictor")
+    root = tmp_path_factory.mktemp("search_chain")
+    model = make_supernet_dir(str(root / "supernet"), hidden=128, layers=2, ffn=256, heads=4)
+    data = write_mnli(str(root / "MNLI"), n_train=160, n_dev=40)
+    table = root / "lat_quant_.tmp"  # the original table format, over the demo latency grid
+    table.write_text("".join(f"{arch_to_legacy_repr(a)}\t{formula_ms(a):.6f}\n" for a in get_space("demo_latency").grid()))
+    predictor = root / "conf_datasets" / "lat_predictor_quant.pt"
+    subprocess.run([sys.executable, os.path.join(REPO, "latency_predictor.py"), "--lat_dataset_path", str(table),
+                    "--ckpt_path", str(predictor), "--space", "demo_latency", "--max_steps", "400", "--no_plot",
+                    "--quiet"], check=True, cwd=REPO)
+    env = dict(os.environ, PYTHON=sys.executable, TYPE="ptq", LATENCY_CONSTRAINT=str(CONSTRAINT), TASK_NAME="mnli",
+               DATA_DIR=data, MODEL_DIR=model, PREDICTOR=str(predictor), SPACE="demo_search", GEN_SIZE="3",
+               POPULATION="3", GENERATIONS="2", NUM_TRAIN_EPOCHS="1", NUM_THREADS="1",
+               SEARCH_ARGS=f"{SPACE_FLAGS} --latency_window_low {LOW} --latency_window_high {HIGH}",
+               EVAL_ARGS="--learning_rate 2e-3 --max_seq_length 32 --train_batch_size 16 --eval_step 100",
+               CANDS_DIR=str(root / "cands"), OUTPUT_ROOT=str(root / "output"))
+    subprocess.run(["bash", os.path.join(REPO, "script", "run_search.sh")], check=True, env=env, cwd=str(root))
+    return {"root": root, "env": env, "predictor": str(predictor)}
+
+
+def cands(chain, name):
+    return read_arch_file(str(chain["root"] / "cands" / name))
+
+
+@pytest.mark.slow
+def test_every_output_arch_is_inside_the_window(chain):
+    from latency_predictor import LatencyPredictor
+
+    predictor = LatencyPredictor.load(chain["predictor"])
+    space = get_space("demo_search")
+    names = ["kd_ptq_1.0.cands", "1st_generation_kd_ptq_1.0.cands", "1st_generation_kd_ptq_1.0.gen1.evo.cands",
+             "1st_generation_kd_ptq_1.0.gen2.evo.cands", "1st_generation_kd_ptq_1.0.evo.cands"]
+    for name in names:
+        archs = cands(chain, name)
+        predicted = predictor.predict_many(archs)
+        assert archs and np.all((predicted >= LOW * CONSTRAINT) & (predicted <= HIGH * CONSTRAINT)), name
+        assert all(space.contains(a) and a["sample_layer_num"] <= 2 and a["sample_hidden_size"] <= 128 for a in archs)
+    assert cands(chain, names[-1]) == cands(chain, names[-2])  # .evo.cands holds the latest generation
+
+
+@pytest.mark.slow
+def test_evolved_never_repeats_an_evaluated_arch(chain):
+    first = cands(chain, "1st_generation_kd_ptq_1.0.cands")
+    gen1 = cands(chain, "1st_generation_kd_ptq_1.0.gen1.evo.cands")
+    gen2 = cands(chain, "1st_generation_kd_ptq_1.0.gen2.evo.cands")
+    assert (len(first), len(gen1), len(gen2)) == (3, 3, 3)
+    keys = [arch_key(a) for a in first + gen1 + gen2]
+    assert len(set(keys)) == 9  # no generation proposes an arch evaluated before it (or twice)
+    blocks = parse_results(str(chain["root"] / "output" / "kd_ptq_1.0" / "subbert.results"))
+    assert [arch_key(b.arch) for b in blocks] == keys  # evaluated in chain order, once each
+    log = [json.loads(line) for line in open(chain["root"] / "cands" / "kd_ptq_1.0.search_log.jsonl")]
+    assert [r["generation"] for r in log] == [0, 1, 2]
+    assert log[2]["evaluated"] == 6 and [g["evaluated"] for g in log[2]["previous_generations"]] == [3, 3]
+
+
+@pytest.mark.slow
+def test_a_rerun_resumes_without_new_work(chain):
+    results = chain["root"] / "output" / "kd_ptq_1.0" / "subbert.results"
+    before = results.read_bytes()
+    env = dict(chain["env"], GENERATION="2")
+    for op in ("evol", "eval"):
+        out = subprocess.run(["bash", os.path.join(REPO, "script", "search.sh"), op], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        if op == "evol":
+            assert "exists; skipping" in out
+    assert results.read_bytes() == before
