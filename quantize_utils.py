@@ -179,20 +179,31 @@ def export_onnx(model: nn.Module, inputs: dict[str, torch.Tensor], output_names:
     the weights. ``dynamo`` (torch.export) is the exporter PyTorch recommends going forward; its graph
     keeps the weights as initializers, which this function moves into ``weights`` as well.
     """
+    if exporter not in ORT_EXPORTERS:
+        raise UserError(f"--exporter: unknown exporter {exporter!r}; choose one of {', '.join(ORT_EXPORTERS)}")
+    was_training = model.training
+    model.eval()
+    names = tuple(inputs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tracing runs one small forward: extra threads only spin (2x CPU on 2 cores)
+    try:
+        return _export_onnx(model, inputs, names, output_names, exporter, opset)
+    finally:
+        torch.set_num_threads(threads)
+        model.train(was_training)  # the exporter restores its wrapper's mode, recursively
+
+
+def _export_onnx(model, inputs, names, output_names, exporter, opset):
     import io
     import warnings
 
     import onnx
     from onnx import numpy_helper
 
-    if exporter not in ORT_EXPORTERS:
-        raise UserError(f"--exporter: unknown exporter {exporter!r}; choose one of {', '.join(ORT_EXPORTERS)}")
-    model = model.eval()
-    names = tuple(inputs)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript exporter deprecation + tracer warnings
         if exporter == "torchscript":
-            wrapper = _WeightsAsInputs(model, names, output_names)
+            wrapper = _WeightsAsInputs(model, names, output_names).eval()
             weights_t = [p.detach() for p in dict(model.named_parameters()).values()]
             buffer = io.BytesIO()
             torch.onnx.export(wrapper, tuple(inputs.values()) + tuple(weights_t), buffer, dynamo=False,
@@ -201,7 +212,7 @@ def export_onnx(model: nn.Module, inputs: dict[str, torch.Tensor], output_names:
             graph = onnx.load_from_string(buffer.getvalue())
             weights = {name: t.numpy() for name, t in zip(wrapper.weight_names, weights_t)}
         else:
-            wrapper = _OutputSelector(model, output_names)
+            wrapper = _OutputSelector(model, output_names).eval()
             # the dynamo exporter implements opset >= 18 only (it would convert down, slowly)
             program = torch.onnx.export(wrapper, (), kwargs=dict(inputs), dynamo=True, opset_version=max(opset, 18),
                                         input_names=list(names), output_names=list(output_names),

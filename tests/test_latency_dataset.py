@@ -1,0 +1,160 @@
+"""The latency-table stage (inference_time_evaluation_quant.py): records, protocol, resume,
+shards, legacy lines and bad input, on a tiny 8-arch grid with a tiny vocab and short sequences."""
+
+import json
+import os
+
+import pytest
+
+import inference_time_evaluation_quant as torch_stage
+from latency import measure, table
+from utils import arch_key, arch_to_legacy_repr, get_space, make_arch, parse_arch, run_cli
+
+TINY = ["--space", "demo_latency", "--layer_num_space", "1", "2", "--hidden_size_space", "64", "96", "32",
+        "--intermediate_size_space", "128", "192", "64", "--vocab_size", "128", "--max_seq_length", "16",
+        "--max_position_embeddings", "32", "--infer_cnt", "3", "--warmup", "1"]
+# the fields other stages and the predictor read (issue 4, "Interface")
+RECORD_FIELDS = {"arch", "arch_key", "backend", "median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "runs", "warmup",
+                 "batch_size", "seq_len", "threads", "cpu_model", "torch_version", "onnxruntime_version",
+                 "quant_engine", "converted_linear", "hostname", "measured_at", "timer", "protocol"}
+
+
+def run(argv):
+    with pytest.raises(SystemExit) as info:
+        run_cli(torch_stage.main, argv)
+    return info.value.code
+
+
+def lines(path):
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().splitlines()
+
+
+def test_summarize_and_interleaved_protocol():
+    stats = measure.summarize([1.0, 2.0, 3.0, 4.0, 10.0])
+    assert stats["median_ms"] == 3.0 and stats["mean_ms"] == 4.0 and stats["min_ms"] == 1.0
+    assert stats["p10_ms"] == pytest.approx(1.4) and stats["p90_ms"] == pytest.approx(7.6)
+    assert stats["std_ms"] == pytest.approx(3.535534, rel=1e-6)
+
+    calls = [0, 0]
+    runners = [lambda: calls.__setitem__(0, calls[0] + 1), lambda: calls.__setitem__(1, calls[1] + 1)]
+    timings = measure.measure(runners, measure.Protocol(warmup=2, runs=7, rounds=3, interleave=2))
+    assert [len(t.wall_ms) for t in timings] == [7, 7] and [len(t.cpu_ms) for t in timings] == [7, 7]
+    assert calls == [2 + 2 + 7, 2 + 2 + 7]  # warm-up, one refresh run per later round, 7 timed
+    assert all(value >= 0 for t in timings for value in t.wall_ms + t.cpu_ms)
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(timer="cpu", threads=2), "--threads 1"),
+                                             (dict(rounds=4, runs=3), "--rounds"),
+                                             (dict(runs=0), "--infer_cnt"),
+                                             (dict(seq_len=64, max_position_embeddings=32), "--max_seq_length")])
+def test_protocol_rejects_bad_settings(kwargs, message):
+    with pytest.raises(measure.UserError, match=message):
+        measure.Protocol(**kwargs)
+
+
+def test_fp32_and_int8_tables_with_legacy_lines(tmp_path):
+    out = str(tmp_path / "lat")
+    assert run(["--save_dir", out, "--legacy_format"] + TINY) == 0
+    assert run(["--save_dir", out, "--legacy_format", "--quant"] + TINY) == 0
+    grid = {arch_key(a) for a in get_space("demo_latency").grid()
+            if a["sample_layer_num"] <= 2 and a["sample_hidden_size"] <= 96 and a["sample_intermediate_sizes"][0] <= 192}
+    assert len(grid) == 8
+    for backend, legacy in (("torch_fp32", "lat_.tmp"), ("torch_dynamic_int8", "lat_quant_.tmp")):
+        records = [json.loads(line) for line in lines(os.path.join(out, f"lat_{backend}.jsonl"))]
+        assert len(records) == 8 and {r["arch_key"] for r in records} == grid
+        for record in records:
+            assert RECORD_FIELDS <= set(record)
+            assert record["backend"] == backend and record["runs"] == 3 and len(record["times_ms"]) == 3
+            assert 0 < record["p10_ms"] <= record["median_ms"] <= record["p90_ms"]
+            assert (record["seq_len"], record["threads"], record["vocab_size"]) == (16, 1, 128)
+            expected = record["linear_modules"] if backend == "torch_dynamic_int8" else 0
+            assert record["converted_linear"] == expected
+            assert record["linear_modules"] == 6 * record["arch"]["sample_layer_num"] + 1  # + pooler
+        if backend == "torch_dynamic_int8":
+            assert records[0]["quant_engine"] in ("x86", "fbgemm", "qnnpack")
+        # the legacy file: the original's str(dict)<TAB>ms lines, same archs and medians
+        legacy_lines = lines(os.path.join(out, legacy))
+        assert [line.split("\t")[0] for line in legacy_lines] == [arch_to_legacy_repr(r["arch"]) for r in records]
+        assert [float(line.split("\t")[1]) for line in legacy_lines] == [r["median_ms"] for r in records]
+        assert {arch_key(parse_arch(line.split("\t")[0])) for line in legacy_lines} == grid
+        # both formats read back through the one reader
+        assert [r["median_ms"] for r in table.read_latency_table(os.path.join(out, legacy))] == \
+               [r["median_ms"] for r in records]
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path):
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    assert run(["--save_dir", whole] + TINY) == 0
+    assert run(["--save_dir", parts, "--limit", "3"] + TINY) == 0
+    first = lines(os.path.join(parts, "lat_torch_fp32.jsonl"))
+    assert len(first) == 3
+    # a writer killed mid-line leaves a truncated tail: it is dropped and re-measured
+    with open(os.path.join(parts, "lat_torch_fp32.jsonl"), "a", encoding="utf-8") as handle:
+        handle.write('{"arch": {"sample_hidden_size": 6')
+    assert run(["--save_dir", parts] + TINY) == 0
+    resumed = lines(os.path.join(parts, "lat_torch_fp32.jsonl"))
+    assert resumed[:3] == first  # measured rows never rewritten
+    keys = [json.loads(line)["arch_key"] for line in resumed]
+    assert keys == [json.loads(line)["arch_key"] for line in lines(os.path.join(whole, "lat_torch_fp32.jsonl"))]
+    assert run(["--save_dir", parts] + TINY) == 0  # nothing left: nothing appended
+    assert lines(os.path.join(parts, "lat_torch_fp32.jsonl")) == resumed
+
+
+def test_refuses_to_append_another_protocol(tmp_path, capsys):
+    out = str(tmp_path / "lat")
+    assert run(["--save_dir", out, "--limit", "2"] + TINY) == 0
+    path = os.path.join(out, "lat_torch_fp32.jsonl")
+    before = open(path, "rb").read()
+    argv = ["--save_dir", out] + TINY
+    argv[argv.index("--infer_cnt") + 1] = "4"
+    capsys.readouterr()
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "runs=3" in err and "runs=4" in err and "lat_torch_fp32.jsonl:1" in err
+    assert open(path, "rb").read() == before
+
+
+def test_shards_split_the_selection(tmp_path):
+    out = str(tmp_path / "lat")
+    assert run(["--save_dir", out, "--shard", "0/2", "--order", "grid"] + TINY) == 0
+    assert run(["--save_dir", out, "--shard", "1/2", "--order", "grid"] + TINY) == 0
+    shards = [table.read_latency_table(os.path.join(out, f"lat_torch_fp32.shard{i}of2.jsonl")) for i in (0, 1)]
+    keys = [[r["arch_key"] for r in records] for records in shards]
+    assert len(keys[0]) == len(keys[1]) == 4 and not set(keys[0]) & set(keys[1])
+    merged = table.read_latency_tables([os.path.join(out, f"lat_torch_fp32.shard{i}of2.jsonl") for i in (0, 1)])
+    assert len(merged) == 8
+    assert keys[0][0] == arch_key(make_arch(1, 64, 128, 4))  # grid order: L -> H -> FFN, round-robin
+
+
+def test_sample_is_seeded(tmp_path):
+    for name in ("a", "b"):
+        assert run(["--save_dir", str(tmp_path / name), "--sample", "3", "--seed", "5"] + TINY) == 0
+    keys = [[r["arch_key"] for r in table.read_latency_table(str(tmp_path / n / "lat_torch_fp32.jsonl"))] for n in "ab"]
+    assert keys[0] == keys[1] and len(set(keys[0])) == 3
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"sample_layer_num": 1, "sample_hidden_size": 64, "sample_intermediate_sizes": [128], '
+     '"sample_num_attention_heads": [4], "sample_qkv_sizes": [64]}\n' * 2, "archs.txt:2: duplicate arch"),
+    ('{"sample_layer_num": 1, "sample_hidden_size": 80, "sample_intermediate_sizes": [128], '
+     '"sample_num_attention_heads": [4], "sample_qkv_sizes": [80]}\n', "archs.txt:1: sample_hidden_size=80 is outside"),
+    ("{'sample_layer_num': 1\n", "archs.txt:1: not a JSON or Python-literal arch"),
+    ("\n", "no archs"),
+])
+def test_bad_arch_file_is_one_line(tmp_path, capsys, content, message):
+    arch_file = tmp_path / "archs.txt"
+    arch_file.write_text(content)
+    assert run(["--save_dir", str(tmp_path / "lat"), "--arch_file", str(arch_file)] + TINY) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not os.path.exists(tmp_path / "lat" / "lat_torch_fp32.jsonl")
+
+
+@pytest.mark.parametrize("flags, message", [(["--shard", "2/2"], "--shard 2/2"), (["--shard", "x"], "--shard"),
+                                            (["--sample", "99"], "--sample 99"), (["--timer", "cpu", "--threads", "2"],
+                                                                                   "--threads 1")])
+def test_bad_flags_are_one_line(tmp_path, capsys, flags, message):
+    assert run(["--save_dir", str(tmp_path / "lat")] + TINY + flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
