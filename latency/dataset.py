@@ -21,6 +21,7 @@ from utils import (
     arch_key,
     arch_summary,
     get_logger,
+    iter_arch_lines,
     read_arch_file,
     space_from_args,
 )
@@ -103,11 +104,12 @@ def select_archs(args, space) -> list[dict]:
             if not 1 <= args.sample <= len(archs):
                 raise UserError(f"--sample {args.sample}: the {space.name} space has {len(archs)} archs")
             archs = random.Random(args.seed).sample(archs, args.sample)
+    line_numbers = [number for number, _, _ in iter_arch_lines(args.arch_file)] if args.arch_file else None
     for index, arch in enumerate(archs):
         try:
             check_hf_compatible(arch)  # the timed model is a plain HF BERT
         except UserError as err:
-            source = f"{args.arch_file}: arch {index + 1}" if args.arch_file else f"the {space.name} space"
+            source = f"{args.arch_file}:{line_numbers[index]}" if line_numbers else f"the {space.name} space"
             raise UserError(f"{source}: {err}") from None
     if args.order == "shuffled":
         archs = archs[:]

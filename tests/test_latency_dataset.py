@@ -140,6 +140,10 @@ def test_sample_is_seeded(tmp_path):
     ('{"sample_layer_num": 1, "sample_hidden_size": 80, "sample_intermediate_sizes": [128], '
      '"sample_num_attention_heads": [4], "sample_qkv_sizes": [80]}\n', "archs.txt:1: sample_hidden_size=80 is outside"),
     ("{'sample_layer_num': 1\n", "archs.txt:1: not a JSON or Python-literal arch"),
+    ('{"sample_layer_num": 1, "sample_hidden_size": 64, "sample_intermediate_sizes": [128], '
+     '"sample_num_attention_heads": [4], "sample_qkv_sizes": [64]}\n\n{"sample_layer_num": 1, "sample_hidden_size": 64, '
+     '"sample_intermediate_sizes": [128], "sample_num_attention_heads": [4], "sample_qkv_sizes": [32]}\n',
+     "archs.txt:3: sample_qkv_sizes=32 must equal sample_hidden_size=64"),
     ("\n", "no archs"),
 ])
 def test_bad_arch_file_is_one_line(tmp_path, capsys, content, message):
@@ -158,3 +162,17 @@ def test_bad_flags_are_one_line(tmp_path, capsys, flags, message):
     assert run(["--save_dir", str(tmp_path / "lat")] + TINY + flags) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_arch_that_is_no_plain_bert_is_named(tmp_path, capsys):
+    """In a space where qkv is searched on its own, an arch with qkv != hidden is valid but cannot be
+    timed as a plain Hugging Face BERT (what the latency tables measure)."""
+    arch_file = tmp_path / "archs.txt"
+    arch_file.write_text('{"sample_layer_num": 1, "sample_hidden_size": 64, "sample_intermediate_sizes": [128], '
+                         '"sample_num_attention_heads": [4], "sample_qkv_sizes": [64]}\n\n'
+                         '{"sample_layer_num": 1, "sample_hidden_size": 64, "sample_intermediate_sizes": [128], '
+                         '"sample_num_attention_heads": [4], "sample_qkv_sizes": [32]}\n')
+    argv = ["--save_dir", str(tmp_path / "lat"), "--arch_file", str(arch_file), "--qkv_size_space", "32", "96", "32"]
+    assert run(argv + TINY) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "archs.txt:3: this arch cannot be a plain Hugging Face BERT" in err
