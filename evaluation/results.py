@@ -261,3 +261,45 @@ def write_results(path: str, records: Iterable[dict]) -> None:
     with atomic_write(path) as handle:
         for record in records:
             handle.write(block_text(record))
+
+
+# --------------------------------------------------------------------------------------
+# Every arch evaluated under a results root (the report measures their real latency)
+# --------------------------------------------------------------------------------------
+
+
+def evaluated_archs(output_root: str) -> list[dict]:
+    """Archs of every ``<output_root>/*/subbert.results.jsonl``, each once, in first-seen order."""
+    if not os.path.isdir(output_root):
+        raise UserError(f"{output_root}: no such results directory")
+    archs: dict[str, dict] = {}
+    for name in sorted(os.listdir(output_root)):
+        path = os.path.join(output_root, name, JSONL_NAME)
+        if os.path.isfile(path):
+            for record in read_jsonl(path):
+                archs.setdefault(arch_key(record["arch"]), record["arch"])
+    if not archs:
+        raise UserError(f"{output_root}: no */{JSONL_NAME} with results")
+    return list(archs.values())
+
+
+def main(argv=None) -> int:
+    """``python -m evaluation.results OUTPUT_ROOT OUT.cands``: write the evaluated archs as JSON lines."""
+    import argparse
+
+    from utils import write_arch_file
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("output_root", help="directory holding <search>/subbert.results.jsonl")
+    parser.add_argument("output", help="arch file to write (JSON lines)")
+    args = parser.parse_args(argv)
+    archs = evaluated_archs(args.output_root)
+    write_arch_file(args.output, archs)
+    logger.info("wrote %d evaluated archs to %s", len(archs), args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    from utils import run_cli
+
+    run_cli(main)
