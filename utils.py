@@ -523,11 +523,12 @@ SPACES: dict[str, SearchSpace] = {
         # The original's KD pre-training sampler: qkv independent of hidden.
         SearchSpace("paper_supernet", Grid(1, 5), Grid(128, 564, 4), Grid(128, 1024, 4), Grid(12, 12),
                     Grid(180, 528, 12)),
-        # The embedded demo (SPEC 9): small enough for minutes on 2 cores.
-        SearchSpace("demo_search", Grid(1, 4), Grid(64, 256, 32), Grid(128, 768, 64), Grid(4, 4)),
-        SearchSpace("demo_latency", Grid(1, 4), Grid(64, 256, 32), Grid(128, 768, 64), Grid(4, 4)),
-        SearchSpace("demo_supernet", Grid(1, 4), Grid(64, 256, 16), Grid(128, 768, 32), Grid(4, 4),
-                    Grid(64, 256, 16)),
+        # The embedded demo (SPEC 9): small enough for minutes on 2 cores, yet wide enough that
+        # dynamic int8 pays off (below hidden ~256 its per-Linear overhead makes int8 *slower*).
+        SearchSpace("demo_search", Grid(1, 4), Grid(192, 448, 64), Grid(256, 1536, 256), Grid(4, 4)),
+        SearchSpace("demo_latency", Grid(1, 4), Grid(192, 448, 64), Grid(256, 1536, 256), Grid(4, 4)),
+        SearchSpace("demo_supernet", Grid(1, 4), Grid(192, 448, 32), Grid(256, 1536, 128), Grid(4, 4),
+                    Grid(192, 448, 32)),
     )
 }
 

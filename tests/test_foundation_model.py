@@ -22,8 +22,8 @@ from utils import ArchError, SPACES, arch_to_json, make_arch, sample_arch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-5  # fp32, eval mode
 
-DEMO_CONFIG = SuperBertConfig(vocab_size=300, hidden_size=256, num_hidden_layers=4, intermediate_size=768,
-                              qkv_size=256, num_attention_heads=4, max_position_embeddings=64, kd_hidden_size=96)
+DEMO_CONFIG = SuperBertConfig(vocab_size=300, hidden_size=448, num_hidden_layers=4, intermediate_size=1536,
+                              qkv_size=448, num_attention_heads=4, max_position_embeddings=64, kd_hidden_size=96)
 # The paper's geometry (AutoTinyBERT KD-S1: qkv 528 != hidden 564) with a small vocabulary.
 PAPER_CONFIG = SuperBertConfig(vocab_size=200, max_position_embeddings=32)
 
@@ -224,7 +224,7 @@ def test_extractor_bad_input_is_one_line_and_writes_nothing(demo_supernet, tmp_p
         (["--model", str(supernet_dir), "--arch", '{"sample_layer_num": 2}'], "missing arch key(s)"),
         (["--model", str(supernet_dir), "--arch", good.replace("[4, 4]", "[3, 3]")], "does not divide"),
         (["--model", str(supernet_dir), "--arch", good.replace("[384, 384]", "[384]")], "has 1 value(s)"),
-        (["--model", str(supernet_dir), "--arch", arch_to_json(make_arch(2, 320, 384, 4))], "exceeds the supernet's 256"),
+        (["--model", str(supernet_dir), "--arch", arch_to_json(make_arch(2, 512, 384, 4))], "exceeds the supernet's 448"),
         (["--model", str(supernet_dir), "--arch", arch_to_json(make_arch(2, 128, 384, 4, 64))], "qkv size 64 != hidden size 128"),
     ]
     for args, message in cases:

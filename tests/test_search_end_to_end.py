@@ -17,7 +17,7 @@ from utils import arch_key, arch_to_legacy_repr, get_space, read_arch_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONSTRAINT, LOW, HIGH = 1.0, 0.5, 1.5  # a wide window: the tiny space has only 18 archs
-SPACE_FLAGS = "--layer_num_space 1 2 --hidden_size_space 64 128 --intermediate_size_space 128 256"
+SPACE_FLAGS = "--layer_num_space 1 2 --hidden_size_space 64 128 32 --intermediate_size_space 128 256 64"
 
 
 def formula_ms(arch):
