@@ -41,7 +41,8 @@ case "$DEMO_SCALE" in
         GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-0.5}" ;;
     *) echo "run_pipeline.sh: error: DEMO_SCALE must be full or ci, got '$DEMO_SCALE'" >&2; exit 2 ;;
 esac
-PRETRAIN_BATCH="${PRETRAIN_BATCH:-8}"
+PRETRAIN_BATCH="${PRETRAIN_BATCH:-16}"
+PRETRAIN_SEQ="${PRETRAIN_SEQ:-64}"
 
 DATA_DIR="$RUN_DIR/data"
 SHARDS_DIR="$RUN_DIR/shards"
@@ -76,14 +77,15 @@ VOCAB="$DATA_DIR/vocab/vocab.txt"
 VOCAB_SIZE="$(wc -l < "$VOCAB" | tr -d ' ')"
 
 stage "2/8 training shards"
-RAW_DIR="$DATA_DIR/corpus" GENERATED_DIR="$SHARDS_DIR" BERT_MODEL="$VOCAB" MAX_SEQ_LEN=128 NUM_SHARDS=4 \
+RAW_DIR="$DATA_DIR/corpus" GENERATED_DIR="$SHARDS_DIR" BERT_MODEL="$VOCAB" MAX_SEQ_LEN="$PRETRAIN_SEQ" NUM_SHARDS=4 \
     NUM_WORKERS=1 bash "$ROOT/script/generate_data.sh"
 
 stage "3/8 supernet pre-training (MLM, one sampled sub-model per step, $PRETRAIN_STEPS steps)"
-SUPERNET_CONFIG="{\"vocab_size\": $VOCAB_SIZE, \"hidden_size\": 256, \"num_hidden_layers\": 4, \"intermediate_size\": 768, \"qkv_size\": 256, \"num_attention_heads\": 4, \"max_position_embeddings\": 128}"
+# The demo supernet is the largest arch of the demo_supernet space (utils.SPACES).
+SUPERNET_CONFIG="{\"vocab_size\": $VOCAB_SIZE, \"hidden_size\": 448, \"num_hidden_layers\": 4, \"intermediate_size\": 1536, \"qkv_size\": 448, \"num_attention_heads\": 4, \"max_position_embeddings\": 128}"
 GENERATED_DIR="$SHARDS_DIR" OUTPUT_DIR="$SUPERNET_DIR" TEACHER_MODEL="" MLM=1 SPACE=demo_supernet \
     SUPERNET_CONFIG="$SUPERNET_CONFIG" MAX_STEPS="$PRETRAIN_STEPS" EPOCHS=100 BATCH_SIZE="$PRETRAIN_BATCH" LR=5e-4 \
-    MAX_SEQ_LENGTH=128 WARMUP_PROPORTION=0.06 SAVE_STEPS=100 LOGGING_STEPS=25 THREADS=2 SEED="$SEED" \
+    MAX_SEQ_LENGTH="$PRETRAIN_SEQ" WARMUP_PROPORTION=0.06 SAVE_STEPS=100 LOGGING_STEPS=25 THREADS=2 SEED="$SEED" \
     bash "$ROOT/script/pre_training.sh"
 MODEL_DIR="$SUPERNET_DIR/final"
 
