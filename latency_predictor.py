@@ -63,8 +63,6 @@ def resolve_recipe(args):
     changes = {name: getattr(args, name) for name in ("max_steps", "lr", "hidden_dim", "hidden_layers", "batch_size",
                                                        "patience", "eval_every", "line_l2")
                if getattr(args, name) is not None}
-    if args.no_line_effects:
-        changes["line_effects"] = False
     for name, value in changes.items():
         if name not in ("lr", "line_l2", "patience", "batch_size") and value < 1:
             raise UserError(f"--{name} must be >= 1, got {value}")
@@ -72,6 +70,8 @@ def resolve_recipe(args):
             raise UserError(f"--{name} must be >= 0, got {value}")
         if name == "lr" and not value > 0:
             raise UserError(f"--lr must be > 0, got {value}")
+    if args.no_line_effects:
+        changes["line_effects"] = False
     return dataclasses.replace(recipe, **changes)
 
 
@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     noise = second_difference_noise(pairs)
     metadata = {
         "backend": backend,
+        "source_table": ", ".join(os.path.abspath(path) for path in args.lat_dataset_path),
         "source_tables": [os.path.abspath(path) for path in args.lat_dataset_path],
         "table_environment": table_environment(records),
         "space": space.name,

@@ -12,7 +12,8 @@ import random
 import time
 
 from latency import backends, table
-from latency.measure import Protocol, apply_threads, environment, measure, set_cpu_affinity, utc_now
+from latency.measure import (Protocol, apply_threads, environment, load_average, measure, set_cpu_affinity,
+                             utc_now)
 from quantize_utils import ORT_EXPORTERS, ORT_QUANTIZERS
 from utils import (
     UserError,
@@ -166,9 +167,11 @@ def run(argv, prog: str, description: str, onnx: bool) -> int:
                 chunk = todo[begin:begin + protocol.interleave]
                 prepared = [backends.prepare(arch, backend, protocol, **ort_fields) for arch in chunk]
                 timings = measure([item.run for item in prepared], protocol)
+                load = load_average()
                 for arch, item, timing in zip(chunk, prepared, timings):
                     record = dict(fixed, arch=arch, arch_key=arch_key(arch), arch_summary=arch_summary(arch),
-                                  measured_at=utc_now(), **item.info, **timing.statistics(protocol.timer))
+                                  measured_at=utc_now(), load_average=load, **item.info,
+                                  **timing.statistics(protocol.timer))
                     append_jsonl(out_path, record)
                     bar.set_postfix_str(f"{arch_summary(arch)} {record['median_ms']:.2f} ms")
                 bar.update(len(chunk))

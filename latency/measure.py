@@ -6,7 +6,10 @@ Protocol: batch ``batch_size`` x ``seq_len`` tokens, ``threads`` intra-op thread
 thread). The Python garbage collector is off while timing and there is no sleep anywhere.
 ``timer`` picks which clock the headline statistics (``median_ms``, ``p10_ms``, ...) use: ``wall``
 (default, what a user waits) or ``cpu`` (for single-thread runs on a machine shared with other
-jobs: being descheduled does not count, so the figure stays close to the idle-machine latency).
+jobs: time spent descheduled does not count). CPU time does not remove everything other jobs do:
+on a VM whose vCPUs share a physical core, or with caches flushed by the job that ran in between, a
+run still takes longer. ``disturbed_runs`` counts the runs that were descheduled, and every record
+carries the 1-minute load average, so a table says how quiet the machine was.
 
 ``rounds > 1`` interleaves a chunk of models: every model is warmed up, then the chunk is visited
 ``rounds`` times, each visit doing one untimed refresh run and ``runs / rounds`` timed runs, so a slow
@@ -158,6 +161,14 @@ def environment(backend: str) -> dict:
     }
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (how busy the machine was around a measurement)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -209,8 +220,11 @@ class Timing:
         """The record's timing fields: headline stats from ``timer``, both medians, the raw runs."""
         primary = self.wall_ms if timer == "wall" else self.cpu_ms
         stats = summarize(primary)
-        stats.update(wall_median_ms=float(np.median(self.wall_ms)), cpu_median_ms=float(np.median(self.cpu_ms)),
-                     times_ms=[round(value, 4) for value in primary])
+        wall, cpu = np.asarray(self.wall_ms), np.asarray(self.cpu_ms)
+        # a run whose wall time clearly exceeds its CPU time was descheduled (another job had the CPU)
+        disturbed = int(np.sum(wall > 1.05 * cpu + 0.05))
+        stats.update(wall_median_ms=float(np.median(wall)), cpu_median_ms=float(np.median(cpu)),
+                     disturbed_runs=disturbed, times_ms=[round(value, 4) for value in primary])
         return stats
 
 

@@ -74,7 +74,7 @@ class Recipe:
 
 RECIPES = {
     "default": Recipe(features="v2", hidden_dim=32, hidden_layers=2, activation="gelu", skip=True, target="log",
-                      loss="l1", lr=1e-2, max_steps=1500, batch_size=0, schedule="onecycle", eval_every=25,
+                      loss="l1", lr=1e-2, max_steps=600, batch_size=0, schedule="onecycle", eval_every=25,
                       patience=20, restore_best=True, line_effects=True),
     "original": Recipe(features="original", hidden_dim=2000, hidden_layers=4, activation="relu", skip=False,
                        target="linear", loss="mse", lr=1e-5, max_steps=5000, batch_size=128, schedule="constant",

@@ -8,11 +8,11 @@ import pytest
 
 import inference_time_evaluation_quant as torch_stage
 from latency import measure, table
-from utils import arch_key, arch_to_legacy_repr, get_space, make_arch, parse_arch, run_cli
+from utils import arch_key, arch_to_legacy_repr, make_arch, parse_arch, run_cli
 
 TINY = ["--space", "demo_latency", "--layer_num_space", "1", "2", "--hidden_size_space", "64", "96", "32",
-        "--intermediate_size_space", "128", "192", "64", "--vocab_size", "128", "--max_seq_length", "16",
-        "--max_position_embeddings", "32", "--infer_cnt", "3", "--warmup", "1"]
+        "--intermediate_size_space", "128", "192", "64", "--head_num_space", "4", "4", "--vocab_size", "128",
+        "--max_seq_length", "16", "--max_position_embeddings", "32", "--infer_cnt", "3", "--warmup", "1"]
 # the fields other stages and the predictor read (issue 4, "Interface")
 RECORD_FIELDS = {"arch", "arch_key", "backend", "median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "runs", "warmup",
                  "batch_size", "seq_len", "threads", "cpu_model", "torch_version", "onnxruntime_version",
@@ -57,8 +57,7 @@ def test_fp32_and_int8_tables_with_legacy_lines(tmp_path):
     out = str(tmp_path / "lat")
     assert run(["--save_dir", out, "--legacy_format"] + TINY) == 0
     assert run(["--save_dir", out, "--legacy_format", "--quant"] + TINY) == 0
-    grid = {arch_key(a) for a in get_space("demo_latency").grid()
-            if a["sample_layer_num"] <= 2 and a["sample_hidden_size"] <= 96 and a["sample_intermediate_sizes"][0] <= 192}
+    grid = {arch_key(make_arch(layers, hidden, ffn, 4)) for layers in (1, 2) for hidden in (64, 96) for ffn in (128, 192)}
     assert len(grid) == 8
     for backend, legacy in (("torch_fp32", "lat_.tmp"), ("torch_dynamic_int8", "lat_quant_.tmp")):
         records = [json.loads(line) for line in lines(os.path.join(out, f"lat_{backend}.jsonl"))]

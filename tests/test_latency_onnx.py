@@ -78,7 +78,7 @@ def test_ort_dynamic_int8_checks_and_times(model):
 def test_onnx_stage_records(tmp_path):
     out = str(tmp_path / "lat")
     argv = ["--save_dir", out, "--space", "demo_latency", "--layer_num_space", "1", "2", "--hidden_size_space", "64",
-            "96", "32", "--intermediate_size_space", "128", "128", "--vocab_size", "128", "--max_seq_length", "16",
+            "96", "32", "--intermediate_size_space", "128", "128", "--head_num_space", "4", "4", "--vocab_size", "128", "--max_seq_length", "16",
             "--max_position_embeddings", "32", "--infer_cnt", "2", "--warmup", "1", "--legacy_format"]
     with pytest.raises(SystemExit) as info:
         run_cli(onnx_stage.main, argv)

@@ -13,11 +13,12 @@ import torch
 import latency_predictor
 from latency.predictor import RECIPES, LatencyMLP, make_dataset, train_predictor
 from latency.table import read_latency_table
-from utils import arch_key, arch_to_legacy_repr, get_space, make_arch, run_cli
+from utils import Grid, SearchSpace, arch_key, arch_to_legacy_repr, get_space, make_arch, run_cli
 
 ORIGINAL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
                         "original_latency")
-SPACE = get_space("demo_latency")  # 4 x 7 x 11 = 308 archs
+# 4 x 7 x 11 = 308 archs; the records carry this definition, so the predictor validates against it
+SPACE = SearchSpace("test_latency", Grid(1, 4), Grid(64, 256, 32), Grid(128, 768, 64), Grid(4, 4))
 
 
 def law_ms(arch):
@@ -59,7 +60,7 @@ def test_default_recipe_learns_the_law_and_writes_everything(trained):
     test = metrics["test"]
     assert test["n"] == 31 and metrics["val"]["n"] == 31 and metrics["train"]["n"] == 246  # 80/10/10 of 308
     assert test["mapd_pct"] < 2.0 and test["kendall_tau"] > 0.95 and test["rmse_ms"] > 0
-    assert metrics["backend"] == "torch_dynamic_int8" and metrics["space"] == "demo_latency"
+    assert metrics["backend"] == "torch_dynamic_int8" and metrics["space"] == "test_latency"
     assert open(ckpt + ".png", "rb").read(4) == b"\x89PNG"
     # the checkpoint is plain data: loadable with weights_only=True
     raw = torch.load(ckpt, weights_only=True)
@@ -69,7 +70,7 @@ def test_default_recipe_learns_the_law_and_writes_everything(trained):
 def test_checkpoint_alone_predicts(trained):
     predictor = latency_predictor.LatencyPredictor.load(trained["ckpt"])
     meta = predictor.metadata
-    assert meta["backend"] == "torch_dynamic_int8" and meta["space"] == "demo_latency"
+    assert meta["backend"] == "torch_dynamic_int8" and meta["space"] == "test_latency"
     assert meta["feature_names"][:3] == ["layer_num", "hidden_size", "mean_intermediate_size"]
     assert meta["metrics"]["test"]["mapd_pct"] < 2.0 and meta["table_environment"]["cpu_model"] == "test CPU"
     archs = list(SPACE.grid())
@@ -99,8 +100,8 @@ def test_split_is_seeded_and_independent_of_table_order(trained):
 
 
 def test_original_recipe_has_the_original_shape(trained, tmp_path):
-    legacy = tmp_path / "lat_quant_.tmp"  # the original table format, read unchanged
-    legacy.write_text("".join(f"{arch_to_legacy_repr(a)}\t{law_ms(a)}\n" for a in SPACE.grid()))
+    legacy = tmp_path / "lat_quant_.tmp"  # the original table format, read unchanged, over a named space
+    legacy.write_text("".join(f"{arch_to_legacy_repr(a)}\t{law_ms(a)}\n" for a in get_space("demo_latency").grid()))
     ckpt = str(tmp_path / "orig.pt")
     assert run(["--lat_dataset_path", str(legacy), "--ckpt_path", ckpt, "--recipe", "original", "--space",
                 "demo_latency", "--max_steps", "3", "--no_plot", "--quiet"]) == 0
@@ -115,6 +116,14 @@ def test_original_recipe_has_the_original_shape(trained, tmp_path):
     bare = tmp_path / "bare.pt"
     torch.save(LatencyMLP(4, 16, 4).state_dict(), bare)
     assert np.isfinite(latency_predictor.LatencyPredictor.load(str(bare)).predict(make_arch(2, 128, 256, 4)))
+
+
+def test_smooth_mlp_alone(trained, tmp_path):
+    ckpt = str(tmp_path / "smooth.pt")
+    assert run(["--lat_dataset_path", trained["table"], "--ckpt_path", ckpt, "--no_line_effects", "--max_steps", "50",
+                "--no_plot", "--quiet"]) == 0
+    raw = torch.load(ckpt, weights_only=True)
+    assert raw["line_effects"] is None and raw["recipe"]["line_effects"] is False and raw["recipe"]["max_steps"] == 50
 
 
 @pytest.mark.parametrize("content, extra, message", [
