@@ -25,7 +25,7 @@ import tempfile
 import time
 
 from demo.corpus import write_corpus
-from demo.nli import make_splits, write_mnli_tsv
+from demo.nli import TASK_LEVELS, make_splits, write_mnli_tsv
 from demo.vocab import train_wordpiece_vocab
 from utils import UserError, atomic_write, get_logger
 
@@ -42,15 +42,18 @@ STAGING_PREFIX = ".demo_staging."
 class DemoDataParams:
     seed: int = 42
     corpus_mb: float = 2.0       # target corpus size in MB (10**6 bytes)
-    num_train: int = 2000        # train.tsv examples
+    num_train: int = 4000        # train.tsv examples
     num_dev: int = 500           # examples in each of dev_matched.tsv and dev_mismatched.tsv
-    vocab_size: int = 2000       # WordPiece target size (the trainer may stop below it)
+    task_level: int = 1          # NLI difficulty (demo.nli.TASK_LEVELS)
+    vocab_size: int = 1000       # WordPiece size cap (the demo world needs ~600; training stops there)
     min_frequency: int = 2
 
     def check(self) -> None:
         for name in ("corpus_mb", "num_train", "num_dev", "vocab_size", "min_frequency"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.task_level not in TASK_LEVELS:
+            raise UserError(f"--task_level must be one of {', '.join(map(str, TASK_LEVELS))}, got {self.task_level}")
         if self.vocab_size < 100:
             raise UserError(f"--vocab_size must be at least 100 (alphabet + special tokens), got {self.vocab_size}")
 
@@ -134,7 +137,7 @@ def _generate(root: str, params: DemoDataParams) -> dict:
     docs, corpus_bytes = write_corpus(corpus_dir, corpus_rng, int(params.corpus_mb * 1e6))
     logger.info("corpus: %d documents, %.2f MB", docs, corpus_bytes / 1e6)
 
-    splits = make_splits(nli_rng, params.num_train, params.num_dev)
+    splits = make_splits(nli_rng, params.num_train, params.num_dev, TASK_LEVELS[params.task_level])
     mnli_dir = os.path.join(root, "MNLI")
     os.makedirs(mnli_dir)
     offset = 0

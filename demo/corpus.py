@@ -1,5 +1,5 @@
 """The demo pre-training corpus: one UTF-8 text file per document (the BookCorpus convention
-that ``generate_data.py`` reads), one sentence per line.
+that ``generate_data.py`` reads), one paragraph per line.
 
 A document is a few paragraphs (one per line); each paragraph is a small scene in one genre: two
 or three people, facts about them (positive and negative), then sentences that draw conclusions
@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import random
 
-from demo.world import GENRES, NAMES, SLOTS, SLOT_VALUES, Fact, clause, label_of, other_value, render_facts, sample_person
+from demo.world import (GENRES, NAMES, SLOT_VALUES, SLOTS, Fact, clause, label_of, other_value, render_facts,
+                        sample_person)
 
 # Verdict phrases per label of the concluding statement (same words in every genre).
 VERDICTS = {

@@ -1,17 +1,31 @@
 """The demo NLI task, written in the GLUE MNLI TSV layout.
 
-An example: a premise of a few facts about two or three people, and a hypothesis about one
-person's slot. The label needs *binding*: every word of the hypothesis also occurs in the
-premise whatever the label (the person is always mentioned, and the hypothesis value is always
-stated for somebody), so word overlap does not give the answer; what decides is whether that
-value is attached to *that* person, in that slot, with which polarity.
+A premise states facts about people (``demo.world``: one value per slot, facts positive or
+negative); the hypothesis is one fact about one person's slot:
 
-  entailment     the premise states the hypothesis (or, for a negative hypothesis, another value);
-  contradiction  the premise states another value (or the negation) for that person and slot;
-  neutral        the premise leaves that person's slot open (at most another value is ruled out).
+  entailment     the premise settles the hypothesis as true (the same fact, or, for a negative
+                 hypothesis, another value or the same negation);
+  contradiction  the premise settles it as false (the negation, or another value);
+  neutral        the premise leaves that person's slot open.
 
 The label and the hypothesis are drawn independently first and the premise is built to fit,
-so the hypothesis alone says nothing about the label (hypothesis-only baselines are at chance).
+with its surface counts (facts, negations, mentions) drawn independently of the label, so the
+hypothesis alone, or the premise alone, says nothing about the label (bag-of-words baselines
+are at chance; see benchmarks/bench_demo_task.py).
+
+Three difficulty levels (``TASK_LEVELS``):
+
+  1  one person, one fact: the label needs the premise's slot compared with the hypothesis'
+     slot (different slot -> neutral) and the two polarities compared (a negation flips the
+     label) -- a composition across the two sentences. This is what the demo's short fine-tune
+     can learn, and larger sub-models learn it clearly faster than the smallest.
+  2  two people, two or three facts: also *binding* (which person holds which value) and
+     contradictions by another value.
+  3  three people, four or five facts: binding among distractors; the hypothesis value and
+     person always occur in the premise whatever the label, so word overlap does not help.
+
+Levels 2 and 3 stay at chance for every demo sub-model within the demo's fine-tuning budget
+(measured; README "Demo data"); they are there for longer runs.
 """
 
 from __future__ import annotations
@@ -47,13 +61,24 @@ MNLI_DEV_HEADER = tuple(_COMMON + ["label1", "label2", "label3", "label4", "labe
 class TaskShape:
     """How the premises look. Each count is drawn independently of the label."""
 
-    people: int = 3                           # people per premise (the hypothesis person + others)
+    people: tuple[int, int] = (3, 3)          # people per premise (the hypothesis person + others)
     facts: tuple[int, int] = (4, 5)           # facts per premise
     negatives: tuple[int, int] = (1, 2)       # negative facts per premise
     person_mentions: tuple[int, int] = (1, 2) # facts about the hypothesis person
     value_mentions: tuple[int, int] = (1, 2)  # facts carrying the hypothesis value (when possible)
+    value_always_present: bool = True         # the hypothesis value occurs in every premise
     slot_mentions: int = 2                    # facts in the hypothesis slot
     neutral_negative_key_prob: float = 0.25   # a neutral premise rules out another value of that slot
+    other_value_key_prob: float = 0.5         # a contradiction of "X v" states another value (else "X not v")
+
+
+TASK_LEVELS = {
+    1: TaskShape(people=(1, 1), facts=(1, 1), negatives=(0, 1), person_mentions=(1, 1), value_mentions=(0, 0),
+                 value_always_present=False, neutral_negative_key_prob=0.0, other_value_key_prob=0.0),
+    2: TaskShape(people=(2, 2), facts=(2, 3), negatives=(0, 1), person_mentions=(1, 2), value_mentions=(1, 1),
+                 slot_mentions=1),
+    3: TaskShape(),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,17 +101,17 @@ def _key_fact(label: str, hyp: Fact, rng: random.Random, shape: TaskShape) -> Fa
         return None
     if (label == "entailment") == hyp.positive:
         return Fact(person, slot, value, True)  # entails "X v" / contradicts "X not v"
-    if rng.random() < 0.5:                      # contradicts "X v" / entails "X not v":
+    if rng.random() < shape.other_value_key_prob:  # contradicts "X v" / entails "X not v":
         return Fact(person, slot, other_value(slot, value, rng), True)  # another value,
     return Fact(person, slot, value, False)     # or the negation
 
 
-def sample_example(rng: random.Random, genre: Genre, shape: TaskShape = TaskShape()) -> Example:
+def sample_example(rng: random.Random, genre: Genre, shape: TaskShape = TASK_LEVELS[1]) -> Example:
     """One example. The label and hypothesis are drawn first; the premise is then planned so that
     its surface counts (facts, negations, mentions of the hypothesis person, value and slot) have
     the same distribution under every label, and only the binding decides."""
     label = rng.choice(LABELS)
-    people = rng.sample(NAMES, shape.people)
+    people = rng.sample(NAMES, rng.randint(*shape.people))
     person, others = people[0], people[1:]
     slot = rng.choice(SLOTS)
     hyp = Fact(person, slot, rng.choice(SLOT_VALUES[slot]), positive=rng.random() < 0.5)
@@ -96,9 +121,10 @@ def sample_example(rng: random.Random, genre: Genre, shape: TaskShape = TaskShap
     planned: list[tuple[str, str, str]] = []
     used = {(someone, slot) for someone in people}  # the slot's facts are all planned here
     # Other people's facts in the hypothesis slot, some carrying the hypothesis value.
-    slot_people = rng.sample(others, shape.slot_mentions - (key is not None))
-    wanted_value = rng.randint(*shape.value_mentions) - (key is not None and key.value == hyp.value)
-    carrying = max(wanted_value, 0 if key is not None and key.value == hyp.value else 1)
+    slot_people = rng.sample(others, min(len(others), shape.slot_mentions - (key is not None)))
+    key_carries = key is not None and key.value == hyp.value
+    carrying = max(rng.randint(*shape.value_mentions) - key_carries,
+                   1 if shape.value_always_present and not key_carries else 0)
     for index, other in enumerate(slot_people):
         value = hyp.value if index < carrying else other_value(slot, hyp.value, rng)
         planned.append((other, slot, value))
@@ -110,7 +136,7 @@ def sample_example(rng: random.Random, genre: Genre, shape: TaskShape = TaskShap
             planned.append(_free_triple(rng, [other], used))
     n_facts = max(rng.randint(*shape.facts), len(planned) + (key is not None))
     while len(planned) + (key is not None) < n_facts:
-        planned.append(_free_triple(rng, others, used))
+        planned.append(_free_triple(rng, others or people, used))
 
     # Polarities: the premise has a fixed number of negatives whatever the key's polarity.
     negatives = rng.randint(*shape.negatives) - (key is not None and not key.positive)
@@ -135,7 +161,7 @@ def _free_triple(rng: random.Random, people: list[str], used: set) -> tuple[str,
 
 
 def sample_examples(rng: random.Random, genres: tuple[Genre, ...], count: int,
-                    exclude: set[tuple[str, str]] | None = None, shape: TaskShape = TaskShape()) -> list[Example]:
+                    exclude: set[tuple[str, str]] | None = None, shape: TaskShape = TASK_LEVELS[1]) -> list[Example]:
     """``count`` distinct examples, genres in turn; pairs in ``exclude`` (e.g. train) are skipped."""
     seen = set(exclude or ())
     examples = []
@@ -150,7 +176,7 @@ def sample_examples(rng: random.Random, genres: tuple[Genre, ...], count: int,
 
 
 def make_splits(rng: random.Random, num_train: int, num_dev: int,
-                shape: TaskShape = TaskShape()) -> dict[str, list[Example]]:
+                shape: TaskShape = TASK_LEVELS[1]) -> dict[str, list[Example]]:
     """train and dev_matched from the matched genres, dev_mismatched from the others; no dev
     pair repeats a train pair."""
     train = sample_examples(rng, MATCHED_GENRES, num_train, shape=shape)
