@@ -287,7 +287,10 @@ def plot_fitness_per_generation(rows: list[dict], path: str) -> None:
     ax.set_xlabel("generation (0 = first generation)")
     ax.set_ylabel("best fitness so far (%)")
     ax.set_title("Best fitness per generation")
-    ax.legend(fontsize=7)
+    if by_search:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no search logs found", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     _save_figure(fig, path)
 
