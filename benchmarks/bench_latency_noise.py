@@ -45,7 +45,7 @@ def measure(out_dir: str, arch_file: str, backend: str, common: list[str]) -> li
 
 def noise_of(records: list[dict]) -> dict:
     result = {}
-    for field in ("median_ms", "wall_median_ms", "cpu_median_ms"):
+    for field in ("median_ms", "wall_median_ms", "cpu_median_ms", "min_ms"):
         result[field] = second_difference_noise([(r["arch"], r[field]) for r in records])["median_abs_pct"]
     return result
 
@@ -58,8 +58,8 @@ def main() -> int:
     parser.add_argument("--ffn", nargs=3, type=int, default=[128, 1016, 48], metavar=("MIN", "MAX", "STEP"))
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--interleave", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=None, help="default: the stage's")
+    parser.add_argument("--interleave", type=int, default=None, help="default: the stage's")
     parser.add_argument("--timer", choices=("wall", "cpu"), default="cpu")
     parser.add_argument("--cpu_affinity", default=None)
     parser.add_argument("--repeat", type=int, default=20)
@@ -85,8 +85,11 @@ def main() -> int:
     grid_file, holdout_file = os.path.join(args.out_dir, "grid.archs"), os.path.join(args.out_dir, "holdout.archs")
     write_arch_file(grid_file, grid)
     write_arch_file(holdout_file, holdout)
-    common = ["--infer_cnt", str(args.runs), "--warmup", str(args.warmup), "--rounds", str(args.rounds),
-              "--interleave", str(args.interleave), "--timer", args.timer, "--seed", str(args.seed)]
+    common = ["--infer_cnt", str(args.runs), "--warmup", str(args.warmup), "--timer", args.timer, "--seed", str(args.seed)]
+    if args.rounds is not None:
+        common += ["--rounds", str(args.rounds)]
+    if args.interleave is not None:
+        common += ["--interleave", str(args.interleave)]
     if args.cpu_affinity:
         common += ["--cpu_affinity", args.cpu_affinity]
 
@@ -99,14 +102,21 @@ def main() -> int:
 
     env = grid_int8[0]
     print(f"machine: {env['cpu_model']}, {env['cpu_count']} CPUs, affinity {env['cpu_affinity']}, timer {args.timer}, "
-          f"{args.warmup} warm-up + {args.runs} runs, threads {env['threads']}, torch {env['torch_version']}")
+          f"{args.warmup} warm-up + {args.runs} runs in {env['rounds']} rounds over chunks of {env['interleave']} archs, "
+          f"threads {env['threads']}, torch {env['torch_version']}")
     results = {"grid_archs": len(grid), "holdout_archs": len(holdout), "timer": args.timer}
     results["noise_int8"], results["noise_fp32"] = noise_of(grid_int8), noise_of(grid_fp32)
     print(f"1. second-difference noise per point (median abs), grid of {len(grid)} archs:")
     for name in ("int8", "fp32"):
         noise = results[f"noise_{name}"]
         print(f"   {name}: headline ({args.timer}) {noise['median_ms']:.2f} %, wall clock {noise['wall_median_ms']:.2f} %, "
-              f"thread CPU time {noise['cpu_median_ms']:.2f} %   (authors: {'2.3' if name == 'int8' else '0.6'} %)")
+              f"thread CPU time {noise['cpu_median_ms']:.2f} %, fastest run {noise['min_ms']:.2f} %   "
+              f"(authors: {'2.3' if name == 'int8' else '0.6'} %)")
+    loads = [r["load_average"] for r in grid_int8 + grid_fp32 if r.get("load_average") is not None]
+    if loads:
+        print(f"   1-minute load average during the grid: median {np.median(loads):.2f}, max {max(loads):.2f} "
+              f"(2 CPUs); descheduled runs per arch: {np.mean([r.get('disturbed_runs', 0) for r in grid_int8]):.1f} "
+              f"of {args.runs}")
 
     by_key_a = {r["arch_key"]: r for r in holdout_a}
     by_key_b = {r["arch_key"]: r for r in holdout_b}

@@ -52,10 +52,11 @@ def build_parser(prog: str, description: str, onnx: bool) -> argparse.ArgumentPa
     proto.add_argument("--threads", type=int, default=1, help="intra-op threads (inter-op threads are 1)")
     proto.add_argument("--infer_cnt", type=int, default=20, help="timed runs per arch")
     proto.add_argument("--warmup", type=int, default=5, help="untimed runs per arch before timing")
-    proto.add_argument("--rounds", type=int, default=1,
-                       help="split the timed runs into this many interleaved rounds over a chunk of archs")
-    proto.add_argument("--interleave", type=int, default=1,
-                       help="archs per chunk built and timed together (with --rounds > 1)")
+    proto.add_argument("--rounds", type=int, default=4,
+                       help="split the timed runs into this many interleaved rounds over a chunk of archs "
+                            "(at most --infer_cnt; 1 = each arch timed in one go)")
+    proto.add_argument("--interleave", type=int, default=8,
+                       help="archs per chunk, built and timed together so that machine drift hits them alike")
     proto.add_argument("--timer", choices=("wall", "cpu"), default="wall",
                        help="clock of the headline statistics: wall (perf_counter) or cpu (thread CPU time; "
                             "for single-thread runs on a shared machine). Both medians are always recorded")
@@ -119,7 +120,8 @@ def select_archs(args, space) -> list[dict]:
 
 
 def protocol_from_args(args) -> Protocol:
-    return Protocol(warmup=args.warmup, runs=args.infer_cnt, rounds=args.rounds, interleave=args.interleave,
+    rounds = min(args.rounds, args.infer_cnt) if args.rounds >= 1 and args.infer_cnt >= 1 else args.rounds
+    return Protocol(warmup=args.warmup, runs=args.infer_cnt, rounds=rounds, interleave=args.interleave,
                     timer=args.timer, threads=args.threads, batch_size=args.batch_size, seq_len=args.max_seq_length,
                     vocab_size=args.vocab_size, max_position_embeddings=args.max_position_embeddings, seed=args.seed)
 

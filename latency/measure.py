@@ -11,9 +11,11 @@ on a VM whose vCPUs share a physical core, or with caches flushed by the job tha
 run still takes longer. ``disturbed_runs`` counts the runs that were descheduled, and every record
 carries the 1-minute load average, so a table says how quiet the machine was.
 
-``rounds > 1`` interleaves a chunk of models: every model is warmed up, then the chunk is visited
-``rounds`` times, each visit doing one untimed refresh run and ``runs / rounds`` timed runs, so a slow
-drift of the machine (another job starting) is shared by the chunk instead of biasing one arch.
+``rounds > 1`` interleaves a chunk of ``interleave`` models (default 4 rounds over 8 archs): every
+model is warmed up, then the chunk is visited ``rounds`` times, each visit doing one untimed refresh
+run and ``runs / rounds`` timed runs, so a slow drift of the machine (another job starting on the
+other core) is shared by the chunk instead of biasing one arch. On the shared development VM this
+cut the second-difference noise of an int8 grid from 10.6 % to 4.2 % (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ class Protocol:
 
     warmup: int = 5
     runs: int = 20
-    rounds: int = 1
-    interleave: int = 1
+    rounds: int = 4
+    interleave: int = 8
     timer: str = "wall"
     threads: int = 1
     batch_size: int = 1
