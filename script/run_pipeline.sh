@@ -32,12 +32,12 @@ TASK_NAME=mnli
 
 case "$DEMO_SCALE" in
     full)
-        PRETRAIN_STEPS="${PRETRAIN_STEPS:-400}"; NUM_TRAIN="${NUM_TRAIN:-2000}"; NUM_DEV="${NUM_DEV:-500}"
-        LAT_RUNS="${LAT_RUNS:-10}"; GEN_SIZE="${GEN_SIZE:-6}"; POPULATION="${POPULATION:-6}"
-        GENERATIONS="${GENERATIONS:-2}"; CORPUS_MB="${CORPUS_MB:-2}" ;;
+        PRETRAIN_STEPS="${PRETRAIN_STEPS:-150}"; NUM_TRAIN="${NUM_TRAIN:-2000}"; NUM_DEV="${NUM_DEV:-500}"
+        LAT_RUNS="${LAT_RUNS:-10}"; GEN_SIZE="${GEN_SIZE:-4}"; POPULATION="${POPULATION:-4}"
+        GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-2}" ;;
     ci)
-        PRETRAIN_STEPS="${PRETRAIN_STEPS:-100}"; NUM_TRAIN="${NUM_TRAIN:-800}"; NUM_DEV="${NUM_DEV:-200}"
-        LAT_RUNS="${LAT_RUNS:-5}"; GEN_SIZE="${GEN_SIZE:-3}"; POPULATION="${POPULATION:-3}"
+        PRETRAIN_STEPS="${PRETRAIN_STEPS:-60}"; NUM_TRAIN="${NUM_TRAIN:-800}"; NUM_DEV="${NUM_DEV:-200}"
+        LAT_RUNS="${LAT_RUNS:-5}"; GEN_SIZE="${GEN_SIZE:-2}"; POPULATION="${POPULATION:-2}"
         GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-0.5}" ;;
     *) echo "run_pipeline.sh: error: DEMO_SCALE must be full or ci, got '$DEMO_SCALE'" >&2; exit 2 ;;
 esac
@@ -84,7 +84,7 @@ stage "3/8 supernet pre-training (MLM, one sampled sub-model per step, $PRETRAIN
 # The demo supernet is the largest arch of the demo_supernet space (utils.SPACES).
 SUPERNET_CONFIG="{\"vocab_size\": $VOCAB_SIZE, \"hidden_size\": 448, \"num_hidden_layers\": 4, \"intermediate_size\": 1536, \"qkv_size\": 448, \"num_attention_heads\": 4, \"max_position_embeddings\": 128}"
 GENERATED_DIR="$SHARDS_DIR" OUTPUT_DIR="$SUPERNET_DIR" TEACHER_MODEL="" MLM=1 SPACE=demo_supernet \
-    SUPERNET_CONFIG="$SUPERNET_CONFIG" MAX_STEPS="$PRETRAIN_STEPS" EPOCHS=100 BATCH_SIZE="$PRETRAIN_BATCH" LR=5e-4 \
+    SUPERNET_CONFIG="$SUPERNET_CONFIG" MAX_STEPS="$PRETRAIN_STEPS" EPOCHS=100 BATCH_SIZE="$PRETRAIN_BATCH" LR=1e-3 \
     MAX_SEQ_LENGTH="$PRETRAIN_SEQ" WARMUP_PROPORTION=0.06 SAVE_STEPS=100 LOGGING_STEPS=25 THREADS=2 SEED="$SEED" \
     bash "$ROOT/script/pre_training.sh"
 MODEL_DIR="$SUPERNET_DIR/final"
@@ -106,8 +106,8 @@ stage "6/8 searches: fp32 baseline and int8 Bigger&Faster at each budget (side b
 for LAT in $BUDGETS; do
     SEARCH_ENV="LATENCY_CONSTRAINT=$LAT TASK_NAME=$TASK_NAME DATA_DIR='$DATA_DIR/MNLI' MODEL_DIR='$MODEL_DIR' \
 SPACE=demo_search CANDS_DIR='$CANDS_DIR' OUTPUT_ROOT='$OUTPUT_ROOT' GEN_SIZE=$GEN_SIZE POPULATION=$POPULATION \
-GENERATIONS=$GENERATIONS NUM_THREADS=1 SEED=$SEED NUM_TRAIN_EPOCHS=2 \
-EVAL_ARGS='--max_seq_length 64 --learning_rate 2e-4 --train_batch_size 32 --eval_step 50'"
+GENERATIONS=$GENERATIONS NUM_THREADS=1 SEED=$SEED NUM_TRAIN_EPOCHS=1 \
+EVAL_ARGS='--max_seq_length 32 --learning_rate 5e-4 --train_batch_size 16 --eval_step 50'"
     pair "$SEARCH_ENV TYPE=fp PREDICTOR='$PREDICTOR_DIR/lat_predictor.pt' bash '$ROOT/script/run_search.sh'" \
          "$SEARCH_ENV TYPE=ptq PREDICTOR='$PREDICTOR_DIR/lat_predictor_quant.pt' bash '$ROOT/script/run_search.sh'"
 done
