@@ -109,6 +109,7 @@ def test_compare_joins_and_summarises(tmp_path):
     assert len((tmp_path / "cmp.csv").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(ORIGINAL), reason="the authors' latency tables (../shared/data) are absent")
 def test_the_authors_tables_read_unchanged():
     fp = table.read_latency_table(os.path.join(ORIGINAL, "lat_.tmp"), space=get_space("paper_latency"))
