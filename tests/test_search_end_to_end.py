@@ -4,6 +4,7 @@ first generation -> evaluate -> 2 x (Evolved, evaluate). Every output arch is in
 (as predicted), Evolved never proposes an evaluated arch, and a re-run resumes."""
 
 import json
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,26 +14,29 @@ import pytest
 
 from evaluation.results import parse_results
 from tests.evaluation_fixtures import make_supernet_dir, write_mnli
-from utils import arch_key, arch_to_legacy_repr, get_space, read_arch_file
+from utils import Grid, arch_key, arch_to_legacy_repr, get_space, read_arch_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONSTRAINT, LOW, HIGH = 1.0, 0.5, 1.5  # a wide window: the tiny space has only 18 archs
-SPACE_FLAGS = "--layer_num_space 1 2 --hidden_size_space 64 128 32 --intermediate_size_space 128 256 64"
+SPACE_FLAGS = "--layer_num_space 1 2 --hidden_size_space 192 320 64 --intermediate_size_space 256 768 256"
 
 
 def formula_ms(arch):
     hidden, ffn = arch["sample_hidden_size"], arch["sample_intermediate_sizes"][0]
-    return 0.05 + arch["sample_layer_num"] * (4 * hidden**2 + 2 * hidden * ffn) * 1e-5
+    return 0.05 + arch["sample_layer_num"] * (4 * hidden**2 + 2 * hidden * ffn) * 1e-6
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     pytest.importorskip("latency_predictor")
     root = tmp_path_factory.mktemp("search_chain")
-    model = make_supernet_dir(str(root / "supernet"), hidden=128, layers=2, ffn=256, heads=4)
+    model = make_supernet_dir(str(root / "supernet"), hidden=320, layers=2, ffn=768, heads=4)
     data = write_mnli(str(root / "MNLI"), n_train=160, n_dev=40)
     table = root / "lat_quant_.tmp"  # the original table format, over the demo latency grid
-    table.write_text("".join(f"{arch_to_legacy_repr(a)}\t{formula_ms(a):.6f}\n" for a in get_space("demo_latency").grid()))
+    # the latency grid of the same tiny space the search uses (18 archs)
+    tiny = dataclasses.replace(get_space("demo_latency"), layer_num=Grid(1, 2), hidden_size=Grid(192, 320, 64),
+                               intermediate_size=Grid(256, 768, 256))
+    table.write_text("".join(f"{arch_to_legacy_repr(a)}\t{formula_ms(a):.6f}\n" for a in tiny.grid()))
     predictor = root / "conf_datasets" / "lat_predictor_quant.pt"
     subprocess.run([sys.executable, os.path.join(REPO, "latency_predictor.py"), "--lat_dataset_path", str(table),
                     "--ckpt_path", str(predictor), "--space", "demo_latency", "--max_steps", "400", "--no_plot",
@@ -63,7 +67,7 @@ def test_every_output_arch_is_inside_the_window(chain):
         archs = cands(chain, name)
         predicted = predictor.predict_many(archs)
         assert archs and np.all((predicted >= LOW * CONSTRAINT) & (predicted <= HIGH * CONSTRAINT)), name
-        assert all(space.contains(a) and a["sample_layer_num"] <= 2 and a["sample_hidden_size"] <= 128 for a in archs)
+        assert all(space.contains(a) and a["sample_layer_num"] <= 2 and a["sample_hidden_size"] <= 320 for a in archs)
     assert cands(chain, names[-1]) == cands(chain, names[-2])  # .evo.cands holds the latest generation
 
 
