@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Make the embedded demo's data (SPEC section 9), seeded and deterministic.
 
-    python demo_data.py --output_dir data/demo [--seed 42] [--corpus_mb 2] [--num_train 2000] ...
+    python demo_data.py --output_dir data/demo [--seed 42] [--corpus_mb 2] [--num_train 3000] [--task_level 1] ...
 
 Writes into --output_dir:
   corpus/doc_00000.txt ...   synthetic pre-training text, one file per document (BookCorpus convention)

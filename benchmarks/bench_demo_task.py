@@ -28,17 +28,29 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-DEFAULT_ARCHS = "1/64/128,1/128/256,2/128/384,2/192/512,3/192/576,4/256/768"
+def ladder(space, steps: int) -> list[dict]:
+    """``steps`` archs from the space's smallest to its largest, every dimension growing together."""
+    from utils import make_arch
+
+    heads = space.num_attention_heads.values[0]
+    archs = []
+    for i in range(steps):
+        pick = [grid.values[round(i * (len(grid.values) - 1) / (steps - 1))]
+                for grid in (space.layer_num, space.hidden_size, space.intermediate_size)]
+        archs.append(make_arch(*pick, heads))
+    return archs
 
 
-def parse_archs(text: str) -> list[dict]:
+def parse_archs(text: str | None, steps: int) -> list[dict]:
     from utils import get_space, make_arch
 
     space = get_space("demo_search")
+    if not text:
+        return ladder(space, steps)
     archs = []
     for item in text.split(","):
         layers, hidden, ffn = (int(v) for v in item.split("/"))
-        archs.append(space.validate(make_arch(layers, hidden, ffn, 4)))
+        archs.append(space.validate(make_arch(layers, hidden, ffn, space.num_attention_heads.values[0])))
     return archs
 
 
@@ -80,20 +92,23 @@ def main() -> None:
     group = parser.add_argument_group("data (demo_data.py flags)")
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--corpus_mb", type=float, default=2.0)
-    group.add_argument("--num_train", type=int, default=4000)
+    group.add_argument("--num_train", type=int, default=3000)
     group.add_argument("--num_dev", type=int, default=500)
     group.add_argument("--vocab_size", type=int, default=1000)
     group.add_argument("--task_level", type=int, default=1, help="NLI difficulty (demo.nli.TASK_LEVELS)")
     group = parser.add_argument_group("pre-training (pre_training.py flags)")
     group.add_argument("--pretrain_steps", type=int, default=300, help="0: no pre-training (random supernet)")
-    group.add_argument("--pretrain_batch", type=int, default=32)
-    group.add_argument("--pretrain_seq", type=int, default=128)
+    group.add_argument("--pretrain_batch", type=int, default=16)
+    group.add_argument("--pretrain_seq", type=int, default=64)
     group.add_argument("--pretrain_lr", type=float, default=1e-3)
     group.add_argument("--sandwich", action="store_true", help="pre-train with the sandwich rule")
     group = parser.add_argument_group("fine-tuning (candidate evaluator)")
-    group.add_argument("--archs", default=DEFAULT_ARCHS, help="comma-separated LAYERS/HIDDEN/FFN (4 heads, qkv = hidden)")
+    group.add_argument("--archs", default=None,
+                       help="comma-separated LAYERS/HIDDEN/FFN of demo_search (qkv = hidden); default: a ladder "
+                            "of --ladder archs from the space's smallest to its largest")
+    group.add_argument("--ladder", type=int, default=6)
     group.add_argument("--max_seq_length", type=int, default=64)
-    group.add_argument("--learning_rate", type=float, default=5e-4)
+    group.add_argument("--learning_rate", type=float, default=3e-4)
     group.add_argument("--epochs", type=float, default=1.0)
     group.add_argument("--batch", type=int, default=16)
     group.add_argument("--finetune_seeds", default="42", help="comma-separated; accuracies are averaged")
@@ -171,7 +186,7 @@ def main() -> None:
     figures["train_tokens_max"] = int(lengths.max())
     log("train: %d examples, %.1f tokens on average (max %d)", len(data.train), lengths.mean(), lengths.max())
 
-    archs = parse_archs(args.archs)
+    archs = parse_archs(args.archs, args.ladder)
     seeds = [int(s) for s in args.finetune_seeds.split(",")]
     rows = []
     for init, directory in supernets.items():

@@ -42,7 +42,7 @@ STAGING_PREFIX = ".demo_staging."
 class DemoDataParams:
     seed: int = 42
     corpus_mb: float = 2.0       # target corpus size in MB (10**6 bytes)
-    num_train: int = 4000        # train.tsv examples
+    num_train: int = 3000        # train.tsv examples
     num_dev: int = 500           # examples in each of dev_matched.tsv and dev_mismatched.tsv
     task_level: int = 1          # NLI difficulty (demo.nli.TASK_LEVELS)
     vocab_size: int = 1000       # WordPiece size cap (the demo world needs ~600; training stops there)
