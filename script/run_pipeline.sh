@@ -103,10 +103,12 @@ fi
 echo "latency budgets (ms): $BUDGETS"
 
 stage "6/8 searches: fp32 baseline and int8 Bigger&Faster at each budget (side by side, one core each)"
+# The original window [0.85c, 1.1c] lets a choice be predicted 10 % over the budget; the demo asks
+# for archs predicted within it (window [0.85c, 1.0c]) so that the chosen ones measure within it.
 for LAT in $BUDGETS; do
     SEARCH_ENV="LATENCY_CONSTRAINT=$LAT TASK_NAME=$TASK_NAME DATA_DIR='$DATA_DIR/MNLI' MODEL_DIR='$MODEL_DIR' \
 SPACE=demo_search CANDS_DIR='$CANDS_DIR' OUTPUT_ROOT='$OUTPUT_ROOT' GEN_SIZE=$GEN_SIZE POPULATION=$POPULATION \
-GENERATIONS=$GENERATIONS NUM_THREADS=1 SEED=$SEED NUM_TRAIN_EPOCHS=1 \
+GENERATIONS=$GENERATIONS NUM_THREADS=1 SEED=$SEED NUM_TRAIN_EPOCHS=1 SEARCH_ARGS='--latency_window_high 1.0' \
 EVAL_ARGS='--max_seq_length 32 --learning_rate 5e-4 --train_batch_size 16 --eval_step 50'"
     pair "$SEARCH_ENV TYPE=fp PREDICTOR='$PREDICTOR_DIR/lat_predictor.pt' bash '$ROOT/script/run_search.sh'" \
          "$SEARCH_ENV TYPE=ptq PREDICTOR='$PREDICTOR_DIR/lat_predictor_quant.pt' bash '$ROOT/script/run_search.sh'"
