@@ -22,9 +22,9 @@ import os
 import re
 from collections import defaultdict
 
-from evaluation.results import JSONL_NAME
+from evaluation.results import JSONL_NAME, ResultsStore
 from search.history import default_log_path, fitness_by_generation, read_search_log
-from utils import UserError, arch_key, arch_summary, atomic_write, get_logger, read_jsonl, run_cli
+from utils import UserError, arch_key, arch_summary, atomic_write, get_logger, run_cli
 
 logger = get_logger("report")
 
@@ -45,9 +45,8 @@ def find_searches(output_root: str) -> list[dict]:
     searches = []
     for name in sorted(os.listdir(output_root)):
         match = SEARCH_DIR.match(name)
-        path = os.path.join(output_root, name, JSONL_NAME)
-        if match and os.path.isfile(path):
-            records = read_jsonl(path)
+        if match:
+            records = ResultsStore(os.path.join(output_root, name)).records()
             if records:
                 searches.append({"name": name, "type": match.group(1), "budget": float(match.group(2)),
                                  "records": records})
@@ -171,10 +170,12 @@ def claims(rows: list[dict]) -> list[str]:
         fp_fit = fp["within_budget"]
         fp_text = "" if fp_fit is None else f" (fp32 {fp['measured_ms_fp32']:.2f} ms, {'within' if fp_fit else 'over'} budget)"
         acc = ""
-        if ptq.get("dev_int8_" + _first_split(ptq)) is not None and fp.get("dev_fp32_" + _first_split(fp)) is not None:
-            gain = 100 * (ptq["dev_int8_" + _first_split(ptq)] - fp["dev_fp32_" + _first_split(fp)])
-            acc = f"; deployed accuracy int8 {100 * ptq['dev_int8_' + _first_split(ptq)]:.1f} vs fp32 " \
-                  f"{100 * fp['dev_fp32_' + _first_split(fp)]:.1f} ({gain:+.1f} points)"
+        # deployed accuracy: int8 for the int8 search, fp32 for the fp32 search, on the primary dev set
+        ptq_acc = ptq.get("dev_int8_" + _first_split(ptq))
+        fp_acc = fp.get("dev_fp32_" + _first_split(fp))
+        if ptq_acc is not None and fp_acc is not None:
+            acc = (f"; deployed accuracy int8 {100 * ptq_acc:.1f} vs fp32 {100 * fp_acc:.1f} "
+                   f"({100 * (ptq_acc - fp_acc):+.1f} points)")
         sentences.append(
             f"- {budget:g} ms: Bigger&Faster chose {ptq['arch']} ({ptq['params_m']:.2f} M parameters), which {fit_text}; "
             f"the fp32 search chose {fp['arch']} ({fp['params_m']:.2f} M){fp_text}. The int8 choice is "
