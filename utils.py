@@ -107,13 +107,123 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
+def end_partial_line(path: str | os.PathLike) -> bool:
+    """Make an appended file end at a line boundary after a writer was killed mid-line.
+
+    A last line without its newline is dropped when it is not valid JSON (the record it held was
+    never complete, so the run that wrote it redoes it) and completed with the newline when it is.
+    Returns True when the file was changed. Everything before the last line is left untouched.
+    """
+    path = os.fspath(path)
+    try:
+        handle = open(path, "rb+")
+    except FileNotFoundError:
+        return False
+    with handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        if size == 0:
+            return False
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return False
+        # read backwards only as far as the last newline (files can be large)
+        block, start, tail = 65536, size, b""
+        while start > 0:
+            step = min(block, start)
+            start -= step
+            handle.seek(start)
+            tail = handle.read(step) + tail
+            cut = tail.rfind(b"\n")
+            if cut >= 0:
+                start, tail = start + cut + 1, tail[cut + 1:]
+                break
+        try:
+            json.loads(tail.decode("utf-8"))
+            handle.seek(0, os.SEEK_END)
+            handle.write(b"\n")
+        except (ValueError, UnicodeDecodeError):
+            get_logger(__name__).warning("%s: dropping a truncated last line (its record is redone)", path)
+            handle.truncate(start)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
+
+
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one record as one line with a single write, flushed to disk (resumable tables)."""
+    """Append one record as one line with a single write, flushed to disk (resumable tables).
+
+    A partial last line left by a killed writer is ended first (``end_partial_line``), so the new
+    record never lands on the same line as a fragment."""
     line = json.dumps(record, sort_keys=True) + "\n"
+    end_partial_line(path)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+class OutputLocked(UserError):
+    """Another process is writing to the same output directory."""
+
+
+LOCK_NAME = ".bigger_and_faster.lock"
+
+
+@contextlib.contextmanager
+def output_lock(directory: str | os.PathLike, what: str = "output directory"):
+    """Hold an exclusive lock on ``directory`` for as long as the block runs (one writer per
+    output directory). A second process gets ``OutputLocked`` naming the holder (pid, host,
+    command, start time). The lock is ``flock`` on ``<directory>/.bigger_and_faster.lock``: the
+    kernel drops it when the holder dies, so a killed run never leaves a stale lock behind (its
+    still-running children, if any, keep it until they end). Re-entrant within one process."""
+    import fcntl
+    import platform
+    import time
+
+    directory = os.path.abspath(os.fspath(directory))
+    held = _HELD_LOCKS.get(directory)
+    if held is not None:
+        _HELD_LOCKS[directory] = (held[0], held[1] + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _HELD_LOCKS[directory]
+            _HELD_LOCKS[directory] = (fd, depth - 1)
+        return
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UserError(f"{directory}: exists and is not a directory (expected the {what})")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        raise UserError(f"{directory}: cannot write to the {what} (permission denied)") from None
+    except OSError as err:
+        raise UserError(f"{directory}: cannot create the {what} ({err.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+        finally:
+            os.close(fd)
+        raise OutputLocked(f"{directory}: the {what} is in use by {holder}; wait for it to finish or stop it "
+                           "(one writer per directory)") from None
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {platform.node()} since {time.strftime('%H:%M:%S')} "
+                  f"({command})\n".encode(), 0)
+    _HELD_LOCKS[directory] = (fd, 1)
+    try:
+        yield
+    finally:
+        _HELD_LOCKS.pop(directory, None)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+_HELD_LOCKS: dict[str, tuple[int, int]] = {}
 
 
 def read_jsonl(path: str | os.PathLike, drop_truncated_tail: bool = True,

@@ -12,7 +12,6 @@ name is recorded but not compared, so that identical machines can split a grid (
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -24,6 +23,7 @@ from utils import (
     arch_to_legacy_repr,
     atomic_write,
     check_arch_schema,
+    end_partial_line,
     get_logger,
     iter_arch_lines,
     read_jsonl,
@@ -203,29 +203,6 @@ def table_space(records: list[dict]) -> SearchSpace | None:
 # --------------------------------------------------------------------------------------
 
 
-def repair_truncated_tail(path: str) -> None:
-    """A writer killed mid-line leaves a last line without newline: drop it if it is not valid
-    JSON (it is re-measured), or complete it with the newline if it is. Nothing else changes."""
-    with open(path, "rb+") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        if size == 0:
-            return
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        handle.seek(0)
-        data = handle.read()
-        start = data.rfind(b"\n") + 1
-        try:
-            json.loads(data[start:].decode("utf-8"))
-            handle.seek(0, os.SEEK_END)
-            handle.write(b"\n")
-        except (ValueError, UnicodeDecodeError):
-            logger.warning("%s: dropping a truncated last line (it will be measured again)", path)
-            handle.truncate(start)
-
-
 def resume_table(path: str, expected: dict) -> set[str]:
     """Prepare ``path`` for appending records whose signature is ``expected``; return the
     ``arch_key`` of every arch already measured there. Refuses a table of another machine or
@@ -234,7 +211,7 @@ def resume_table(path: str, expected: dict) -> set[str]:
         return set()
     if detect_format(path) != "jsonl":
         raise UserError(f"{path}: not a JSONL latency table; refusing to append to it")
-    repair_truncated_tail(path)
+    end_partial_line(path)
     if os.path.getsize(path) == 0:
         return set()
     done = set()

@@ -5,7 +5,7 @@
 #   RAW_DIR=data/raw/books1/epubtxt BERT_MODEL=model/bert-base-uncased bash script/generate_data.sh
 #
 # Environment (defaults relative to the repository root):
-#   PYTHON (python), RAW_DIR (data/raw/books1/epubtxt), GENERATED_DIR (data/generated),
+#   PYTHON (.venv/bin/python when it exists, else python3), RAW_DIR (data/raw/books1/epubtxt), GENERATED_DIR (data/generated),
 #   BERT_MODEL (model/bert-base-uncased: a vocab.txt file or a directory holding one),
 #   MAX_SEQ_LEN (512; pre-training's --max_seq_length), DO_LOWER_CASE (1), NUM_SHARDS (28),
 #   NUM_WORKERS (the CPU count), OVERWRITE (0; 1 replaces shards made from other inputs/settings),
@@ -13,13 +13,9 @@
 # Re-running with the same inputs and settings does nothing.
 set -euo pipefail
 
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-    exit 0
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+baf_init "$@"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-python}"
 RAW_DIR="${RAW_DIR:-$ROOT/data/raw/books1/epubtxt}"
 GENERATED_DIR="${GENERATED_DIR:-$ROOT/data/generated}"
 BERT_MODEL="${BERT_MODEL:-$ROOT/model/bert-base-uncased}"

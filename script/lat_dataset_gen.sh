@@ -8,7 +8,7 @@
 #   SHARD=0/4 bash script/lat_dataset_gen.sh            # machine 0 of 4 (identical machines) splits the grid
 #
 # Environment (defaults relative to the repository root):
-#   PYTHON (python), BACKEND (fp32 | int8 | ort), SAVE_DIR (conf_datasets), SPACE (paper_latency),
+#   PYTHON (.venv/bin/python when it exists, else python3), BACKEND (fp32 | int8 | ort), SAVE_DIR (conf_datasets), SPACE (paper_latency),
 #   SAMPLE (empty = the whole grid; N = a seeded random sample), ARCH_FILE (empty; archs to measure),
 #   SEED (0), THREADS (1), INFER_CNT (20 timed runs), WARMUP (5), TIMER (wall | cpu: thread CPU time,
 #   for single-thread runs on a shared machine), VOCAB_SIZE (30522), SHARD (empty or I/N),
@@ -18,13 +18,9 @@
 # A re-run resumes; a table measured with another machine/protocol is refused (use another SAVE_DIR).
 set -euo pipefail
 
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-    exit 0
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+baf_init "$@"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-python}"
 BACKEND="${BACKEND:-fp32}"
 SAVE_DIR="${SAVE_DIR:-$ROOT/conf_datasets}"
 SPACE="${SPACE:-paper_latency}"

@@ -6,9 +6,7 @@
 #   EXTRA_ARGS="--exporter dynamo" bash script/lat_dataset_gen_onnx.sh
 set -euo pipefail
 
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-    exit 0
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+baf_init "$@"
 
 BACKEND=ort exec bash "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lat_dataset_gen.sh" "$@"

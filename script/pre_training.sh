@@ -6,7 +6,7 @@
 #   NPROC=4 bash script/pre_training.sh                           # torchrun, DistributedDataParallel
 #
 # Environment (defaults relative to the repository root):
-#   PYTHON (python), GENERATED_DIR (data/generated), OUTPUT_DIR (model/SUPER-KD-S1; epoch_{e}/ and
+#   PYTHON (.venv/bin/python when it exists, else python3), GENERATED_DIR (data/generated), OUTPUT_DIR (model/SUPER-KD-S1; epoch_{e}/ and
 #   step_{n}/ checkpoints, final/, loss_log.jsonl, loss_curve.png), STUDENT_MODEL (empty: from scratch;
 #   else a local BERT dir, e.g. model/KD-S1), TEACHER_MODEL (model/bert-base-uncased; empty: no KD),
 #   MLM (0; 1 adds the masked-LM loss), SPACE (paper_supernet), SUPERNET_CONFIG (JSON or file; shape
@@ -18,13 +18,9 @@
 #   checkpoint; 1 always; 0 never), EXTRA_ARGS (more pre_training.py flags, split on spaces).
 set -euo pipefail
 
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-    exit 0
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+baf_init "$@"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-python}"
 GENERATED_DIR="${GENERATED_DIR:-$ROOT/data/generated}"
 OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/model/SUPER-KD-S1}"
 STUDENT_MODEL="${STUDENT_MODEL:-}"

@@ -9,20 +9,16 @@
 #
 # Re-running resumes: every stage skips what it already did. Environment (defaults relative to the
 # repository root):
-#   PYTHON (python), RUN_DIR (demo_run), DEMO_SCALE (full | ci: fewer steps, archs and examples),
+#   PYTHON (.venv/bin/python when it exists, else python3), RUN_DIR (demo_run), DEMO_SCALE (full | ci: fewer steps, archs and examples),
 #   SEED (42), BUDGETS (auto: the 35th and 65th percentile of the int8 table; or e.g. "3 5" in ms),
 #   PRETRAIN_STEPS, PRETRAIN_BATCH, LAT_RUNS, GEN_SIZE, POPULATION, GENERATIONS, NUM_TRAIN, NUM_DEV
 #   (defaults depend on DEMO_SCALE), PARALLEL (1: run independent stages two at a time, one core each).
 set -euo pipefail
 
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-    exit 0
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+baf_init "$@"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"  # relative paths (RUN_DIR, ...) are relative to the repository root
-PYTHON="${PYTHON:-python}"
 RUN_DIR="$(mkdir -p "${RUN_DIR:-demo_run}" && cd "${RUN_DIR:-demo_run}" && pwd)"
 DEMO_SCALE="${DEMO_SCALE:-full}"
 SEED="${SEED:-42}"

@@ -9,16 +9,14 @@
 #   DATA_DIR (data/glue/<TASK>), GENERATIONS (3), FIRST_GENERATION (fast | rand), GEN_SIZE (10),
 #   POPULATION (25), SPACE (paper_search), MODEL_DIR (model/SUPER-KD-S1/epoch_3),
 #   PREDICTOR (conf_datasets/lat_predictor_quant.pt, or lat_predictor.pt for fp), SEED (42),
-#   NUM_TRAIN_EPOCHS (1), PYTHON (python), SEARCH_ARGS / EVAL_ARGS (extra flags), CANDS_DIR, OUTPUT_ROOT.
+#   NUM_TRAIN_EPOCHS (1), PYTHON (.venv/bin/python when it exists, else python3), SEARCH_ARGS / EVAL_ARGS (extra flags), CANDS_DIR, OUTPUT_ROOT.
 # Outputs: cands/kd_<TYPE>_<LAT>.cands, cands/1st_generation_kd_<TYPE>_<LAT>{,.gen<i>.evo,.evo}.cands,
 # cands/kd_<TYPE>_<LAT>.search_log.jsonl, output/kd_<TYPE>_<LAT>/subbert.results(.jsonl).
 # A re-run resumes where it stopped.
 set -euo pipefail
 
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-    exit 0
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+baf_init "$@"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TYPE="${TYPE:-ptq}"

@@ -14,7 +14,7 @@
 #
 # Positional arguments override the environment; every other setting comes from the
 # environment with a default relative to the repository root:
-#   PYTHON (python), MODEL_DIR (model/SUPER-KD-S1/epoch_3), PREDICTOR (conf_datasets/lat_predictor_quant.pt,
+#   PYTHON (.venv/bin/python when it exists, else python3), MODEL_DIR (model/SUPER-KD-S1/epoch_3), PREDICTOR (conf_datasets/lat_predictor_quant.pt,
 #   or lat_predictor.pt for fp), SPACE (paper_search), GEN_SIZE (10), POPULATION (25), SEED (42),
 #   NUM_TRAIN_EPOCHS (1), DO_LOWER_CASE (1), NUM_THREADS (0 = torch's default; 1 is much faster for
 #   small sub-models on a shared CPU), CANDS_DIR (cands), OUTPUT_ROOT (output),
@@ -24,13 +24,9 @@
 # Steps that write a .cands file skip when it exists (re-runs resume); eval skips evaluated archs.
 set -euo pipefail
 
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-    exit 0
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+baf_init "$@"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-python}"
 OP="${1:-${OP:-}}"
 case "$OP" in
     cand|rand|fast|eval|evol) ;;

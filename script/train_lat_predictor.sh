@@ -8,20 +8,16 @@
 #   RECIPE=original bash script/train_lat_predictor.sh
 #
 # Environment (defaults relative to the repository root):
-#   PYTHON (python), TABLE_DIR (conf_datasets), FP32_TABLE ($TABLE_DIR/lat_torch_fp32.jsonl),
+#   PYTHON (.venv/bin/python when it exists, else python3), TABLE_DIR (conf_datasets), FP32_TABLE ($TABLE_DIR/lat_torch_fp32.jsonl),
 #   INT8_TABLE ($TABLE_DIR/lat_torch_dynamic_int8.jsonl), OUT_DIR (conf_datasets),
 #   WHICH (both | fp32 | int8), RECIPE (default | original), SEED (0),
 #   SPACE (empty = the space recorded in the table), EXTRA_ARGS (more flags, split on spaces).
 # Output: $OUT_DIR/lat_predictor.pt (fp32) and $OUT_DIR/lat_predictor_quant.pt (int8).
 set -euo pipefail
 
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-    exit 0
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+baf_init "$@"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-python}"
 TABLE_DIR="${TABLE_DIR:-$ROOT/conf_datasets}"
 FP32_TABLE="${FP32_TABLE:-$TABLE_DIR/lat_torch_fp32.jsonl}"
 INT8_TABLE="${INT8_TABLE:-$TABLE_DIR/lat_torch_dynamic_int8.jsonl}"

@@ -1,0 +1,91 @@
+# Shared preamble of every stage script (sourced, never run):
+#
+#   set -euo pipefail
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+#   baf_init "$@"
+#
+# baf_init answers -h/--help with the calling script's header comment, sets ROOT (the repository
+# root) and PYTHON (the repository's .venv when it exists, else python3; PYTHON overrides), and
+# checks that PYTHON has the project's dependencies, so a missing one is one line, not a traceback.
+# The helpers below print "<script>: error: ..." and exit 2 (a user mistake).
+
+BAF_SCRIPT="$(basename "${BASH_SOURCE[1]:-$0}")"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+baf_help() {  # the caller's header comment, from line 2 up to `set -euo pipefail`
+    sed -n '2,/^set -euo pipefail/p' "${BASH_SOURCE[2]:-$0}" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+
+baf_die() {  # baf_die MESSAGE...: one line on stderr, exit 2
+    echo "$BAF_SCRIPT: error: $*" >&2
+    exit 2
+}
+
+baf_default_python() {
+    if [[ -x "$ROOT/.venv/bin/python" ]]; then
+        echo "$ROOT/.venv/bin/python"
+    else
+        echo python3
+    fi
+}
+
+baf_check_python() {  # every import the stages need, found without importing them (fast)
+    local missing
+    if ! command -v "$PYTHON" > /dev/null 2>&1; then
+        baf_die "PYTHON=$PYTHON: no such interpreter; run \`make venv\` (creates .venv) or set PYTHON"
+    fi
+    missing="$("$PYTHON" - <<'PY' 2>/dev/null
+import importlib.util
+names = ["torch", "transformers", "tokenizers", "safetensors", "numpy", "scipy", "sklearn", "tqdm", "onnx",
+         "onnxruntime", "matplotlib"]
+print(" ".join(name for name in names if importlib.util.find_spec(name) is None))
+PY
+)" || baf_die "PYTHON=$PYTHON does not run; run \`make venv\` (creates .venv) or set PYTHON"
+    if [[ -n "$missing" ]]; then
+        baf_die "PYTHON=$PYTHON lacks $missing; run \`make venv\` (creates .venv with requirements.txt) or set PYTHON"
+    fi
+}
+
+baf_init() {
+    if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+        baf_help
+        exit 0
+    fi
+    PYTHON="${PYTHON:-$(baf_default_python)}"
+    export PYTHON
+    if [[ "${BAF_PYTHON_CHECKED:-}" != "$PYTHON" ]]; then
+        baf_check_python
+        export BAF_PYTHON_CHECKED="$PYTHON"  # child scripts skip the check
+    fi
+}
+
+baf_require_dir() {  # baf_require_dir VAR [what]: the directory named by $VAR exists
+    local var="$1" what="${2:-directory}"
+    local value="${!var:-}"
+    [[ -n "$value" ]] || baf_die "$var is empty; set it to the $what"
+    [[ -d "$value" ]] || baf_die "$var=$value: no such $what"
+}
+
+baf_require_file() {  # baf_require_file VAR [what]: the file named by $VAR exists
+    local var="$1" what="${2:-file}"
+    local value="${!var:-}"
+    [[ -n "$value" ]] || baf_die "$var is empty; set it to the $what"
+    [[ -f "$value" ]] || baf_die "$var=$value: no such $what"
+}
+
+baf_require_choice() {  # baf_require_choice VAR CHOICE...: $VAR is one of the choices
+    local var="$1"
+    shift
+    local value="${!var:-}" choice
+    for choice in "$@"; do
+        [[ "$value" == "$choice" ]] && return 0
+    done
+    baf_die "$var must be one of $*, got '$value'"
+}
+
+baf_require_int() {  # baf_require_int VAR [MIN]: $VAR is an integer >= MIN
+    local var="$1" low="${2:-0}"
+    local value="${!var:-}"
+    [[ "$value" =~ ^-?[0-9]+$ ]] || baf_die "$var must be an integer, got '$value'"
+    (( value >= low )) || baf_die "$var must be >= $low, got $value"
+}
