@@ -1,26 +1,103 @@
-"""The int8 schemes of Bigger&Faster, in one place (SPEC section 2).
+"""The int8 schemes of Bigger&Faster, in one place (SPEC section 2): the registry ``SCHEMES``.
 
-* ``torch_dynamic`` (default; the paper's latency tables): PyTorch eager dynamic quantization
-  of every ``nn.Linear`` -- int8 per-tensor symmetric weights, activations quantized on the fly.
-  Applied to the *extracted plain* model; the converted-module count is checked, because
-  ``quantize_dynamic`` swaps modules by exact type and silently skips anything else.
-* ``ort_dynamic``: ONNX Runtime ``quantize_dynamic`` of an exported fp32 graph
-  (see ``inference_time_evaluation_quant_onnx.py``; the ORT helpers live here as well).
-* ``fakequant``: the original code's per-tensor asymmetric min-max uint8 quantize-dequantize of
-  every state-dict tensor, kept for parity with the authors' accuracy numbers.
+Every scheme has one canonical name -- the name of the latency tables it is timed with -- and says
+both how to *time* it (``Scheme.latency_runner``: the extracted plain ``BertModel`` of an arch, as
+the latency stage measures it) and how to *score* it (``Scheme.scored_model``: the fine-tuned
+``BertForSequenceClassification`` the evaluator runs on dev). A search pairs a predictor trained on
+a scheme's table with candidates scored by the same scheme; ``resolve_scheme`` accepts the names
+users type (``TYPE=ptq``, ``--quant_scheme torch_dynamic``, ``int8``, ``ort``).
+
+* ``torch_fp32`` (search type ``fp``): no quantization, the AutoTinyBERT baseline.
+* ``torch_dynamic_int8`` (``ptq``; the paper's int8): PyTorch eager dynamic quantization of every
+  ``nn.Linear`` -- int8 per-tensor symmetric weights, activations quantized on the fly -- on the
+  *extracted plain* model; the converted-module count is checked, because ``quantize_dynamic`` swaps
+  modules by exact type and silently skips anything else.
+* ``ort_dynamic_int8`` (``ort``): the plain model exported with ``torch.onnx`` (batch and sequence
+  axes dynamic) and quantized to ONNX Runtime dynamic int8 (``DynamicQuantizeLinear`` +
+  ``MatMulInteger`` for every Linear, checked), run in an ``InferenceSession``. The latency stage
+  and the evaluator build the graph with the same function (``ort_dynamic_int8``).
+* ``fakequant`` (parity only): the original code's per-tensor asymmetric min-max uint8
+  quantize-dequantize of every supernet tensor; values stay fp32, so it is timed as
+  ``torch_dynamic_int8`` as the authors did, and the evaluator applies it to the whole supernet.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
+from typing import Callable
 
 import torch
 from torch import nn
 
 from utils import UserError
 
-SCHEMES = ("torch_dynamic", "fakequant")
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """One deployment precision: how it is timed and how it is scored."""
+
+    name: str  # canonical; = the latency backend of its tables (except the fakequant parity scheme)
+    search_type: str  # the short name of scripts and search directories: fp | ptq | ort | fakequant
+    aliases: tuple[str, ...]
+    precision: str  # fp32 | int8
+    latency_backend: str  # the table (``lat_<backend>.jsonl``) a predictor for this scheme is trained on
+    runtime: str  # torch | onnxruntime
+    description: str
+
+    @property
+    def quantized(self) -> bool:
+        return self.precision == "int8"
+
+    @property
+    def needs_supernet(self) -> bool:
+        """fakequant takes its ranges from whole supernet tensors (the original's scheme)."""
+        return self.name == "fakequant"
+
+    def latency_runner(self, model: nn.Module, inputs: dict[str, torch.Tensor], threads: int = 1,
+                       **options) -> tuple[Callable[[], object], dict]:
+        """``(run, info)``: ``run()`` is one timed forward pass of the plain ``BertModel``."""
+        return _LATENCY_RUNNERS[self.latency_backend](model, inputs, threads, **options)
+
+    def scored_model(self, model: nn.Module, threads: int = 1) -> tuple[object, dict]:
+        """The model the evaluator scores for this scheme, from a fine-tuned fp32 CPU
+        ``BertForSequenceClassification``: ``(callable(**inputs) -> .logits, info)``. ``info`` has
+        ``converted_linear`` and ``size_mb_int8`` for int8 schemes."""
+        if self.needs_supernet:
+            raise ValueError("fakequant is applied to the whole supernet (evaluation.candidate), not to a sub-model")
+        return _SCORERS[self.name](model, threads)
+
+
+SCHEMES: dict[str, Scheme] = {scheme.name: scheme for scheme in (
+    Scheme("torch_fp32", "fp", ("fp", "fp32", "none"), "fp32", "torch_fp32", "torch",
+           "PyTorch fp32 (no quantization; the AutoTinyBERT baseline)"),
+    Scheme("torch_dynamic_int8", "ptq", ("ptq", "int8", "torch_dynamic", "torch_int8", "dynamic"), "int8",
+           "torch_dynamic_int8", "torch", "PyTorch dynamic int8 on every nn.Linear (the paper's int8)"),
+    Scheme("ort_dynamic_int8", "ort", ("ort", "ort_dynamic", "ort_int8", "onnx", "onnxruntime"), "int8",
+           "ort_dynamic_int8", "onnxruntime", "ONNX Runtime dynamic int8 (MatMulInteger for every Linear)"),
+    Scheme("fakequant", "fakequant", ("fake", "fake_quant"), "int8", "torch_dynamic_int8", "torch",
+           "the original's min-max fake-quant of the whole supernet (accuracy parity only)"),
+)}
+LATENCY_BACKENDS = ("torch_fp32", "torch_dynamic_int8", "ort_dynamic_int8")
+
+
+def resolve_scheme(name: str, flag: str = "--scheme") -> Scheme:
+    """The scheme for a canonical name or an alias users type (case-insensitive); one-line error."""
+    key = str(name).strip().lower()
+    for scheme in SCHEMES.values():
+        if key == scheme.name or key in scheme.aliases:
+            return scheme
+    names = ", ".join(f"{s.name} ({'/'.join(s.aliases)})" for s in SCHEMES.values())
+    raise UserError(f"{flag}: unknown scheme {name!r}; choose one of {names}")
+
+
+def scheme_for_backend(backend: str) -> Scheme:
+    """The deployment scheme a latency table's backend times (fakequant is never the answer)."""
+    for scheme in SCHEMES.values():
+        if scheme.latency_backend == backend and not scheme.needs_supernet:
+            return scheme
+    raise UserError(f"unknown latency backend {backend!r}; choose one of {', '.join(LATENCY_BACKENDS)}")
 
 
 def _quantize_dynamic_api():
@@ -104,18 +181,6 @@ def fake_quantize_model(model: nn.Module, bits: int = 8, inplace: bool = False) 
     return target
 
 
-def apply_scheme(model: nn.Module, scheme: str) -> tuple[nn.Module, dict]:
-    """Apply an int8 scheme to a (plain, extracted) model; returns the model and a description
-    suitable for result records."""
-    if scheme == "torch_dynamic":
-        quantized, converted = quantize_dynamic_int8(model)
-        return quantized, {"scheme": scheme, "engine": torch.backends.quantized.engine,
-                           "converted_linear": converted}
-    if scheme == "fakequant":
-        return fake_quantize_model(model), {"scheme": scheme, "bits": 8}
-    raise UserError(f"--quant_scheme: unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-
-
 def int8_model_size_bytes(model: nn.Module) -> int:
     """Serialized size of a model's weights (int8 packed Linear weights count one byte each)."""
     import io
@@ -132,6 +197,9 @@ def int8_model_size_bytes(model: nn.Module) -> int:
 
 # Opset pinned for reproducible graphs: 17 is the first with a fused LayerNormalization op.
 ORT_OPSET = 17
+# The onnxruntime release our int8 graph was checked against (identical outputs to its
+# quantize_dynamic; tests/test_latency_onnx.py). requirements.txt pins the same version.
+ORT_CHECKED_VERSION = "1.32.0"
 ORT_EXPORTERS = ("torchscript", "dynamo")
 ORT_QUANTIZERS = ("fast", "official")
 
@@ -169,10 +237,17 @@ class _WeightsAsInputs(nn.Module):
         return tuple(getattr(output, name) for name in self.output_names)
 
 
+# Axes left symbolic in exported graphs (TorchScript exporter), so one graph serves the latency
+# stage's 1 x 128 input and the evaluator's dynamically padded batches.
+DYNAMIC_OUTPUT_AXES = {"last_hidden_state": {0: "batch", 1: "sequence"}, "pooler_output": {0: "batch"},
+                       "logits": {0: "batch"}}
+
+
 def export_onnx(model: nn.Module, inputs: dict[str, torch.Tensor], output_names: tuple[str, ...],
-                exporter: str = "torchscript", opset: int = ORT_OPSET):
-    """Export an fp32 model (static shapes) with ``torch.onnx.export``; returns ``(graph, weights)``,
-    where ``weights`` maps initializer/graph-input names to numpy arrays.
+                exporter: str = "torchscript", opset: int = ORT_OPSET, dynamic: bool = True):
+    """Export an fp32 model with ``torch.onnx.export``; returns ``(graph, weights)``, where
+    ``weights`` maps initializer/graph-input names to numpy arrays. With ``dynamic`` (TorchScript
+    exporter only) the batch and sequence axes are symbolic; the dynamo path exports static shapes.
 
     ``torchscript`` (``dynamo=False``, the default here) is ~3x faster per arch than ``dynamo=True``
     for HF BERT (see BENCHMARKS.md) and, with the weights passed as inputs, spends almost nothing on
@@ -187,13 +262,13 @@ def export_onnx(model: nn.Module, inputs: dict[str, torch.Tensor], output_names:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tracing runs one small forward: extra threads only spin (2x CPU on 2 cores)
     try:
-        return _export_onnx(model, inputs, names, output_names, exporter, opset)
+        return _export_onnx(model, inputs, names, output_names, exporter, opset, dynamic)
     finally:
         torch.set_num_threads(threads)
         model.train(was_training)  # the exporter restores its wrapper's mode, recursively
 
 
-def _export_onnx(model, inputs, names, output_names, exporter, opset):
+def _export_onnx(model, inputs, names, output_names, exporter, opset, dynamic):
     import io
     import warnings
 
@@ -206,9 +281,13 @@ def _export_onnx(model, inputs, names, output_names, exporter, opset):
             wrapper = _WeightsAsInputs(model, names, output_names).eval()
             weights_t = [p.detach() for p in dict(model.named_parameters()).values()]
             buffer = io.BytesIO()
+            axes = None
+            if dynamic:
+                axes = {name: {0: "batch", 1: "sequence"} for name in names}
+                axes.update({name: DYNAMIC_OUTPUT_AXES.get(name, {0: "batch"}) for name in output_names})
             torch.onnx.export(wrapper, tuple(inputs.values()) + tuple(weights_t), buffer, dynamo=False,
                               opset_version=opset, input_names=list(names) + list(wrapper.weight_names),
-                              output_names=list(output_names), do_constant_folding=True)
+                              output_names=list(output_names), do_constant_folding=True, dynamic_axes=axes)
             graph = onnx.load_from_string(buffer.getvalue())
             weights = {name: t.numpy() for name, t in zip(wrapper.weight_names, weights_t)}
         else:
@@ -282,6 +361,7 @@ def ort_quantize_dynamic_int8(graph, weights: dict, op_types: tuple[str, ...] = 
         return (weights[name].T if transposed else weights[name]), folded
 
     nodes, tensors, dropped, converted = [], {}, set(), 0
+    activation_quantized: dict[str, tuple[str, str, str]] = {}
     for node in g.node:
         kind = node.op_type
         quantize = kind in op_types and kind in ("MatMul", "Gemm")
@@ -302,11 +382,17 @@ def ort_quantize_dynamic_int8(graph, weights: dict, op_types: tuple[str, ...] = 
         tensors[w_q] = np.ascontiguousarray(quantized, dtype=np.int8)
         tensors[w_scale] = np.asarray(scale, dtype=np.float32).reshape(())
         tensors[w_zp] = np.asarray(zero_point, dtype=np.int8).reshape(())
-        a_q, a_scale, a_zp = f"{base}.A_quantized", f"{base}.A_scale", f"{base}.A_zero_point"
+        # one DynamicQuantizeLinear per activation, shared by the MatMuls that read it (Q/K/V), as
+        # quantize_dynamic does: same ops, same numbers, and fewer quantizations per layer
+        if node.input[0] not in activation_quantized:
+            a_q, a_scale, a_zp = f"{base}.A_quantized", f"{base}.A_scale", f"{base}.A_zero_point"
+            nodes.append(helper.make_node("DynamicQuantizeLinear", [node.input[0]], [a_q, a_scale, a_zp],
+                                          f"{base}_dql"))
+            activation_quantized[node.input[0]] = (a_q, a_scale, a_zp)
+        a_q, a_scale, a_zp = activation_quantized[node.input[0]]
         integer, as_float, scales = f"{base}.MatMulInteger", f"{base}.MatMulInteger_float", f"{base}.scales"
         out = node.output[0] if len(node.input) < 3 else f"{base}.scaled"
         nodes += [
-            helper.make_node("DynamicQuantizeLinear", [node.input[0]], [a_q, a_scale, a_zp], f"{base}_dql"),
             helper.make_node("MatMulInteger", [a_q, w_q, a_zp, w_zp], [integer], f"{base}_quant"),
             helper.make_node("Cast", [integer], [as_float], f"{base}_cast", to=TensorProto.FLOAT),
             helper.make_node("Mul", [a_scale, w_scale], [scales], f"{base}_scales_mul"),
@@ -336,6 +422,13 @@ def ort_quantize_dynamic_int8(graph, weights: dict, op_types: tuple[str, ...] = 
         entry = tensor.external_data.add()
         entry.key, entry.value = "location", f"in-memory/{name}"
         external[name] = array
+    # value_info for every intermediate tensor, as quantize_dynamic leaves it: with symbolic axes ORT
+    # fuses MatMulInteger/Cast/Mul only where it knows the shapes (without it, outputs differ by ~1e-7)
+    import onnx
+
+    del g.value_info[:]  # the exporter's, describing the fp32 graph
+    inferred = onnx.shape_inference.infer_shapes(graph)
+    g.value_info.extend(inferred.graph.value_info)
     return graph, external, converted
 
 
@@ -418,19 +511,51 @@ def ort_session(graph, threads: int = 1, external: dict | None = None):
     return session
 
 
-def ort_dynamic_int8(model: nn.Module, inputs: dict[str, torch.Tensor], output_names: tuple[str, ...],
-                     threads: int = 1, exporter: str = "torchscript", quantizer: str = "fast",
-                     opset: int = ORT_OPSET):
-    """Export + ORT dynamic int8 + session, checking that every ``nn.Linear`` became a
-    ``MatMulInteger`` (the fast quantizer; the official tool skips the pooler's Gemm).
-    Returns ``(session, info)``; ``info`` holds the counts and the export/quantize seconds."""
+@dataclasses.dataclass
+class OrtInt8Graph:
+    """An ONNX Runtime dynamic int8 graph: ``graph`` declares the large initializers as external and
+    ``external`` holds their data in memory (``ort_quantize_dynamic_int8``); ``info`` says how it was built."""
+
+    graph: object
+    external: dict | None
+    info: dict
+
+    def session(self, threads: int = 1):
+        return ort_session(self.graph, threads, self.external)
+
+    def save(self, path: str) -> int:
+        """A self-contained ``.onnx`` file (atomic); returns its size in bytes."""
+        import onnx
+
+        from utils import atomic_write
+
+        model = ort_embed_external(self.graph, self.external) if self.external else self.graph
+        payload = model.SerializeToString()
+        if len(payload) >= 2**31 - 1:  # protobuf's limit; BERT-base int8 is ~110 MB, far below
+            raise UserError(f"{path}: the ONNX model is too large for one protobuf file")
+        with atomic_write(path, "wb", encoding=None) as handle:
+            handle.write(payload)
+        onnx.checker.check_model(path)
+        return len(payload)
+
+    def size_bytes(self) -> int:
+        """Bytes of the int8 graph with its weights, as the saved file holds them."""
+        return self.graph.ByteSize() + sum(array.nbytes for array in (self.external or {}).values())
+
+
+def ort_int8_graph(model: nn.Module, inputs: dict[str, torch.Tensor], output_names: tuple[str, ...],
+                   exporter: str = "torchscript", quantizer: str = "fast", opset: int = ORT_OPSET,
+                   dynamic: bool = True) -> OrtInt8Graph:
+    """Export + ORT dynamic int8, checking that every ``nn.Linear`` became a ``MatMulInteger``
+    (the fast quantizer; the official tool skips the pooler's Gemm). The latency stage and the
+    evaluator both build their graphs here."""
     import time
 
     if quantizer not in ORT_QUANTIZERS:
         raise UserError(f"--ort_quantizer: unknown quantizer {quantizer!r}; choose one of {', '.join(ORT_QUANTIZERS)}")
     expected = count_linear_modules(model)
     start = time.perf_counter()
-    graph, weights = export_onnx(model, inputs, output_names, exporter=exporter, opset=opset)
+    graph, weights = export_onnx(model, inputs, output_names, exporter=exporter, opset=opset, dynamic=dynamic)
     exported = time.perf_counter()
     external = None
     if quantizer == "fast":
@@ -441,10 +566,124 @@ def ort_dynamic_int8(model: nn.Module, inputs: dict[str, torch.Tensor], output_n
         quantized, converted = ort_quantize_dynamic_official(graph, weights)
         if converted < expected - 1:  # quantize_dynamic leaves Gemm (the pooler) in fp32
             raise RuntimeError(f"onnxruntime quantize_dynamic converted {converted} of {expected} nn.Linear modules")
-    quantized_at = time.perf_counter()
-    session = ort_session(quantized, threads, external)
-    done = time.perf_counter()
     opset_used = next((op.version for op in quantized.opset_import if op.domain in ("", "ai.onnx")), opset)
-    return session, {"converted_linear": converted, "linear_modules": expected, "exporter": exporter,
-                     "opset": opset_used, "ort_quantizer": quantizer, "export_s": exported - start,
-                     "quantize_s": quantized_at - exported, "session_s": done - quantized_at}
+    info = {"converted_linear": converted, "linear_modules": expected, "exporter": exporter, "opset": opset_used,
+            "ort_quantizer": quantizer, "ort_dynamic_axes": bool(dynamic and exporter == "torchscript"),
+            "export_s": exported - start, "quantize_s": time.perf_counter() - exported}
+    return OrtInt8Graph(quantized, external, info)
+
+
+def ort_dynamic_int8(model: nn.Module, inputs: dict[str, torch.Tensor], output_names: tuple[str, ...],
+                     threads: int = 1, exporter: str = "torchscript", quantizer: str = "fast",
+                     opset: int = ORT_OPSET, dynamic: bool = True):
+    """``ort_int8_graph`` and its session: ``(session, info)``; ``info`` holds the counts and the
+    export / quantize / session seconds."""
+    import time
+
+    built = ort_int8_graph(model, inputs, output_names, exporter, quantizer, opset, dynamic)
+    start = time.perf_counter()
+    session = built.session(threads)
+    return session, dict(built.info, session_s=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------
+# The registry's two faces: a timed runner per latency backend, a scored model per scheme
+# --------------------------------------------------------------------------------------
+
+LATENCY_OUTPUT_NAMES = ("last_hidden_state", "pooler_output")
+
+
+def _torch_runner(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Callable[[], object]:
+    def run():
+        with torch.inference_mode():
+            return model(**inputs)
+    return run
+
+
+def _time_torch_fp32(model, inputs, threads, **_options):
+    return _torch_runner(model, inputs), {"converted_linear": 0}
+
+
+def _time_torch_dynamic_int8(model, inputs, threads, **_options):
+    quantized, converted = quantize_dynamic_int8(model)
+    return _torch_runner(quantized, inputs), {"converted_linear": converted}
+
+
+def _time_ort_dynamic_int8(model, inputs, threads, exporter: str = "torchscript", ort_quantizer: str = "fast",
+                           **_options):
+    session, info = ort_dynamic_int8(model, inputs, LATENCY_OUTPUT_NAMES, threads=threads, exporter=exporter,
+                                     quantizer=ort_quantizer)
+    wanted = {value.name for value in session.get_inputs()}  # the exporter may drop an unused input
+    feeds = {name: tensor.numpy() for name, tensor in inputs.items() if name in wanted}
+
+    def run():
+        return session.run(None, feeds)
+    return run, info
+
+
+_LATENCY_RUNNERS = {"torch_fp32": _time_torch_fp32, "torch_dynamic_int8": _time_torch_dynamic_int8,
+                    "ort_dynamic_int8": _time_ort_dynamic_int8}
+
+
+class _Logits:
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+
+class OrtSequenceClassifier:
+    """An ONNX Runtime int8 ``BertForSequenceClassification``, called like the torch model
+    (``model(input_ids=..., attention_mask=..., token_type_ids=...).logits``) so the evaluator's
+    ``evaluate`` scores it unchanged. ``graph`` is what ``save`` writes as an ``.onnx`` file."""
+
+    training = False
+
+    def __init__(self, graph: OrtInt8Graph, threads: int = 1):
+        self.graph = graph
+        self.session = graph.session(threads)
+        self.input_names = [value.name for value in self.session.get_inputs()]
+
+    def __call__(self, **inputs) -> _Logits:
+        import numpy as np
+
+        feeds = {name: np.ascontiguousarray(inputs[name].cpu().numpy().astype(np.int64)) for name in self.input_names}
+        (logits,) = self.session.run(["logits"], feeds)
+        return _Logits(torch.from_numpy(logits))
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def save(self, path: str) -> int:
+        return self.graph.save(path)
+
+
+def _example_text_inputs(batch: int = 2, length: int = 8) -> dict[str, torch.Tensor]:
+    shape = (batch, length)
+    return {"input_ids": torch.full(shape, 5, dtype=torch.long), "attention_mask": torch.ones(shape, dtype=torch.long),
+            "token_type_ids": torch.zeros(shape, dtype=torch.long)}
+
+
+def _score_torch_fp32(model, threads):
+    return model, {}
+
+
+def _score_torch_dynamic_int8(model, threads):
+    quantized, converted = quantize_dynamic_int8(model)
+    return quantized, {"engine": select_quantized_engine(), "converted_linear": converted,
+                       "size_mb_int8": int8_model_size_bytes(quantized) / 2**20}
+
+
+def _score_ort_dynamic_int8(model, threads):
+    graph = ort_int8_graph(model.eval(), _example_text_inputs(), ("logits",))
+    scored = OrtSequenceClassifier(graph, threads)
+    import onnxruntime
+
+    return scored, {"engine": "onnxruntime-cpu", "onnxruntime_version": onnxruntime.__version__,
+                    "converted_linear": graph.info["converted_linear"], "opset": graph.info["opset"],
+                    "size_mb_int8": graph.size_bytes() / 2**20}
+
+
+_SCORERS = {"torch_fp32": _score_torch_fp32, "torch_dynamic_int8": _score_torch_dynamic_int8,
+            "ort_dynamic_int8": _score_ort_dynamic_int8}

@@ -1,5 +1,6 @@
 """What a latency record times: the *extracted plain* Hugging Face ``BertModel`` of an arch
-(SPEC section 5), with random weights (latency depends on shape only), in one of three backends:
+(SPEC section 5), with random weights (latency depends on shape only), in one of the three backends
+of the scheme registry (``quantize_utils.SCHEMES``; each scheme's ``latency_runner``):
 
 * ``torch_fp32``          -- the model as is, under ``torch.inference_mode()``;
 * ``torch_dynamic_int8``  -- ``quantize_utils.quantize_dynamic_int8`` (every ``nn.Linear`` int8; checked);
@@ -16,9 +17,8 @@ from typing import Callable
 import torch
 
 from latency.measure import BACKENDS, Protocol
+from quantize_utils import LATENCY_OUTPUT_NAMES as OUTPUT_NAMES  # noqa: F401 (the timed outputs; tests use it)
 from utils import UserError
-
-OUTPUT_NAMES = ("last_hidden_state", "pooler_output")
 
 
 @dataclasses.dataclass
@@ -50,41 +50,21 @@ def example_inputs(protocol: Protocol) -> dict[str, torch.Tensor]:
             "token_type_ids": torch.zeros(shape, dtype=torch.long)}
 
 
-def _torch_runner(model, inputs: dict) -> Callable[[], object]:
-    def run():
-        with torch.inference_mode():
-            return model(**inputs)
-    return run
-
-
 def prepare(arch: dict, backend: str, protocol: Protocol, exporter: str = "torchscript",
             ort_quantizer: str = "fast") -> Prepared:
-    """Build (and quantize / export) the model of ``arch`` for ``backend``."""
-    from quantize_utils import count_linear_modules, ort_dynamic_int8, quantize_dynamic_int8
+    """Build (and quantize / export) the model of ``arch`` for ``backend``, as the scheme registry
+    (``quantize_utils.SCHEMES``) times it."""
+    from quantize_utils import count_linear_modules, scheme_for_backend
 
     if backend not in BACKENDS:
         raise UserError(f"unknown latency backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     start = time.perf_counter()
     model = build_plain_bert(arch, protocol)
     inputs = example_inputs(protocol)
-    linear = count_linear_modules(model)
-    info = {"linear_modules": linear, "attn_implementation": getattr(model.config, "_attn_implementation", None)}
-    if backend == "torch_fp32":
-        run = _torch_runner(model, inputs)
-        info["converted_linear"] = 0
-    elif backend == "torch_dynamic_int8":
-        quantized, converted = quantize_dynamic_int8(model)
-        run = _torch_runner(quantized, inputs)
-        info["converted_linear"] = converted
-    else:
-        session, ort_info = ort_dynamic_int8(model, inputs, OUTPUT_NAMES, threads=protocol.threads,
-                                             exporter=exporter, quantizer=ort_quantizer)
-        wanted = {value.name for value in session.get_inputs()}  # the exporter may drop an unused input
-        feeds = {name: tensor.numpy() for name, tensor in inputs.items() if name in wanted}
-        info.update(ort_info)
-        del model
-
-        def run():
-            return session.run(None, feeds)
+    info = {"linear_modules": count_linear_modules(model),
+            "attn_implementation": getattr(model.config, "_attn_implementation", None)}
+    run, scheme_info = scheme_for_backend(backend).latency_runner(model, inputs, protocol.threads, exporter=exporter,
+                                                                  ort_quantizer=ort_quantizer)
+    info.update(scheme_info)
     info["prepare_s"] = round(time.perf_counter() - start, 4)
     return Prepared(run=run, info=info)

@@ -35,7 +35,7 @@ logger = get_logger(__name__)
 SIGNATURE_FIELDS = ("backend", "protocol", "cpu_model", "threads", "batch_size", "seq_len", "vocab_size",
                     "max_position_embeddings", "warmup", "runs", "rounds", "interleave", "timer",
                     "torch_version", "quant_engine")
-ORT_SIGNATURE_FIELDS = ("onnxruntime_version", "exporter", "opset", "ort_quantizer")
+ORT_SIGNATURE_FIELDS = ("onnxruntime_version", "exporter", "opset", "ort_quantizer", "ort_dynamic_axes")
 # The original's file names, per backend (the ORT one is ours: the original reused lat_quant_.tmp).
 LEGACY_FILE_NAMES = {"torch_fp32": "lat_.tmp", "torch_dynamic_int8": "lat_quant_.tmp",
                      "ort_dynamic_int8": "lat_ort_quant_.tmp"}

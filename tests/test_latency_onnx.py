@@ -55,15 +55,49 @@ def test_fast_int8_graph_equals_onnxruntime_quantize_dynamic(model):
     fast, external, fast_count = qu.ort_quantize_dynamic_int8(graph, weights)
     assert fast_count == official_count == qu.count_linear_modules(model) == 13
     ops = Counter(node.op_type for node in fast.graph.node)
-    assert ops["MatMulInteger"] == ops["DynamicQuantizeLinear"] == 13
+    assert ops == Counter(node.op_type for node in official.graph.node)
+    # Q, K and V share one quantized activation per layer: 13 - 2 x 2 layers
+    assert ops["MatMulInteger"] == 13 and ops["DynamicQuantizeLinear"] == 9
     assert ops["MatMul"] == 2 * 2  # attention scores and context stay fp32 (activation x activation)
+    import onnxruntime
+
     for ours, reference in zip(ort_outputs(fast, external), ort_outputs(official)):
-        np.testing.assert_array_equal(ours, reference)
+        np.testing.assert_array_equal(ours, reference, err_msg=(
+            f"our int8 graph no longer equals onnxruntime {onnxruntime.__version__}'s quantize_dynamic (checked with "
+            f"{qu.ORT_CHECKED_VERSION}): re-derive ort_quantize_dynamic_int8 before trusting ORT latency or accuracy"))
     # int8, but still the same function: close to fp32 torch
     ours, reference = ort_outputs(fast, external)[0].ravel(), torch_outputs(model)[0].ravel()
     assert np.dot(ours, reference) / (np.linalg.norm(ours) * np.linalg.norm(reference)) > 0.999
     # a self-contained copy loads without the in-memory weights
     np.testing.assert_array_equal(ort_outputs(qu.ort_embed_external(fast, external))[0], ort_outputs(fast, external)[0])
+
+
+def test_onnxruntime_is_the_version_the_int8_graph_was_checked_with():
+    """The hand-built graph is checked against one ORT release; a different one must be re-checked
+    (and ``ORT_CHECKED_VERSION`` and requirements.txt bumped together), never drift silently."""
+    import onnxruntime
+
+    assert onnxruntime.__version__ == qu.ORT_CHECKED_VERSION, (
+        f"onnxruntime {onnxruntime.__version__} is installed but the int8 graph was checked with "
+        f"{qu.ORT_CHECKED_VERSION} (requirements.txt pins it)")
+    with open(os.path.join(os.path.dirname(__file__), "..", "requirements.txt")) as handle:
+        assert f"onnxruntime=={qu.ORT_CHECKED_VERSION}" in handle.read().split()
+
+
+def test_dynamic_axes_graph_serves_any_batch_and_length(model):
+    """One graph for the latency stage's 1 x 128 input and the evaluator's padded batches."""
+    session, info = qu.ort_dynamic_int8(model, example_inputs(PROTOCOL), OUTPUT_NAMES, threads=1)
+    assert info["ort_dynamic_axes"] is True
+    torch.manual_seed(1)
+    feeds = {"input_ids": torch.randint(5, 128, (3, 9)), "attention_mask": torch.ones(3, 9, dtype=torch.long),
+             "token_type_ids": torch.zeros(3, 9, dtype=torch.long)}
+    wanted = {value.name for value in session.get_inputs()}
+    hidden, pooled = session.run(None, {k: v.numpy() for k, v in feeds.items() if k in wanted})
+    with torch.no_grad():
+        reference = model(**feeds)
+    assert hidden.shape == (3, 9, 64) and pooled.shape == (3, 64)
+    ours, ref = hidden.ravel(), reference.last_hidden_state.numpy().ravel()
+    assert np.dot(ours, ref) / (np.linalg.norm(ours) * np.linalg.norm(ref)) > 0.999
 
 
 def test_ort_dynamic_int8_checks_and_times(model):
