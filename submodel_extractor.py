@@ -22,8 +22,11 @@ from utils import ArchError, UserError, arch_summary, get_logger, load_arch_argu
 logger = get_logger("submodel_extractor")
 
 
-def save_hf_directory(hf_model, output: str, vocab_file: str | None, overwrite: bool = False) -> None:
-    """``save_pretrained`` into a staging directory, then rename: no half-written output."""
+def save_hf_directory(hf_model, output: str, vocab_file: str | None, overwrite: bool = False,
+                      tokenizer=None) -> None:
+    """``save_pretrained`` into a staging directory, then rename: no half-written output. With a
+    ``tokenizer``, its files (vocab.txt, tokenizer.json, tokenizer_config.json with the casing) go
+    along, so ``AutoTokenizer.from_pretrained(output)`` rebuilds the evaluation's tokenizer."""
     output = os.path.abspath(output)
     if os.path.exists(output) and os.listdir(output) and not overwrite:
         raise UserError(f"--output: {output} exists and is not empty (pass --overwrite to replace it)")
@@ -34,6 +37,12 @@ def save_hf_directory(hf_model, output: str, vocab_file: str | None, overwrite: 
         hf_model.save_pretrained(staging, safe_serialization=True)
         if vocab_file:
             shutil.copyfile(vocab_file, os.path.join(staging, "vocab.txt"))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+            if not vocab_file:  # transformers 5 writes tokenizer.json only; our readers take vocab.txt
+                ordered = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+                with open(os.path.join(staging, "vocab.txt"), "w", encoding="utf-8") as handle:
+                    handle.write("".join(token + "\n" for token, _ in ordered))
         if os.path.exists(output):
             shutil.rmtree(output)
         os.replace(staging, output)

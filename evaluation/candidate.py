@@ -1,14 +1,13 @@
-"""Evaluate one candidate arch: extract -> fine-tune -> evaluate fp32 -> (ptq) quantize -> evaluate int8.
+"""Evaluate one candidate arch: extract -> fine-tune -> evaluate fp32 -> score it with its scheme.
 
-``quant_scheme``:
-
-* ``None``: the fp32 baseline (``superbert_run_en_classifier_fp.py``); ``best_acc`` is fp32.
-* ``torch_dynamic`` (default of the ptq evaluator): the fine-tuned sub-model gets exactly the
-  latency tables' int8 scheme, PyTorch dynamic int8 on every ``nn.Linear`` (the count is
-  checked), and is evaluated again on CPU; ``best_acc`` is the int8 metric.
-* ``fakequant``: the original's parity scheme -- the fine-tuned sub-model is written back into
-  the supernet, every supernet tensor is min-max fake-quantized (ranges from whole tensors) and
-  the sub-model is re-extracted and evaluated; ``best_acc`` is that metric.
+The scheme comes from the registry (``quantize_utils.SCHEMES``): the fitness scheme of the search
+(``torch_fp32`` for the AutoTinyBERT baseline, ``torch_dynamic_int8`` for Bigger&Faster,
+``ort_dynamic_int8`` for an ONNX Runtime deployment) plus optional *extra* schemes scored on the same
+fine-tuned weights (the fp32 search's winner quantized: "AutoTinyBERT + int8 PTQ"). Every int8 scheme
+is applied to the *extracted, fine-tuned* sub-model exactly as its latency table times it, and
+evaluated on every dev split; ``best_acc`` (the fitness) is the fitness scheme's primary metric.
+``fakequant`` (parity only) writes the fine-tuned sub-model back into the supernet, min-max
+fake-quantizes every supernet tensor and re-extracts the sub-model, as the original did.
 """
 
 from __future__ import annotations
@@ -24,13 +23,21 @@ import torch
 from evaluation.data import EncodedSplit
 from evaluation.finetune import EvalResult, FinetuneConfig, evaluate, finetune
 from glue.tasks import TaskSpec
-from quantize_utils import fake_quantize_model, int8_model_size_bytes, quantize_dynamic_int8, select_quantized_engine
+from quantize_utils import (
+    Scheme,
+    count_dynamic_int8_linear,
+    fake_quantize_model,
+    int8_model_size_bytes,
+    quantize_dynamic_int8,
+    resolve_scheme,
+)
 from transformer.hf_converter import to_hf_model, write_submodel_into_supernet
 from transformer.modeling_super import count_active_parameters
 from utils import arch_key, arch_summary
 
 INT8_WEIGHTS = "model_int8.pt"
 FAKEQUANT_WEIGHTS = "model_fakequant.pt"
+ONNX_INT8 = "model_int8.onnx"
 
 
 @dataclasses.dataclass
@@ -68,11 +75,38 @@ def _model_dir_name(task: str, seed: int, arch: dict) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{task}_seed{seed}_{arch_summary(arch)}")
 
 
+def encoder_parameters(model) -> int:
+    """Parameters of the Transformer layers (what dynamic int8 quantizes besides the pooler):
+    everything but the embeddings, the pooler and the classifier."""
+    return sum(p.numel() for name, p in model.named_parameters() if ".encoder." in f".{name}")
+
+
+def _as_scheme(scheme) -> Scheme:
+    return scheme if isinstance(scheme, Scheme) else resolve_scheme(scheme or "torch_fp32", "--scheme")
+
+
+def _score(model, scheme: Scheme, supernet, arch: dict, threads: int):
+    """``(scored model, info)`` for one scheme on the fine-tuned CPU sub-model."""
+    if scheme.needs_supernet:  # the original's parity scheme: ranges from whole supernet tensors
+        whole = copy.deepcopy(supernet).cpu()
+        write_submodel_into_supernet(whole, arch, model.state_dict())
+        fake_quantize_model(whole, inplace=True)
+        quantized = to_hf_model(whole, arch, head="cls")
+        del whole
+        return quantized, {"bits": 8}
+    return scheme.scored_model(model, threads)
+
+
 def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneConfig, device,
-                       quant_scheme: str | None, save_dir: str | None = None,
-                       vocab_file: str | None = None) -> dict:
-    """Run the whole per-arch protocol and return the JSONL record (see ``evaluation.results``)."""
+                       scheme="torch_fp32", save_dir: str | None = None, tokenizer=None,
+                       extra_schemes=(), threads: int = 1) -> dict:
+    """Run the whole per-arch protocol and return the JSONL record (see ``evaluation.results``).
+
+    ``scheme`` (a ``Scheme`` or a name the registry resolves) gives the fitness; ``extra_schemes``
+    are scored on the same fine-tuned weights and recorded under ``metrics_by_scheme``."""
     started = time.perf_counter()
+    scheme = _as_scheme(scheme)
+    extras = [s for s in (_as_scheme(x) for x in extra_schemes) if s.name != scheme.name and s.quantized]
     task = data.task
     torch.manual_seed(config.seed)  # dropout masks
     model = to_hf_model(supernet, arch, head="cls")
@@ -84,14 +118,17 @@ def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneCon
     fp32 = {name: outcome.best if name == dev_name else evaluate(model, split, task, config.eval_batch_size, device)
             for name, split in data.dev.items()}
     model.to("cpu").eval()
+    total = count_active_parameters(supernet, arch)
     record = {
         "task_name": task.name,
         "arch": arch,
         "arch_key": arch_key(arch),
         "arch_summary": arch_summary(arch),
         "seed": config.seed,
-        "scheme": quant_scheme or "fp32",
-        "parameter_size": count_active_parameters(supernet, arch),
+        "scheme": scheme.name,
+        "primary_dev": dev_name,
+        "parameter_size": total,
+        "encoder_parameter_size": encoder_parameters(model),
         "size_mb_fp32": int8_model_size_bytes(model) / 2**20,
         "metrics_fp32": _metrics_record(fp32),
         "best_fp32": fp32[dev_name].primary,
@@ -102,48 +139,53 @@ def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneCon
         "hparams": dataclasses.asdict(config),
         "device": str(device),
         "time_per_batch_infer_fp32_ms": fp32[dev_name].time_per_batch_ms,
+        "metrics_by_scheme": {"torch_fp32": _metrics_record(fp32)},
+        "best_by_scheme": {"torch_fp32": fp32[dev_name].primary},
     }
-    reported = fp32
-    quantized = None
-    if quant_scheme == "torch_dynamic":
-        quantized, converted = quantize_dynamic_int8(model)
-        reported = _eval_all(quantized, data, config.eval_batch_size, "cpu")
-        record.update(engine=select_quantized_engine(), converted_linear=converted,
-                      size_mb_int8=int8_model_size_bytes(quantized) / 2**20)
-    elif quant_scheme == "fakequant":
-        whole = copy.deepcopy(supernet).cpu()
-        write_submodel_into_supernet(whole, arch, model.state_dict())
-        fake_quantize_model(whole, inplace=True)
-        quantized = to_hf_model(whole, arch, head="cls")
-        del whole
-        reported = _eval_all(quantized, data, config.eval_batch_size, "cpu")
-        record.update(bits=8)
-    elif quant_scheme is not None:
-        raise ValueError(f"unknown quant scheme {quant_scheme!r}")
-    if quantized is not None:
-        record["metrics_int8"] = _metrics_record(reported)
-        record["best_int8"] = reported[dev_name].primary
-        record["time_per_batch_infer_int8_ms"] = reported[dev_name].time_per_batch_ms
+    reported, scored = fp32, {}
+    for current in ([scheme] if scheme.quantized else []) + extras:
+        quantized, info = _score(model, current, supernet, arch, threads)
+        results = _eval_all(quantized, data, config.eval_batch_size, "cpu")
+        scored[current.name] = quantized
+        record["metrics_by_scheme"][current.name] = _metrics_record(results)
+        record["best_by_scheme"][current.name] = results[dev_name].primary
+        record.setdefault("size_mb_by_scheme", {})[current.name] = info.get("size_mb_int8")
+        if current.name == scheme.name:
+            reported = results
+            record.update({key: value for key, value in info.items() if key != "size_mb_int8"})
+            if "size_mb_int8" in info:
+                record["size_mb_int8"] = info["size_mb_int8"]
+            if current.runtime == "torch" and not current.needs_supernet:
+                # what is really int8 in that file: the Linear weights; embeddings and norms stay fp32
+                record["int8_linear_modules"] = count_dynamic_int8_linear(quantized)
+            record["metrics_int8"] = _metrics_record(results)
+            record["best_int8"] = results[dev_name].primary
+            record["time_per_batch_infer_int8_ms"] = results[dev_name].time_per_batch_ms
     record["best_acc"] = reported[dev_name].primary
     record["time_per_batch_infer_ms"] = reported[dev_name].time_per_batch_ms
     record["infer_cnt"] = reported[dev_name].batches
     if save_dir is not None:
-        record["saved_model"] = save_models(model, quantized, quant_scheme, save_dir,
-                                            _model_dir_name(task.name, config.seed, arch), vocab_file)
+        record["saved_model"] = save_models(model, scored, save_dir, _model_dir_name(task.name, config.seed, arch),
+                                            tokenizer)
     record["elapsed_seconds"] = time.perf_counter() - started
     return record
 
 
-def save_models(model, quantized, quant_scheme: str | None, save_dir: str, name: str, vocab_file: str | None) -> str:
-    """``save_pretrained`` of the fine-tuned fp32 sub-model (+ vocab.txt), and next to it the
-    int8 model's state dict (``model_int8.pt``; ``model_fakequant.pt`` for fakequant).
-    ``load_saved_int8`` rebuilds the int8 model."""
+def save_models(model, scored: dict, save_dir: str, name: str, tokenizer=None) -> str:
+    """``save_pretrained`` of the fine-tuned fp32 sub-model (+ vocab.txt) and, next to it, each
+    scored int8 model: ``model_int8.pt`` (PyTorch dynamic int8 state dict; ``load_saved_int8``
+    rebuilds it), ``model_int8.onnx`` (ONNX Runtime int8, self-contained: ``InferenceSession``
+    loads it with the tokenizer files of the directory), ``model_fakequant.pt``."""
     from submodel_extractor import save_hf_directory
 
     directory = os.path.join(save_dir, name)
-    save_hf_directory(model, directory, vocab_file, overwrite=True)
-    if quantized is not None:
-        filename = INT8_WEIGHTS if quant_scheme == "torch_dynamic" else FAKEQUANT_WEIGHTS
+    save_hf_directory(model, directory, None, overwrite=True, tokenizer=tokenizer)
+    for scheme_name, quantized in scored.items():
+        scheme = resolve_scheme(scheme_name)
+        if scheme.runtime == "onnxruntime":
+            quantized.save(os.path.join(directory, ONNX_INT8))
+            continue
+        filename = FAKEQUANT_WEIGHTS if scheme.needs_supernet else INT8_WEIGHTS
         tmp = os.path.join(directory, "." + filename + ".tmp")
         torch.save(quantized.state_dict(), tmp)
         os.replace(tmp, os.path.join(directory, filename))

@@ -153,19 +153,27 @@ def _make_block(fields: dict, path: str, start: int) -> ResultBlock:
 # --------------------------------------------------------------------------------------
 
 
-def load_fitness(path: str, task_name: str | None = None) -> dict[str, float]:
-    """``{arch_key: fitness}`` from ``subbert.results`` (or its ``.jsonl`` twin).
+def load_fitness(path: str, task_name: str | None = None, scheme: str | None = None) -> dict[str, float]:
+    """``{arch_key: fitness}`` from ``subbert.results`` (or its ``.jsonl`` twin, which is read
+    instead whenever it exists: it says which task, seed and scheme made each result).
 
-    One entry per block; an arch evaluated more than once (several seeds or tasks) gets the
-    mean of its blocks. ``task_name`` keeps only that task's blocks.
+    One entry per block; an arch evaluated more than once (several seeds) gets the mean of its
+    results. ``task_name`` keeps only that task's results. ``scheme`` (a registry name or alias)
+    refuses results scored with another scheme: a search's fitness is its own scheme's metric.
     """
+    jsonl = path if path.endswith(".jsonl") else os.path.join(os.path.dirname(path) or ".", JSONL_NAME)
     scores: dict[str, list[float]] = defaultdict(list)
-    if path.endswith(".jsonl"):
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: no such results file")
-        for record in read_jsonl(path):
-            if task_name is None or record.get("task_name") == task_name:
-                scores[arch_key(record["arch"])].append(float(record["best_acc"]))
+    if os.path.isfile(jsonl) and (path == jsonl or os.path.basename(path) == RESULTS_NAME):
+        wanted = canonical_scheme(scheme) if scheme else None
+        for number, record in read_jsonl(jsonl, with_line_numbers=True):
+            if task_name is not None and record.get("task_name") != task_name:
+                continue
+            if wanted is not None and canonical_scheme(record.get("scheme", "torch_fp32")) != wanted:
+                raise UserError(f"{jsonl}:{number}: scored with scheme {canonical_scheme(record['scheme'])}, but this "
+                                f"search's scheme is {wanted}; a search's fitness comes from its own scheme")
+            scores[arch_key(record["arch"])].append(float(record["best_acc"]))
+    elif path.endswith(".jsonl"):
+        raise UserError(f"{path}: no such results file")
     else:
         for block in parse_results(path):
             if task_name is None or block.task_name == task_name:
@@ -178,9 +186,17 @@ def load_fitness(path: str, task_name: str | None = None) -> dict[str, float]:
 # --------------------------------------------------------------------------------------
 
 
+def canonical_scheme(name: str) -> str:
+    """The registry's name of a record's scheme (older records say ``fp32`` / ``torch_dynamic``)."""
+    from quantize_utils import resolve_scheme
+
+    return resolve_scheme(name, "scheme").name
+
+
 def result_key(record: dict) -> str:
-    """What makes an evaluation unique: task, seed, scheme and arch."""
-    return f"{record['task_name']}|{record['seed']}|{record['scheme']}|{arch_key(record['arch'])}"
+    """What makes an evaluation unique: task, seed, scheme and arch (the settings that made it are
+    checked separately: ``evaluation.runner.check_settings``)."""
+    return f"{record['task_name']}|{record['seed']}|{canonical_scheme(record['scheme'])}|{arch_key(record['arch'])}"
 
 
 def block_text(record: dict) -> str:
@@ -205,6 +221,10 @@ class ResultsStore:
 
     def records(self) -> list[dict]:
         return read_jsonl(self.jsonl_path) if os.path.isfile(self.jsonl_path) else []
+
+    def numbered_records(self) -> list[tuple[int, dict]]:
+        """``(line number, record)`` pairs, for messages that name the line."""
+        return read_jsonl(self.jsonl_path, with_line_numbers=True) if os.path.isfile(self.jsonl_path) else []
 
     def done_keys(self) -> set[str]:
         return {result_key(record) for record in self.records()}

@@ -112,8 +112,14 @@ def read_tsv_examples(task: TaskSpec | str, path: str, split: str = "dev", max_e
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file (task {task.name} needs {task.train_file} and "
                         f"{', '.join(task.dev_files.values())} in its --data_dir)")
-    with open(path, encoding="utf-8", newline="") as handle:
-        lines = handle.read().split("\n")
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not valid UTF-8 (byte {raw[err.start]:#04x}); GLUE files are UTF-8") from None
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if not lines:

@@ -8,23 +8,29 @@
 # evaluated into output/kd_<TYPE>_<LAT>/subbert.results. The original evaluated .evo.cands
 # *before* searching, so its first iteration re-evaluated a stale or missing file; here each
 # generation is searched first. A re-run resumes: existing generation files are kept and
-# evaluated archs are skipped. Environment: GENERATIONS (3), FIRST_GENERATION_INDEX (1), and
-# everything script/search.sh reads (see bash script/search.sh --help).
+# evaluated archs are skipped. With STRATEGY=random each generation is drawn at random from the
+# unevaluated candidates instead (the random-search baseline). Environment: GENERATIONS (3),
+# FIRST_GENERATION_INDEX (1), STRATEGY (evolution | random), and everything script/search.sh reads
+# (see bash script/search.sh --help).
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 baf_init "$@"
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SCRIPT_DIR="$ROOT/script"
 TYPE="${1:-${TYPE:-ptq}}"
 LATENCY_CONSTRAINT="${2:-${LATENCY_CONSTRAINT:-10}}"
 DATA_DIR="${3:-${DATA_DIR:-}}"
 TASK_NAME="${4:-${TASK_NAME:-rte}}"
 GENERATIONS="${5:-${GENERATIONS:-3}}"
 FIRST_GENERATION_INDEX="${FIRST_GENERATION_INDEX:-1}"
+STRATEGY="${STRATEGY:-evolution}"
+baf_require_choice STRATEGY evolution random
+baf_require_int GENERATIONS 0
+STEP=$([[ "$STRATEGY" == "random" ]] && echo rand || echo evol)
 
 for ((i = FIRST_GENERATION_INDEX; i < FIRST_GENERATION_INDEX + GENERATIONS; i++)); do
     echo "search_and_eval.sh: generation $i"
-    GENERATION="$i" bash "$SCRIPT_DIR/search.sh" evol "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
+    GENERATION="$i" bash "$SCRIPT_DIR/search.sh" "$STEP" "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
     GENERATION="$i" bash "$SCRIPT_DIR/search.sh" eval "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
 done

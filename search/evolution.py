@@ -186,9 +186,12 @@ def is_fast(arch: dict) -> bool:
     return 1.6 * hidden <= ffn <= 1.9 * hidden and 0.7 * hidden <= qkv <= hidden
 
 
-def first_generation(candidates: Sequence[dict], gen_size: int, method: str, rng: random.Random) -> list[dict]:
+def first_generation(candidates: Sequence[dict], gen_size: int, method: str, rng: random.Random,
+                     with_origins: bool = False):
     """``Random``: ``gen_size`` candidates drawn uniformly. ``Fast``: drawn from the fast ones,
-    topped up with random other candidates when there are fewer fast ones than ``gen_size``."""
+    topped up with random other candidates when there are fewer fast ones than ``gen_size``.
+    ``with_origins=True`` also returns each arch's true origin (``random``, ``fast`` or
+    ``random_top_up``), which the search log records."""
     if gen_size < 1:
         raise UserError(f"--gen_size: must be at least 1, got {gen_size}")
     candidates = rule_archs(candidates, None)  # de-duplicate, keep order
@@ -200,15 +203,17 @@ def first_generation(candidates: Sequence[dict], gen_size: int, method: str, rng
     else:
         raise ValueError(f"first_generation: method {method!r} is not Random or Fast")
     picks = rng.sample(pool, min(gen_size, len(pool)))
+    origins = [method.lower()] * len(picks)
     if method == "Fast" and len(picks) < gen_size:
         top_up = rng.sample(rest, min(gen_size - len(picks), len(rest)))
         logger.warning("only %d of %d candidates are fast (1.6h<=ffn<=1.9h, 0.7h<=qkv<=h); topped up with %d "
                        "random candidates", len(pool), len(candidates), len(top_up))
         picks += top_up
+        origins += ["random_top_up"] * len(top_up)
     if len(picks) < gen_size:
         logger.warning("only %d candidate(s) available, fewer than --gen_size %d; writing all of them",
                        len(picks), gen_size)
-    return picks
+    return (picks, origins) if with_origins else picks
 
 
 # --------------------------------------------------------------------------------------

@@ -35,13 +35,19 @@ def read_search_log(path: str) -> list[dict]:
 def record_generation(path: str, record: dict, generation: int | None = None) -> int:
     """Add ``record`` to the log and return its generation number.
 
-    ``Random``/``Fast`` are generation 0; ``Evolved`` is one more than the latest logged
-    generation unless ``generation`` is given. A record for a generation already logged replaces
-    it (a re-run rewrote that generation's file). The log is rewritten atomically.
+    ``Random``/``Fast`` without evaluated archs are generation 0; ``Evolved`` (and ``Random`` over
+    evaluated archs, the random baseline) is one more than the latest logged generation unless
+    ``generation`` is given; a step that wrote the same output file before keeps its number. A
+    record for a generation already logged replaces it (a re-run rewrote that generation's file),
+    so a re-run never adds a duplicate row. The log is rewritten atomically.
     """
     records = read_search_log(path)
     if generation is None:
-        if record.get("method") in ("Random", "Fast"):
+        again = [r.get("generation") for r in records
+                 if record.get("output_file") is not None and r.get("output_file") == record.get("output_file")]
+        if again:  # the same step run again (it rewrote its file): it keeps its generation
+            generation = again[-1]
+        elif record.get("method") in ("Random", "Fast") and not record.get("evaluated"):
             generation = 0
         else:
             generation = max((r.get("generation", 0) for r in records), default=0) + 1

@@ -68,7 +68,10 @@ def test_ptq_records_fp32_and_int8_for_matched_and_mismatched(ptq_run):
     got = records(ptq_run)
     assert [r["arch"] for r in got] == [BIG, SMALL]
     for record in got:
-        assert record["scheme"] == "torch_dynamic" and record["task_name"] == "mnli"
+        assert record["scheme"] == "torch_dynamic_int8" and record["task_name"] == "mnli"
+        assert record["best_by_scheme"]["torch_dynamic_int8"] == record["best_int8"]
+        assert record["best_by_scheme"]["torch_fp32"] == record["best_fp32"]
+        assert 0 < record["encoder_parameter_size"] < record["parameter_size"]
         for key in ("metrics_fp32", "metrics_int8"):
             assert set(record[key]) == {"matched", "mismatched"}
         assert record["best_acc"] == record["best_int8"] == record["metrics_int8"]["matched"]["acc"]
@@ -146,14 +149,14 @@ def test_fp_evaluator_on_sst2_reports_fp32_only(workspace):
     output = workspace["root"] / "fp"
     assert run(base_args(workspace, arches, output, task="sst-2", data="sst2"), quantize=False) == 0
     (record,) = records(output)
-    assert record["scheme"] == "fp32" and "metrics_int8" not in record
+    assert record["scheme"] == "torch_fp32" and "metrics_int8" not in record
     assert record["best_acc"] == record["best_fp32"] == record["metrics_fp32"]["dev"]["acc"] >= 0.9
 
 
 def test_fakequant_parity_path(workspace):
     arches = write_arches(str(workspace["root"] / "big.cands"), [BIG])
     output = workspace["root"] / "fakequant"
-    assert run(base_args(workspace, arches, output) + ["--quant_scheme", "fakequant"]) == 0
+    assert run(base_args(workspace, arches, output) + ["--quant_scheme", "fakequant"]) == 0  # the original flag
     (record,) = records(output)
     assert record["scheme"] == "fakequant" and record["best_acc"] == record["best_int8"]
     assert abs(record["best_int8"] - record["best_fp32"]) <= INT8_TOLERANCE
@@ -185,6 +188,11 @@ def test_write_submodel_into_supernet_inverts_extraction(workspace):
     ("too_big", ":2: sample_hidden_size=96 exceeds the supernet's 64"),
     ("qkv", ":1: this arch cannot be a plain Hugging Face BERT: qkv size 32 != hidden size 64"),
     ("off_space", ":1: sample_hidden_size=64 is outside the paper_search space"),
+    ("negative_lr", "--learning_rate: must be >= 0, got -0.001"),
+    ("bad_utf8", "dev_matched.tsv:4: not valid UTF-8"),
+    ("output_is_file", "exists and is not a directory"),
+    ("cands_is_dir", "is a directory, expected an arch file"),
+    ("bad_scheme", "--scheme: unknown scheme 'int4'"),
     ("missing_task_file", "dev_mismatched.tsv: no such file"),
     ("bad_label", "dev_matched.tsv:3: unknown label 'maybe' for task mnli"),
 ])
@@ -206,20 +214,147 @@ def test_bad_input_is_one_line_and_keeps_results(workspace, ptq_run, tmp_path, c
         write_arches(arches, [BIG])
     if case == "off_space":
         extra = ["--space", "paper_search"]
-    if case in ("missing_task_file", "bad_label"):
+    if case == "negative_lr":
+        extra = ["--learning_rate", "-0.001"]
+    if case == "bad_scheme":
+        extra = ["--scheme", "int4"]
+    if case == "cands_is_dir":
+        arches = str(tmp_path)
+    if case in ("missing_task_file", "bad_label", "bad_utf8"):
         data = str(tmp_path / "MNLI")
         write_mnli(data, n_train=20, n_dev=5)
         if case == "missing_task_file":
             os.remove(os.path.join(data, "dev_mismatched.tsv"))
+        elif case == "bad_utf8":
+            path = os.path.join(data, "dev_matched.tsv")
+            lines = open(path, "rb").read().split(b"\n")
+            lines[3] = lines[3].replace(b"the", b"th\xe9", 1) if b"the" in lines[3] else lines[3] + b"\xe9"
+            open(path, "wb").write(b"\n".join(lines))
         else:
             path = os.path.join(data, "dev_matched.tsv")
             lines = open(path).read().splitlines()
             lines[2] = "\t".join(lines[2].split("\t")[:-1] + ["maybe"])
             open(path, "w").write("\n".join(lines) + "\n")
+    if case == "output_is_file":
+        output = tmp_path / "a_file"
+        output.write_text("not a directory")
     argv = ["--model", workspace["model"], "--data_dir", data, "--task_name", "mnli", "--arches_file", arches,
             "--output_dir", str(output)] + TRAIN_ARGS + extra
     capsys.readouterr()
     assert run(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "error:" in err, err
-    assert (output / "subbert.results").read_bytes() == before
+    if output.is_dir():
+        assert (output / "subbert.results").read_bytes() == before
+
+
+# --------------------------------------------------------------------------------------
+# results tied to their settings; the vocab; schemes from the registry
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, field", [
+    (["--learning_rate", "1e-3"], "learning_rate"),
+    (["--num_train_epochs", "3"], "num_train_epochs"),
+    (["--max_seq_length", "24"], "max_seq_length"),
+    (["--max_train_examples", "100"], "max_train_examples"),
+])
+def test_results_of_other_settings_are_refused_not_reused(ptq_run, workspace, tmp_path, capsys, change, field):
+    output = tmp_path / "out"
+    output.mkdir()
+    for name in ("subbert.results", "subbert.results.jsonl"):
+        (output / name).write_bytes((ptq_run / name).read_bytes())
+    before = (output / "subbert.results.jsonl").read_bytes()
+    args = base_args(workspace, str(workspace["root"] / "two.cands"), output)
+    # later flags win in argparse: the changed setting overrides TRAIN_ARGS
+    capsys.readouterr()
+    assert run(args + change) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"subbert.results.jsonl:1: evaluated with {field}=" in err and "--restart" in err, err
+    assert len(err.splitlines()) == 1
+    assert (output / "subbert.results.jsonl").read_bytes() == before
+
+
+def test_another_model_is_refused_and_restart_moves_old_results_aside(ptq_run, workspace, tmp_path, capsys):
+    output = tmp_path / "out"
+    output.mkdir()
+    for name in ("subbert.results", "subbert.results.jsonl"):
+        (output / name).write_bytes((ptq_run / name).read_bytes())
+    other = make_supernet_dir(str(tmp_path / "other_supernet"), seed=1)
+    args = ["--model", other, "--data_dir", workspace["mnli"], "--task_name", "mnli", "--arches_file",
+            write_arches(str(tmp_path / "small.cands"), [SMALL]), "--output_dir", str(output)] + TRAIN_ARGS
+    capsys.readouterr()
+    assert run(args) == 2
+    assert "evaluated with model=" in capsys.readouterr().err
+    assert run(args + ["--restart"]) == 0
+    assert [r["arch"] for r in records(output)] == [SMALL]
+    kept = [name for name in os.listdir(output) if name.startswith("subbert.results.jsonl.before-")]
+    assert len(kept) == 1 and (output / kept[0]).read_bytes() == (ptq_run / "subbert.results.jsonl").read_bytes()
+
+
+def test_vocab_that_differs_from_the_supernet_is_refused(workspace, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(workspace["model"], model)
+    with open(model / "vocab.txt", "a") as handle:
+        handle.write("extra1\nextra2\n")
+    argv = ["--model", str(model), "--data_dir", workspace["mnli"], "--task_name", "mnli", "--arches_file",
+            write_arches(str(tmp_path / "a.cands"), [SMALL]), "--output_dir", str(tmp_path / "out")] + TRAIN_ARGS
+    capsys.readouterr()
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert "vocab.txt has" in err and "embedding has" in err
+    assert not (tmp_path / "out" / "subbert.results.jsonl").exists()
+
+
+def test_old_scheme_names_resume_the_same_results(ptq_run, workspace, tmp_path):
+    """Records of the former names (torch_dynamic / fp32) are the same evaluations."""
+    output = tmp_path / "renamed"
+    output.mkdir()
+    lines = (ptq_run / "subbert.results.jsonl").read_text().splitlines()
+    old = [json.dumps(dict(json.loads(line), scheme="torch_dynamic")) for line in lines]
+    (output / "subbert.results.jsonl").write_text("\n".join(old) + "\n")
+    (output / "subbert.results").write_bytes((ptq_run / "subbert.results").read_bytes())
+    assert run(base_args(workspace, str(workspace["root"] / "two.cands"), output) + ["--scheme", "ptq"]) == 0
+    assert len(records(output)) == 2  # nothing evaluated again
+
+
+@pytest.mark.slow
+def test_ort_scheme_scores_and_saves_an_onnx_file_that_reproduces_the_metric(workspace, tmp_path):
+    import numpy as np
+    import onnxruntime
+    from transformers import BertTokenizerFast
+
+    output = tmp_path / "ort"
+    arches = write_arches(str(tmp_path / "big.cands"), [BIG])
+    assert run(base_args(workspace, arches, output) + ["--scheme", "ort", "--save_model_flag", "1"]) == 0
+    (record,) = records(output)
+    assert record["scheme"] == "ort_dynamic_int8" and record["best_acc"] == record["best_int8"]
+    assert record["converted_linear"] == 6 * BIG["sample_layer_num"] + 2
+    assert abs(record["best_int8"] - record["best_fp32"]) <= INT8_TOLERANCE
+    directory = record["saved_model"]
+    session = onnxruntime.InferenceSession(os.path.join(directory, "model_int8.onnx"), providers=["CPUExecutionProvider"])
+    tokenizer = BertTokenizerFast.from_pretrained(directory)  # the saved tokenizer files
+    task = get_task("mnli")
+    for split in ("matched", "mismatched"):
+        examples = read_split(task, workspace["mnli"], split)
+        encoded = tokenizer([e.text_a for e in examples], [e.text_b for e in examples], truncation=True,
+                            max_length=32, padding=True, return_tensors="np")
+        names = {value.name for value in session.get_inputs()}
+        (logits,) = session.run(["logits"], {k: v.astype(np.int64) for k, v in encoded.items() if k in names})
+        labels = np.array([task.label_id(e.label) for e in examples])
+        accuracy = float((logits.argmax(-1) == labels).mean())
+        assert accuracy == pytest.approx(record["metrics_int8"][split]["acc"]), split
+
+
+def test_fp_evaluator_scores_extra_int8_on_the_same_weights(workspace, tmp_path):
+    output = tmp_path / "fp_extra"
+    arches = write_arches(str(tmp_path / "big.cands"), [BIG])
+    argv = base_args(workspace, arches, output) + ["--extra_schemes", "ptq"]
+    assert run(argv, quantize=False) == 0
+    (record,) = records(output)
+    assert record["scheme"] == "torch_fp32" and record["best_acc"] == record["best_fp32"]
+    assert set(record["best_by_scheme"]) == {"torch_fp32", "torch_dynamic_int8"}
+    assert abs(record["best_by_scheme"]["torch_dynamic_int8"] - record["best_fp32"]) <= INT8_TOLERANCE
+    assert record["size_mb_by_scheme"]["torch_dynamic_int8"] < record["size_mb_fp32"]

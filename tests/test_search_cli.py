@@ -20,7 +20,7 @@ def latency_ms(archs):
 
 @pytest.fixture(autouse=True)
 def formula_predictor(monkeypatch):
-    monkeypatch.setattr(searcher, "load_latency_fn", lambda path: (latency_ms, {"kind": "formula"}))
+    monkeypatch.setattr(searcher, "load_latency_fn", lambda path: (latency_ms, {"kind": "formula", "space": "paper_latency"}))
 
 
 def run(argv):

@@ -89,3 +89,16 @@ baf_require_int() {  # baf_require_int VAR [MIN]: $VAR is an integer >= MIN
     [[ "$value" =~ ^-?[0-9]+$ ]] || baf_die "$var must be an integer, got '$value'"
     (( value >= low )) || baf_die "$var must be >= $low, got $value"
 }
+
+baf_py() {  # run PYTHON with the repository importable, from any working directory
+    PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" "$@"
+}
+
+baf_require_task() {  # baf_require_task VAR: $VAR names a GLUE task of glue.tasks
+    local var="$1"
+    local value="${!var:-}"
+    if ! baf_py -c "import sys; from glue.tasks import TASKS; sys.exit(0 if sys.argv[1].lower() in TASKS else 1)" \
+            "$value" 2> /dev/null; then
+        baf_die "$var=$value is not a GLUE task; choose one of $(baf_py -c "from glue.tasks import TASKS; print(', '.join(TASKS))")"
+    fi
+}
