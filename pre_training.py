@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--sample_times_per_batch", type=int, default=1, help="archs sampled per step")
     sampling.add_argument("--sandwich", action="store_true",
                           help="also train the space's largest and smallest arch every step (sandwich rule)")
-    add_space_arguments(parser, default="paper_supernet")
+    add_space_arguments(parser, default="paper_supernet", role="supernet")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--max_seq_length", type=int, default=512, help="with [CLS]/[SEP]; longer sequences are cut")

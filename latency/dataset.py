@@ -64,7 +64,7 @@ def build_parser(prog: str, description: str, onnx: bool) -> argparse.ArgumentPa
     proto.add_argument("--max_position_embeddings", type=int, default=512)
     proto.add_argument("--cpu_affinity", default=None, help="pin the process to these CPUs, e.g. 0 or 0,1")
     proto.add_argument("--seed", type=int, default=0, help="seed of the random weights, --sample and --order")
-    add_space_arguments(parser, "paper_latency")
+    add_space_arguments(parser, "paper_latency", role="latency")
     pick = parser.add_argument_group("which archs")
     choice = pick.add_mutually_exclusive_group()
     choice.add_argument("--sample", type=int, default=None, metavar="N", help="a seeded random sample of N archs")

@@ -111,3 +111,22 @@ def test_final_step_re_evaluates_the_top_k_with_every_seed(chain):
     assert sorted((arch_key(r["arch"]), r["seed"]) for r in extra) == sorted((key, 43) for key, _ in top)
     identity = json.load(open(chain["root"] / "cands" / "kd_ptq_1.0.search.json"))
     assert identity["task_name"] == "mnli" and identity["scheme"] == "torch_dynamic_int8"
+
+
+@pytest.mark.slow
+def test_report_from_one_command_on_the_finished_search(chain):
+    root = chain["root"]
+    env = dict(chain["env"], PREDICTORS=chain["predictor"], LATENCY_DIR=str(root / "latency_evaluated"),
+               REPORT_DIR=str(root / "report"), SEEDS="42 43", INFER_CNT="3")
+    subprocess.run(["bash", os.path.join(REPO, "script", "report.sh")], check=True, env=env, cwd=str(root))
+    summary = json.load(open(root / "report" / "summary.json"))
+    (budget,) = summary["budgets"]
+    row = budget["methods"]["bigger_and_faster_int8"]
+    final = cands(chain, "kd_ptq_1.0.final.cands")
+    assert row["arch"] in final and row["accuracy_points"]["n"] == 2 and row["seeds"] == [42, 43]
+    assert row["measured_latency_ms_deployed"] > 0 and row["evaluations_search"] == 9
+    measured = [json.loads(line) for line in open(root / "latency_evaluated" / "lat_torch_dynamic_int8.jsonl")]
+    assert len(measured) == 9 and {r["backend"] for r in measured} == {"torch_dynamic_int8"}
+    assert (root / "report" / "report.md").read_text().count("Bigger&Faster (int8") >= 1
+    # the evaluated archs are off the predictor's grid where the search space is finer: a held-out check
+    assert summary["predictors"]["torch_dynamic_int8"]["n"] == 9

@@ -102,3 +102,51 @@ baf_require_task() {  # baf_require_task VAR: $VAR names a GLUE task of glue.tas
         baf_die "$var=$value is not a GLUE task; choose one of $(baf_py -c "from glue.tasks import TASKS; print(', '.join(TASKS))")"
     fi
 }
+
+# ---- supervising child jobs: each runs in its own process group and ends with this script
+BAF_CHILDREN=()
+
+baf_kill_children() {
+    local pid
+    for pid in ${BAF_CHILDREN[@]+"${BAF_CHILDREN[@]}"}; do
+        kill -TERM -- "-$pid" 2> /dev/null || kill -TERM "$pid" 2> /dev/null || true
+    done
+}
+
+baf_supervise() {  # call once: SIGINT/SIGTERM/exit stop every job started with baf_spawn
+    trap 'baf_kill_children; trap - EXIT; exit 130' INT
+    trap 'baf_kill_children; trap - EXIT; exit 143' TERM
+    trap 'baf_kill_children' EXIT
+}
+
+baf_spawn() {  # baf_spawn CMD...: start CMD in the background in a process group of its own ($! is it)
+    setsid "$@" &
+    BAF_CHILDREN+=("$!")
+}
+
+baf_run() {  # baf_run CMD...: run CMD supervised and wait for it (signals reach this script at once)
+    baf_spawn "$@"
+    wait "$!"
+}
+
+baf_run_queue() {  # baf_run_queue N CMD_STRING...: run the commands (bash -c) at most N at a time
+    local width="$1" status=0 launched=0 finished=0 command
+    shift
+    for command in "$@"; do
+        while (( launched - finished >= width )); do
+            wait -n || status=$?
+            finished=$((finished + 1))
+        done
+        baf_spawn bash -c "$command"
+        launched=$((launched + 1))
+    done
+    while (( finished < launched )); do
+        wait -n || status=$?
+        finished=$((finished + 1))
+    done
+    return "$status"
+}
+
+baf_run_py() {  # baf_run_py ARGS...: PYTHON ARGS supervised, with the repository importable (python -m ...)
+    baf_run env PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" "$@"
+}

@@ -1,0 +1,110 @@
+"""The report's sentences, every one computed from ``summary.json``: a difference inside its 95 %
+interval (or with a single seed on a side) reads "within noise", never as a gain."""
+
+from __future__ import annotations
+
+from reporting.summary import METHOD_LABELS
+
+SHORT = {"autotinybert_fp32": "AutoTinyBERT (fp32)", "autotinybert_int8_ptq": "AutoTinyBERT + int8 PTQ",
+         "bigger_and_faster_int8": "Bigger&Faster (int8)", "random_search_int8": "random search (int8)",
+         "bigger_and_faster_ort_int8": "Bigger&Faster (ORT int8)", "random_search_ort_int8": "random search (ORT int8)",
+         "random_search_fp32": "random search (fp32)", "fakequant_int8": "fake-quant search"}
+
+
+def _acc(row: dict) -> str:
+    acc = row["accuracy_points"]
+    if acc is None:
+        return "no accuracy"
+    if acc["n"] == 1:
+        return f"{acc['mean']:.1f} (n=1)"
+    return f"{acc['mean']:.1f} ± {acc['std']:.1f} (n={acc['n']})"
+
+
+def _params(value) -> str:
+    return "?" if value is None else f"{value / 1e6:.2f} M"
+
+
+def _latency_text(row: dict) -> str:
+    measured = row.get("measured_latency_ms_deployed")
+    precision = "fp32" if row["deployed_scheme"] == "torch_fp32" else row["deployed_backend"].replace("_", " ")
+    if measured is None:
+        return f"no measured {precision} latency"
+    verdict = "within" if row["within_budget"] else "OVER"
+    return (f"measures {measured:.2f} ms in {precision} ({100 * row['budget_fraction']:.0f} % of the "
+            f"{row['budget_ms']:g} ms budget, {verdict})")
+
+
+def budget_claims(entry: dict) -> list[str]:
+    budget, rows = entry["budget_ms"], entry["methods"]
+    sentences = []
+    for method, row in rows.items():
+        sentences.append(f"- {budget:g} ms, {SHORT.get(method, method)}: {row['arch_summary']}, "
+                         f"{_params(row['encoder_params'])} encoder / {_params(row['total_params'])} total parameters, "
+                         f"{_latency_text(row)}; accuracy {_acc(row)} on {row['task']} dev "
+                         f"({len(row['finalists'])} finalist{'s' if len(row['finalists']) != 1 else ''}, "
+                         f"{row['evaluations_total']} fine-tunes).")
+    for comparison in entry["comparisons"]:
+        a, b = rows[comparison["a"]], rows[comparison["b"]]
+        verdict = comparison["verdict"]
+        if verdict == "within noise":
+            wording = "within noise"
+        else:
+            wording = f"a {'gain' if verdict == 'gain' else 'loss'} beyond the spread"
+        size = ""
+        if comparison.get("encoder_params_ratio") and a["arch_summary"] != b["arch_summary"]:
+            size = (f"; {SHORT[comparison['a']]} is {comparison['encoder_params_ratio']:.2f}x the encoder parameters "
+                    f"({'bigger' if comparison['encoder_params_ratio'] > 1 else 'not bigger'})")
+        elif a["arch_summary"] == b["arch_summary"]:
+            size = "; both chose the same arch"
+        sentences.append(f"- {budget:g} ms, {SHORT[comparison['a']]} vs {SHORT[comparison['b']]} "
+                         f"({comparison['meaning']}): {_acc(a)} vs {_acc(b)}, difference {comparison['text']}: "
+                         f"**{wording}**{size}.")
+    return sentences
+
+
+def predictor_claims(summary: dict) -> list[str]:
+    sentences = []
+    for backend, entry in summary["predictors"].items():
+        text = (f"- {backend} predictor on the {entry['n']} evaluated archs (re-measured): MAPD {entry['mapd_pct']:.1f} %, "
+                f"bias {entry['bias_pct']:+.1f} % (median of predicted/measured - 1)")
+        if entry.get("held_out_n"):
+            text += (f"; on the {entry['held_out_n']} held-out archs (not on its latency grid): MAPD "
+                     f"{entry['held_out_mapd_pct']:.1f} %, bias {entry['held_out_bias_pct']:+.1f} %")
+        else:
+            text += "; none of them is off its latency grid, so this is not a held-out check"
+        drift = entry.get("remeasurement_drift")
+        if drift and drift.get("drift_pct") is not None:
+            text += (f"; the re-measurement's reference archs drifted {drift['drift_pct']:.1f} %"
+                     + (" (FLAGGED: above its threshold)" if drift.get("flagged") else ""))
+        sentences.append(text + ".")
+    return sentences
+
+
+def settings_text(summary: dict) -> list[str]:
+    s = summary["settings"]
+    tune = s["fine_tune"]
+    lines = [f"- Task {s['task']}, fitness and accuracy on the primary dev split `{s['primary_dev']}`"
+             f" (dev examples: {s['dev_examples']}); {s['train_examples']} training examples.",
+             f"- Fine-tune per candidate: lr {tune.get('learning_rate')}, {tune.get('num_train_epochs')} epoch(s), "
+             f"batch {tune.get('train_batch_size')}, max_seq_length {tune.get('max_seq_length')}, warm-up "
+             f"{tune.get('warmup_proportion')}, weight decay {tune.get('weight_decay')}, evaluated every "
+             f"{tune.get('eval_step')} steps (best kept).",
+             f"- Search seed {s['search_seed']}; the final top-{s['top_k']} of each search re-evaluated with seeds "
+             f"{s['seeds']}; the winner is the best mean. Differences are compared with a 95 % Welch interval: "
+             "inside it, or with one seed on a side, they are reported as within noise."]
+    for backend, protocol in s["latency_protocol"].items():
+        lines.append(f"- Latency ({backend}): " + ", ".join(f"{k} {v}" for k, v in protocol.items()) + ".")
+    return lines
+
+
+def all_claims(summary: dict) -> list[str]:
+    sentences = []
+    for entry in summary["budgets"]:
+        sentences += budget_claims(entry)
+    sentences += predictor_claims(summary)
+    for problem in summary.get("problems", []):
+        sentences.append(f"- WARNING: {problem}")
+    return sentences
+
+
+__all__ = ["METHOD_LABELS", "all_claims", "budget_claims", "predictor_claims", "settings_text"]

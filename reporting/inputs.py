@@ -1,0 +1,158 @@
+"""What the report reads: every search (its identity, results, log and final top-k), the latency
+measured on the evaluated archs, and the latency predictors. Pure reading and checking: one-line
+errors naming the search, file or arch when something is missing or inconsistent."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections import defaultdict
+
+from evaluation.results import JSONL_NAME, ResultsStore, canonical_scheme
+from search.history import default_log_path, read_search_log
+from search.identity import find_searches as find_identities
+from utils import UserError, arch_key, read_arch_file
+
+# Searches made before identities existed: kd_<type>_<budget>[_random] directories.
+LEGACY_SEARCH_DIR = re.compile(r"^kd_(fp|ptq|ort)_([0-9]+(?:\.[0-9]+)?)(_random)?$")
+LEGACY_TYPES = {"fp": "torch_fp32", "ptq": "torch_dynamic_int8", "ort": "ort_dynamic_int8"}
+
+
+@dataclasses.dataclass
+class Search:
+    name: str
+    task: str
+    scheme: str  # canonical registry name of the fitness scheme
+    budget_ms: float
+    strategy: str  # evolution | random
+    results_dir: str
+    records: list[dict]  # every result of the search's task, in the order they were written
+    log: list[dict]  # the search log's generations
+    final_archs: list[dict] | None  # the TopK file (None: the final step never ran)
+    identity: dict
+
+    @property
+    def search_seed(self) -> int | None:
+        return self.records[0]["seed"] if self.records else None
+
+    def search_records(self) -> list[dict]:
+        """The search phase: each arch's first result at the search seed, in evaluation order."""
+        seen, out = set(), []
+        for record in self.records:
+            key = arch_key(record["arch"])
+            if record["seed"] == self.search_seed and key not in seen:
+                seen.add(key)
+                out.append(record)
+        return out
+
+    def records_of(self, arch: dict) -> list[dict]:
+        key = arch_key(arch)
+        return [record for record in self.records if arch_key(record["arch"]) == key]
+
+
+def _final_file(cands_dir: str, name: str) -> str:
+    return os.path.join(cands_dir, f"{name}.final.cands")
+
+
+def load_searches(cands_dir: str, output_root: str | None = None, task: str | None = None) -> list[Search]:
+    """Every search with results: from the identities in ``cands_dir`` (and, for older runs,
+    ``kd_<type>_<budget>`` directories under ``output_root``). ``task`` keeps one task; a root with
+    several tasks and no ``task`` is refused (one line naming them)."""
+    found: dict[str, dict] = {}
+    for identity in find_identities(cands_dir):
+        results_dir = identity.get("results_dir") or (os.path.join(output_root, identity["name"]) if output_root else None)
+        if results_dir:
+            found[identity["name"]] = dict(identity, results_dir=results_dir)
+    if output_root and os.path.isdir(output_root):
+        for name in sorted(os.listdir(output_root)):
+            match = LEGACY_SEARCH_DIR.match(name)
+            if match and name not in found and os.path.isfile(os.path.join(output_root, name, JSONL_NAME)):
+                found[name] = {"name": name, "scheme": LEGACY_TYPES[match.group(1)], "task_name": None,
+                               "latency_constraint": float(match.group(2)), "results_dir": os.path.join(output_root, name),
+                               "strategy": "random" if match.group(3) else "evolution"}
+    if not found:
+        raise UserError(f"no search found: no <name>.search.json in {cands_dir} "
+                        + (f"and no kd_<fp|ptq|ort>_<ms>/{JSONL_NAME} under {output_root}" if output_root else ""))
+    searches = []
+    for name, identity in sorted(found.items()):
+        records = ResultsStore(identity["results_dir"]).records()
+        if not records:
+            continue
+        tasks = sorted({record["task_name"] for record in records})
+        wanted = task or identity.get("task_name")
+        if wanted is None and len(tasks) > 1:
+            raise UserError(f"{identity['results_dir']}: results of several tasks ({', '.join(tasks)}); pass --task")
+        wanted = wanted or tasks[0]
+        records = [record for record in records if record["task_name"] == wanted]
+        if not records:
+            continue
+        scheme = canonical_scheme(identity.get("scheme") or records[0]["scheme"])
+        odd = [r for r in records if canonical_scheme(r["scheme"]) != scheme]
+        if odd:
+            raise UserError(f"{identity['results_dir']}: results scored with {canonical_scheme(odd[0]['scheme'])} in "
+                            f"a {scheme} search; one search has one scheme")
+        final_path = _final_file(cands_dir, name)
+        final = read_arch_file(final_path) if os.path.isfile(final_path) else None
+        log = read_search_log(default_log_path(os.path.join(cands_dir, name + ".cands")))
+        searches.append(Search(name=name, task=wanted, scheme=scheme, budget_ms=float(identity["latency_constraint"]),
+                               strategy=identity.get("strategy") or "evolution", results_dir=identity["results_dir"],
+                               records=records, log=log, final_archs=final, identity=identity))
+    if not searches:
+        raise UserError(f"no search under {cands_dir} has results yet" + (f" for task {task}" if task else ""))
+    tasks = sorted({search.task for search in searches})
+    if len(tasks) > 1:
+        raise UserError(f"{cands_dir}: searches of several tasks ({', '.join(tasks)}) in one output root; pass --task "
+                        "to report one of them")
+    return searches
+
+
+def check_finished(searches: list[Search], seeds: list[int] | None, allow_partial: bool) -> list[str]:
+    """Refuse (or, with ``allow_partial``, list as warnings) searches whose final step did not run
+    and finalists with fewer seeds than asked."""
+    problems = []
+    for search in searches:
+        if search.final_archs is None:
+            problems.append(f"search {search.name} never finished: no {search.name}.final.cands (run its final step: "
+                            "bash script/search.sh final, or FINAL=1 bash script/run_search.sh)")
+            continue
+        for arch in search.final_archs:
+            have = sorted({record["seed"] for record in search.records_of(arch)})
+            missing = [seed for seed in (seeds or []) if seed not in have]
+            if missing or not have:
+                problems.append(f"search {search.name}: finalist {arch_key(arch)} has seeds {have}, "
+                                f"missing {missing or seeds}")
+    if problems and not allow_partial:
+        raise UserError(problems[0] + ("" if len(problems) == 1 else f" (and {len(problems) - 1} more problem(s))")
+                        + "; pass --allow_partial to report what is there")
+    return problems
+
+
+def load_measured(paths: list[str]) -> dict[str, dict[str, dict]]:
+    """``{backend: {arch_key: record}}`` from the latency tables measured on the evaluated archs."""
+    from latency.table import read_latency_table
+
+    measured: dict[str, dict[str, dict]] = defaultdict(dict)
+    for path in paths:
+        for record in read_latency_table(path):
+            backend = record.get("backend")
+            if backend in (None, "unknown"):
+                raise UserError(f"{path}: latency records without a backend; measure with the latency stage")
+            measured[backend][record["arch_key"]] = record
+    return dict(measured)
+
+
+def load_predictors(paths: list[str]) -> dict:
+    """``{backend: LatencyPredictor}``, keyed by the backend each predictor was trained on."""
+    from latency_predictor import LatencyPredictor
+
+    predictors = {}
+    for path in paths:
+        if not path:
+            continue
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such predictor checkpoint")
+        predictor = LatencyPredictor.load(path)
+        backend = predictor.metadata.get("backend", "unknown")
+        predictors[backend] = predictor
+    return predictors

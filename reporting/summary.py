@@ -1,0 +1,272 @@
+"""The report's content as one machine-readable dict (``report/summary.json``): per budget and
+method the chosen arch, its sizes, predicted and measured latency, the fraction of the budget it
+uses, and its accuracy as a mean over seeds with spread and n; per budget the comparisons the
+paper makes, each with a verdict that respects the spread; per backend how well the predictor
+did on the evaluated archs. The Markdown and CSV are views of this dict (``reporting.views``).
+Key names say their unit (``_ms``, ``_mb``, ``_pct``, ``_points``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+
+import numpy as np
+
+from glue.tasks import get_task
+from quantize_utils import SCHEMES
+from reporting.inputs import Search
+from reporting.stats import Estimate, difference
+from utils import SearchSpace, arch_key, arch_summary
+
+# (search scheme, strategy) -> method key; labels say what was searched and what is deployed.
+METHOD_LABELS = {
+    "autotinybert_fp32": "AutoTinyBERT (fp32 search, deployed fp32)",
+    "autotinybert_int8_ptq": "AutoTinyBERT + int8 PTQ (fp32 winner, PyTorch dynamic int8)",
+    "bigger_and_faster_int8": "Bigger&Faster (int8 search, deployed int8)",
+    "random_search_int8": "Random search (int8, same evaluations)",
+    "bigger_and_faster_ort_int8": "Bigger&Faster (ONNX Runtime int8 search)",
+    "random_search_ort_int8": "Random search (ONNX Runtime int8)",
+    "random_search_fp32": "Random search (fp32)",
+    "fakequant_int8": "fake-quant parity search (int8)",
+}
+METHOD_ORDER = tuple(METHOD_LABELS)
+SEARCH_METHODS = {("torch_fp32", "evolution"): "autotinybert_fp32", ("torch_fp32", "random"): "random_search_fp32",
+                  ("torch_dynamic_int8", "evolution"): "bigger_and_faster_int8",
+                  ("torch_dynamic_int8", "random"): "random_search_int8",
+                  ("ort_dynamic_int8", "evolution"): "bigger_and_faster_ort_int8",
+                  ("ort_dynamic_int8", "random"): "random_search_ort_int8",
+                  ("fakequant", "evolution"): "fakequant_int8"}
+# What the paper compares, per budget: (a, b, what the difference means)
+COMPARISONS = (
+    ("bigger_and_faster_int8", "autotinybert_fp32", "int8-aware search vs fp32 search, each deployed as searched"),
+    ("bigger_and_faster_int8", "autotinybert_int8_ptq", "int8-aware search vs quantizing the fp32 search's choice"),
+    ("bigger_and_faster_int8", "random_search_int8", "evolution vs random search at the same evaluations"),
+    ("bigger_and_faster_ort_int8", "bigger_and_faster_int8", "ONNX Runtime int8 vs PyTorch int8 deployment"),
+)
+
+
+def _metric(record: dict, scheme: str, split: str) -> float | None:
+    by_scheme = record.get("metrics_by_scheme") or {}
+    metrics = by_scheme.get(scheme)
+    if metrics is None:  # records from before the registry
+        metrics = record.get("metrics_fp32" if scheme == "torch_fp32" else "metrics_int8")
+        if scheme != "torch_fp32" and metrics is not None and record.get("scheme") not in (scheme, "torch_dynamic"):
+            metrics = None
+    if not metrics or split not in metrics:
+        return None
+    return float(metrics[split]["primary"])
+
+
+def primary_split(record: dict) -> str:
+    """The task's primary dev split (MNLI: matched), as the record says or the task defines."""
+    if record.get("primary_dev"):
+        return record["primary_dev"]
+    return next(iter(get_task(record["task_name"]).dev_files))
+
+
+def _splits(record: dict) -> list[str]:
+    return list(get_task(record["task_name"]).dev_files)
+
+
+def _estimate(records: list[dict], scheme: str, split: str) -> Estimate | None:
+    values = [_metric(record, scheme, split) for record in records]
+    values = [value for value in values if value is not None]
+    return Estimate.of(values) if values else None
+
+
+@dataclasses.dataclass
+class Choice:
+    """A search's answer: the finalist with the best mean fitness, and its finalists' estimates."""
+
+    arch: dict
+    records: list[dict]
+    fitness: Estimate
+    finalists: list[dict]  # [{arch_summary, fitness: {...}}] in fitness order
+
+
+def choose(search: Search) -> Choice:
+    """The best finalist by mean fitness over its seeds (ties: fewer parameters). Without a final
+    step (``--allow_partial``) the top-3 of the search phase, each with its one seed."""
+    split = primary_split(search.records[0])
+    finalists = search.final_archs
+    if finalists is None:
+        ranked = sorted(search.search_records(), key=lambda r: -(_metric(r, search.scheme, split) or -1))
+        finalists = [record["arch"] for record in ranked[:3]]
+    scored = []
+    for arch in finalists:
+        records = search.records_of(arch)
+        estimate = _estimate(records, search.scheme, split)
+        if estimate is not None:
+            scored.append((estimate, records[0]["parameter_size"], arch, records))
+    if not scored:
+        raise ValueError(f"search {search.name}: no finalist has a result")
+    scored.sort(key=lambda item: (-item[0].mean, item[1]))
+    best = scored[0]
+    return Choice(best[2], best[3], best[0], [{"arch": arch_summary(a), "arch_key": arch_key(a),
+                                               "fitness": e.to_dict(100.0)} for e, _, a, _ in scored])
+
+
+def _latency(measured: dict, backend: str, arch: dict) -> dict | None:
+    record = measured.get(backend, {}).get(arch_key(arch))
+    if record is None:
+        return None
+    out = {"median_ms": float(record["median_ms"])}
+    for field in ("p10_ms", "p90_ms", "round_spread_pct", "spread_pct"):
+        if record.get(field) is not None:
+            out[field] = float(record[field])
+    return out
+
+
+def method_row(method: str, search: Search, choice: Choice, deployed: str, predictors: dict, measured: dict) -> dict:
+    """One row of the table: ``deployed`` is the scheme the chosen arch runs in."""
+    scheme = SCHEMES[deployed]
+    split = primary_split(choice.records[0])
+    first = choice.records[0]
+    accuracy = _estimate(choice.records, deployed, split)
+    per_split = {}
+    for name in _splits(first):
+        estimate = _estimate(choice.records, deployed, name)
+        per_split[name] = estimate.to_dict(100.0) if estimate else None
+    row = {
+        "method": method, "label": METHOD_LABELS[method], "search": search.name, "budget_ms": search.budget_ms,
+        "task": search.task, "deployed_scheme": deployed, "deployed_backend": scheme.latency_backend,
+        "arch": choice.arch, "arch_summary": arch_summary(choice.arch),
+        "total_params": int(first["parameter_size"]), "encoder_params": first.get("encoder_parameter_size"),
+        "size_mb_fp32": first.get("size_mb_fp32"),
+        "size_mb_deployed": (first.get("size_mb_by_scheme") or {}).get(deployed, first.get("size_mb_int8"))
+        if scheme.quantized else first.get("size_mb_fp32"),
+        "accuracy_points": accuracy.to_dict(100.0) if accuracy else None,
+        "accuracy_by_split_points": per_split,
+        "fitness_points": choice.fitness.to_dict(100.0), "fitness_scheme": search.scheme,
+        "finalists": choice.finalists, "seeds": sorted({r["seed"] for r in choice.records}),
+        "evaluations_search": len(search.search_records()),
+        "evaluations_total": len(search.records),
+        "saved_model": next((r["saved_model"] for r in choice.records if r.get("saved_model")), None),
+    }
+    for backend in ("torch_fp32", "torch_dynamic_int8", "ort_dynamic_int8"):
+        predictor = predictors.get(backend)
+        row[f"pred_latency_ms_{backend}"] = float(predictor.predict(choice.arch)) if predictor else None
+        row[f"measured_latency_{backend}"] = _latency(measured, backend, choice.arch)
+    deployed_latency = row[f"measured_latency_{scheme.latency_backend}"]
+    row["measured_latency_ms_deployed"] = deployed_latency["median_ms"] if deployed_latency else None
+    row["pred_latency_ms_deployed"] = row[f"pred_latency_ms_{scheme.latency_backend}"]
+    if deployed_latency:
+        row["budget_fraction"] = deployed_latency["median_ms"] / search.budget_ms
+        row["within_budget"] = deployed_latency["median_ms"] <= search.budget_ms
+    else:
+        row["budget_fraction"], row["within_budget"] = None, None
+    return row
+
+
+def predictor_quality(searches: list[Search], predictors: dict, measured: dict) -> dict:
+    """Per backend, the predictor against the re-measurement of every evaluated arch: MAPD and
+    bias (median of predicted/measured - 1), also on the held-out archs (off the predictor's grid)."""
+    archs = {arch_key(r["arch"]): r["arch"] for s in searches for r in s.records}
+    out = {}
+    for backend, predictor in predictors.items():
+        keys = [key for key in archs if key in measured.get(backend, {})]
+        if not keys:
+            continue
+        truth = np.array([float(measured[backend][key]["median_ms"]) for key in keys])
+        pred = np.asarray(predictor.predict_many([archs[key] for key in keys]), dtype=float)
+        ratio = pred / truth - 1
+        grid = predictor.metadata.get("space_definition")
+        space = SearchSpace.from_dict(grid) if isinstance(grid, dict) else None
+        held = np.array([space is not None and not space.contains(archs[key]) for key in keys])
+        entry = {"n": len(keys), "mapd_pct": float(100 * np.mean(np.abs(ratio))), "bias_pct": float(100 * np.median(ratio)),
+                 "held_out_n": int(held.sum())}
+        if held.any():
+            entry.update(held_out_mapd_pct=float(100 * np.mean(np.abs(ratio[held]))),
+                         held_out_bias_pct=float(100 * np.median(ratio[held])))
+        drift = _drift(measured.get(backend, {}))
+        if drift:
+            entry["remeasurement_drift"] = drift
+        out[backend] = entry
+    return out
+
+
+def _drift(records: dict) -> dict | None:
+    try:
+        from latency.table import drift_summary
+    except ImportError:
+        return None
+    values = list(records.values())
+    return drift_summary(values) if values else None
+
+
+def progress(search: Search) -> list[dict]:
+    """Best-so-far fitness (search seed) after each evaluation, in evaluation order."""
+    split = primary_split(search.records[0])
+    best, rows = None, []
+    for index, record in enumerate(search.search_records(), start=1):
+        value = _metric(record, search.scheme, split)
+        if value is not None:
+            best = value if best is None else max(best, value)
+        rows.append({"evaluations": index, "best_so_far_points": None if best is None else 100 * best})
+    return rows
+
+
+def settings(searches: list[Search], measured: dict) -> dict:
+    """The protocol the numbers come from, read from the records (never assumed)."""
+    first = searches[0].records[0]
+    hparams = first.get("hparams", {})
+    protocol_fields = ("timer", "threads", "batch_size", "seq_len", "runs", "warmup", "rounds", "interleave",
+                       "protocol", "cpu_model", "torch_version", "onnxruntime_version", "quant_engine")
+    protocols = {}
+    for backend, records in measured.items():
+        if records:
+            sample = next(iter(records.values()))
+            protocols[backend] = {field: sample.get(field) for field in protocol_fields if sample.get(field) is not None}
+    final_seeds = sorted({r["seed"] for s in searches for r in s.records})
+    return {"task": searches[0].task, "primary_dev": primary_split(first), "dev_examples": first.get("dev_examples"),
+            "train_examples": first.get("train_examples"),
+            "fine_tune": {key: hparams.get(key) for key in ("learning_rate", "num_train_epochs", "train_batch_size",
+                                                            "warmup_proportion", "weight_decay", "eval_step")}
+            | {"max_seq_length": first.get("max_seq_length")},
+            "search_seed": searches[0].search_seed, "seeds": final_seeds,
+            "top_k": max((len(s.final_archs) for s in searches if s.final_archs), default=None),
+            "latency_protocol": protocols}
+
+
+def build_summary(searches: list[Search], predictors: dict, measured: dict, problems: list[str] | None = None) -> dict:
+    by_budget: dict[float, dict[str, dict]] = defaultdict(dict)
+    curves: dict[float, dict[str, list]] = defaultdict(dict)
+    for search in searches:
+        method = SEARCH_METHODS.get((search.scheme, search.strategy))
+        if method is None:
+            continue
+        choice = choose(search)
+        by_budget[search.budget_ms][method] = method_row(method, search, choice, search.scheme, predictors, measured)
+        curves[search.budget_ms][method] = progress(search)
+        if search.scheme == "torch_fp32" and search.strategy == "evolution":
+            if any(_metric(r, "torch_dynamic_int8", primary_split(r)) is not None for r in choice.records):
+                by_budget[search.budget_ms]["autotinybert_int8_ptq"] = method_row(
+                    "autotinybert_int8_ptq", search, choice, "torch_dynamic_int8", predictors, measured)
+    budgets = []
+    for budget in sorted(by_budget):
+        rows = by_budget[budget]
+        comparisons = []
+        for a, b, meaning in COMPARISONS:
+            if a in rows and b in rows and rows[a]["accuracy_points"] and rows[b]["accuracy_points"]:
+                ea, eb = (_estimate_of(rows[a]), _estimate_of(rows[b]))
+                diff = difference(ea, eb)
+                entry = {"a": a, "b": b, "meaning": meaning, **{f"{k}_points" if k in ("diff", "ci95_half_width") else k: v
+                                                                 for k, v in diff.to_dict(1.0).items()}}
+                entry["text"] = diff.text(1.0)
+                if rows[a].get("encoder_params") and rows[b].get("encoder_params"):
+                    entry["encoder_params_ratio"] = rows[a]["encoder_params"] / rows[b]["encoder_params"]
+                entry["total_params_ratio"] = rows[a]["total_params"] / rows[b]["total_params"]
+                comparisons.append(entry)
+        budgets.append({"budget_ms": budget, "methods": {m: rows[m] for m in METHOD_ORDER if m in rows},
+                        "comparisons": comparisons, "progress": curves[budget]})
+    return {"settings": settings(searches, measured), "budgets": budgets,
+            "predictors": predictor_quality(searches, predictors, measured), "problems": list(problems or []),
+            "searches": [{"name": s.name, "task": s.task, "scheme": s.scheme, "strategy": s.strategy,
+                          "budget_ms": s.budget_ms, "evaluations_search": len(s.search_records()),
+                          "evaluations_total": len(s.records), "finished": s.final_archs is not None}
+                         for s in searches]}
+
+
+def _estimate_of(row: dict) -> Estimate:
+    acc = row["accuracy_points"]
+    return Estimate(acc["mean"], acc["std"], acc["n"], acc["min"], acc["max"])
