@@ -190,3 +190,25 @@ def test_demo_budgets_and_evaluated_archs(run):
         suggest_budgets([], [50])
     keys = {arch_key(a) for a in evaluated_archs(str(run / "output"))}
     assert keys == {arch_key(a) for a in (SMALL, MID, BIG, HUGE)}
+
+
+def test_bert_tickets_rows_join_the_report(run):
+    tickets = run / "tickets"
+    tickets.mkdir()
+    records = []
+    for round_index, sparsity, metric in ((0, 0.0, 0.60), (1, 20.0, 0.595), (2, 36.0, 0.55)):
+        records.append({"round": round_index, "sparsity_pct": sparsity, "arch_summary": "L4/H448/F1536/Q448/A4",
+                        "dev_primary_fp32": metric, "dev_primary_fp32_std": None, "dev_primary_int8": metric - 0.005,
+                        "dev_primary_int8_std": None, "n_seeds": 1, "seeds": [42], "pruned_params": int(sparsity * 1e4),
+                        "nonzero_params": 2_000_000 - int(sparsity * 1e4), "total_params": 2_000_000,
+                        "size_mb_dense_fp32": 7.6, "size_mb_sparse": 7.6 * (1 - sparsity / 150),
+                        "latency_ms_fp32": 6.1, "latency_ms_int8": 4.4, "latency_spread_pct_int8": 1.0})
+    (tickets / "tickets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(run, "--tickets", str(tickets)) == 0
+    summary = json.load(open(run / "report" / "summary.json"))
+    rows = summary["tickets"]
+    assert [r["sparsity_pct"] for r in rows] == [0.0, 20.0, 36.0]
+    assert rows[1]["is_selected"] and rows[1]["accuracy_points"] == pytest.approx(59.0)  # within 0.01 of 0.60
+    text = (run / "report" / "report.md").read_text()
+    assert "## BERT-Tickets" in text and "| 1 | 20.0 |" in text and "**selected**" in text
+    assert "single seed" in text

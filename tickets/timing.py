@@ -28,9 +28,10 @@ TIMED_BACKENDS = ("torch_fp32", "torch_dynamic_int8")
 def to_int8(model: nn.Module) -> tuple[nn.Module, int]:
     """The one place a ticket gets its int8 scheme: PyTorch dynamic int8 on every ``nn.Linear``
     of a copy (the latency tables' and the ptq evaluator's scheme). Returns ``(model, converted)``."""
-    from quantize_utils import quantize_dynamic_int8
+    from quantize_utils import SCHEMES
 
-    return quantize_dynamic_int8(copy.deepcopy(model).cpu().eval())
+    quantized, info = SCHEMES["torch_dynamic_int8"].scored_model(copy.deepcopy(model).cpu().eval())
+    return quantized, info["converted_linear"]
 
 
 def ticket_protocol(config, runs: int = 20, warmup: int = 5, rounds: int = 4, threads: int = 1,
