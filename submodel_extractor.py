@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     arch = load_arch_argument(args.arch)
     check_hf_compatible(arch)  # fail before loading a large checkpoint
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise UserError(f"--output: {args.output} exists and is not a directory")
     if os.path.exists(args.output) and os.listdir(args.output) and not args.overwrite:
         raise UserError(f"--output: {args.output} exists and is not empty (pass --overwrite to replace it)")
     supernet = load_supernet(args.model).eval()

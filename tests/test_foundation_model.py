@@ -234,6 +234,19 @@ def test_extractor_bad_input_is_one_line_and_writes_nothing(demo_supernet, tmp_p
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (message, result.stderr)
         assert not out.exists()
+    # a truncated weights file is named in one line; an output path that is a file is refused
+    truncated = tmp_path / "truncated"
+    save_supernet(demo_supernet, str(truncated))
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    result = _run_extractor("--model", str(truncated), "--arch", good, "--output", str(tmp_path / "out2"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "model.safetensors: not a readable safetensors file" in result.stderr
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    result = _run_extractor("--model", str(supernet_dir), "--arch", good, "--output", str(a_file))
+    assert result.returncode == 2 and "exists and is not a directory" in result.stderr
+    assert a_file.read_text() == "x"
     # an existing non-empty output is not clobbered
     out = tmp_path / "kept"
     out.mkdir()

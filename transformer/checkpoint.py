@@ -74,16 +74,14 @@ def load_supernet(directory: str, model_class=SuperBertForPreTraining, num_label
     ``SuperBertForSequenceClassification`` gets the encoder weights and a fresh classifier
     (``num_labels`` outputs) unless the checkpoint already holds a matching classifier.
     """
-    from safetensors.torch import load_file
-
-    from transformer.hf_converter import read_hf_state_dict, supernet_from_hf
+    from transformer.hf_converter import load_safetensors, read_hf_state_dict, supernet_from_hf
 
     config = SuperBertConfig.load(directory)  # one-line errors for missing/non-BERT dirs
     if num_labels is not None:
         config.num_labels = num_labels
     if is_supernet_dir(directory):
         path = os.path.join(directory, WEIGHTS_NAME)
-        state = load_file(path) if os.path.isfile(path) else read_hf_state_dict(directory)
+        state = load_safetensors(path) if os.path.isfile(path) else read_hf_state_dict(directory)
     else:
         state = supernet_from_hf(directory, config).state_dict()
     model = model_class(config)

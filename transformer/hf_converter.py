@@ -159,11 +159,21 @@ def to_hf_model(model: SuperBertPreTrainedModel, arch: dict, head: str = "none",
 # --------------------------------------------------------------------------------------
 
 
+def load_safetensors(path: str) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with a one-line error naming a truncated or corrupt file."""
+    import safetensors
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (safetensors.SafetensorError, OSError) as err:
+        raise UserError(f"{path}: not a readable safetensors file ({err}); it may be truncated -- copy or save it "
+                        "again") from None
+
+
 def read_hf_state_dict(directory: str) -> dict[str, torch.Tensor]:
     """Load a checkpoint directory's tensors (safetensors, sharded safetensors or a
     ``pytorch_model.bin`` read with ``weights_only=True``), with legacy names normalised."""
-    from safetensors.torch import load_file
-
     candidates = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
     path = next((os.path.join(directory, name) for name in candidates
                  if os.path.isfile(os.path.join(directory, name))), None)
@@ -174,9 +184,9 @@ def read_hf_state_dict(directory: str) -> dict[str, torch.Tensor]:
             shards = sorted(set(json.load(handle)["weight_map"].values()))
         state = {}
         for shard in shards:
-            state.update(load_file(os.path.join(directory, shard)))
+            state.update(load_safetensors(os.path.join(directory, shard)))
     elif path.endswith(".safetensors"):
-        state = load_file(path)
+        state = load_safetensors(path)
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
