@@ -63,10 +63,10 @@ def _make_config(values: dict, where: str) -> SuperBertConfig:
         raise UserError(f"{where}: {err}") from None
 
 
-def check_space_fits(space: SearchSpace, config: SuperBertConfig) -> None:
+def check_space_fits(space: SearchSpace, config: SuperBertConfig, flag: str = "--space") -> None:
     """Every arch the space can sample must fit the supernet (one line naming the dimension)."""
     def fail(what: str, value: int, limit: int) -> None:
-        raise UserError(f"--space {space.name}: {what} up to {value} does not fit the supernet's {limit} "
+        raise UserError(f"{flag} {space.name}: {what} up to {value} does not fit the supernet's {limit} "
                         f"(supernet L{config.num_hidden_layers}/H{config.hidden_size}/F{config.intermediate_size}"
                         f"/Q{config.qkv_size}/A{config.num_attention_heads})")
 
@@ -80,6 +80,35 @@ def check_space_fits(space: SearchSpace, config: SuperBertConfig) -> None:
     head_dims = [q // h for q in qkv_values for h in space.num_attention_heads.values if q % h == 0]
     if head_dims and max(head_dims) > config.head_dim:
         fail("head size (qkv / heads)", max(head_dims), config.head_dim)
+
+
+def _dimension_values(space: SearchSpace) -> dict[str, list[int]]:
+    """The values an arch of ``space`` can take along each dimension (qkv: only those divisible by
+    some head count; a tied space's qkv is its hidden size)."""
+    heads = space.num_attention_heads.values
+    qkv = space.hidden_size.values if space.qkv_size is None else space.qkv_size.values
+    return {"layers": space.layer_num.values, "hidden": space.hidden_size.values,
+            "FFN": space.intermediate_size.values, "heads": heads,
+            "qkv": [q for q in qkv if any(q % h == 0 for h in heads)]}
+
+
+def uncovered_dimensions(search_space: SearchSpace, supernet_space: SearchSpace) -> list[str]:
+    """The coverage rule: every value ``search_space`` can select along each dimension (layers,
+    hidden, FFN, heads, qkv) must lie inside the [min, max] range that the supernet's sampler
+    ``supernet_space`` draws for that dimension -- otherwise the search picks slices (a head size,
+    a width) that pre-training never trained. Returns one line per dimension that breaks the rule,
+    e.g. ``"qkv: the search selects 144..528, the supernet sampler draws 180..528"``; [] if covered."""
+    searched, drawn = _dimension_values(search_space), _dimension_values(supernet_space)
+    problems = []
+    for dimension in ("layers", "hidden", "FFN", "heads", "qkv"):
+        wanted, trained = searched[dimension], drawn[dimension]
+        if not wanted:
+            continue
+        if not trained or min(wanted) < min(trained) or max(wanted) > max(trained):
+            trained_range = f"{min(trained)}..{max(trained)}" if trained else "nothing"
+            problems.append(f"{dimension}: the search selects {min(wanted)}..{max(wanted)}, "
+                            f"the supernet sampler draws {trained_range}")
+    return problems
 
 
 def build_student(space: SearchSpace, vocab_size: int, student_model: str | None, overrides: dict,

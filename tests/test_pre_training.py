@@ -16,7 +16,7 @@ import pre_training
 from pretraining.checkpointing import TRAINER_FILE, load_training_state
 from pretraining.data import RankBatches, epoch_order
 from pretraining.losses import kd_losses
-from pretraining.loop import PreTrainingStep, teacher_outputs
+from pretraining.loop import PreTrainingStep, part_counts, teacher_outputs
 from pretraining.masking import IGNORE_INDEX, MaskingConfig, Vocabulary, collate, example_rng, frame, mask_tokens
 from pretraining.models import archs_for_step, check_space_fits
 from pretraining.shards import GenerateSettings, generate_shards
@@ -201,11 +201,12 @@ def test_padded_batch_gives_the_same_kd_and_mlm_loss_as_unpadded_examples(tiny_d
         labels[2] = ids[2]
         examples.append((ids, labels))
 
-    def parts(batch):
+    def parts(batch):  # per-batch means: the step's sums over the batch's counts
         hidden, scores = teacher_outputs(teacher, batch)
         with torch.no_grad():
-            _, out = step(batch, hidden, scores)
-        return {key: float(value) for key, value in out.items()}
+            sums = step(batch, hidden, scores)
+        counts = part_counts(batch, tuple(sums), kd_heads=2, kd_width=48)
+        return {key: float(value) / count for (key, value), count in zip(sums.items(), counts)}
 
     pair = parts(collate(examples, vocab.pad_id))
     single = [parts(collate([example], vocab.pad_id)) for example in examples]
