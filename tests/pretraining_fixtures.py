@@ -3,6 +3,7 @@ tests run without ../shared/data (which the real-data tests read when present)."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -99,3 +100,27 @@ def changed_outside_step(before_dir: str, after_dir: str, archs: list[dict], mlm
         changed_outside += int((moved & ~used).sum())
         changed_inside += int((bits(pairs[0][0]) != bits(pairs[0][1]))[used].sum())
     return outside_total, changed_outside, changed_inside
+
+
+@contextlib.contextmanager
+def lock_held_by_another_process(directory: str):
+    """A second process holding ``utils.output_lock(directory)`` for the block; yields its pid."""
+    import subprocess
+    import sys
+    import textwrap
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {root!r})
+        from utils import output_lock
+        with output_lock({str(directory)!r}):
+            print("locked", flush=True)
+            time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

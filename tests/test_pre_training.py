@@ -337,9 +337,145 @@ def assert_one_line_error(capsys, code, pattern):
     assert pattern in err, err
 
 
-def test_resume_without_checkpoint(tiny_data, tmp_path, capsys):
-    assert_one_line_error(capsys, cli(base_args(tiny_data, tmp_path / "empty", "--mlm", "--resume")),
-                          "--resume: no checkpoint")
+def final_weights(output_dir):
+    return load_file(os.path.join(output_dir, "final", "model.safetensors"))
+
+
+def assert_same_run(first, second, atol=1e-6):
+    """Two runs followed the same loss curve and ended with the same supernet."""
+    assert [s for s, _ in losses(second)] == [s for s, _ in losses(first)]
+    assert np.allclose([l for _, l in losses(second)], [l for _, l in losses(first)], atol=atol, rtol=0)
+    a, b = final_weights(first), final_weights(second)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= atol
+
+
+def test_interrupted_before_the_first_checkpoint_restarts_from_step_0(tiny_data, tmp_path, capsys, caplog):
+    """A kill before the first save leaves a loss log but no checkpoint: --resume restarts cleanly
+    from step 0 (and a plain re-run still asks for --resume instead of clobbering)."""
+    common = ["--mlm", "--max_steps", "6", "--save_steps", "100"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert pre_training.main(base_args(tiny_data, full, *common)) == 0
+    assert pre_training.main(base_args(tiny_data, part, *common, "--stop_after_steps", "3")) == 0
+    shutil.rmtree(part / "step_3")  # the kill came before the first checkpoint
+    assert len(losses(part)) == 3
+    capsys.readouterr()
+    assert_one_line_error(capsys, cli(base_args(tiny_data, part, *common)), "pass --resume")
+    assert cli(base_args(tiny_data, part, *common, "--resume")) == 0
+    assert "no checkpoint yet" in caplog.text
+    assert_same_run(full, part)
+    empty = tmp_path / "empty"  # --resume on a directory without any run: a fresh start
+    assert cli(base_args(tiny_data, empty, *common, "--resume")) == 0 and len(losses(empty)) == 6
+
+
+@pytest.mark.parametrize("broken", ["model.safetensors", "training_state.pt", "trainer_state.json"])
+def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(tiny_data, tmp_path, caplog, broken):
+    common = ["--mlm", "--max_steps", "6", "--save_steps", "2", "--save_total_limit", "0"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert pre_training.main(base_args(tiny_data, full, *common)) == 0
+    assert pre_training.main(base_args(tiny_data, part, *common, "--stop_after_steps", "4")) == 0
+    path = part / "step_4" / broken
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncated: a disk that filled up
+    caplog.clear()
+    assert cli(base_args(tiny_data, part, *common, "--resume")) == 0
+    warnings = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
+    assert len(warnings) == 1 and "step_4" in warnings[0]
+    assert_same_run(full, part)
+
+
+def test_no_intact_checkpoint_is_one_line(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert pre_training.main(base_args(tiny_data, out, "--mlm", "--max_steps", "4", "--save_steps", "2",
+                                       "--stop_after_steps", "2")) == 0
+    (out / "step_2" / "model.safetensors").write_bytes(b"not safetensors")
+    capsys.readouterr()
+    code = cli(base_args(tiny_data, out, "--mlm", "--max_steps", "4", "--save_steps", "2", "--resume"))
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert code == 2 and len(err) == 1 and "no intact checkpoint" in err[0] and "step_2" in err[0]
+
+
+def test_resuming_a_finished_run_does_nothing(tiny_data, tmp_path, caplog):
+    caplog.set_level("INFO")
+    out = tmp_path / "run"
+    args = base_args(tiny_data, out, "--mlm", "--max_steps", "3", "--save_steps", "0")
+    assert pre_training.main(args) == 0
+    before = {name: os.stat(out / "final" / name).st_mtime_ns for name in os.listdir(out / "final")}
+    log = open(out / "loss_log.jsonl").read()
+    assert cli(args + ["--resume"]) == 0
+    assert "already finished" in caplog.text
+    assert {name: os.stat(out / "final" / name).st_mtime_ns for name in os.listdir(out / "final")} == before
+    assert open(out / "loss_log.jsonl").read() == log
+
+
+def test_save_steps_0_writes_epoch_checkpoints_only_and_resumes_from_them(tiny_data, tmp_path):
+    # 146 sequences / batch 16 = 10 steps per epoch: epoch_0 at step 10, the run ends at step 12.
+    common = ["--mlm", "--max_steps", "12", "--save_steps", "0", "--train_batch_size", "16"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert pre_training.main(base_args(tiny_data, full, *common)) == 0
+    names = sorted(os.listdir(full))
+    assert "epoch_0" in names and "final" in names and not [n for n in names if n.startswith("step_")]
+    assert pre_training.main(base_args(tiny_data, part, *common)) == 0
+    shutil.rmtree(part / "final")  # killed after step 12 was logged, before final/ was written
+    assert pre_training.main(base_args(tiny_data, part, *common, "--resume")) == 0
+    assert not [n for n in os.listdir(part) if n.startswith("step_")]
+    assert_same_run(full, part)
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused(tiny_data, tmp_path, capsys):
+    from pretraining_fixtures import lock_held_by_another_process
+
+    out = tmp_path / "run"
+    with lock_held_by_another_process(out) as pid:
+        assert_one_line_error(capsys, cli(base_args(tiny_data, out, "--mlm", "--max_steps", "2")),
+                              f"in use by pid {pid}")
+    assert not os.path.exists(out / "loss_log.jsonl")
+
+
+def test_leftovers_of_a_killed_save_are_cleared_and_a_half_renamed_checkpoint_restored(tiny_data, tmp_path):
+    common = ["--mlm", "--max_steps", "6", "--save_steps", "2", "--save_total_limit", "0"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert pre_training.main(base_args(tiny_data, full, *common)) == 0
+    assert pre_training.main(base_args(tiny_data, part, *common, "--stop_after_steps", "4")) == 0
+    # What kills leave: a staging directory of the next save, atomic-write temporaries, and
+    # save_supernet's "X.old" when the kill came between its two renames (X itself missing).
+    (part / ".step_6.k1ll3d00").mkdir()
+    (part / ".step_6.k1ll3d00" / "config.json").write_text("{}")
+    (part / ".final.zz9xx8yy").mkdir()
+    (part / ".loss_log.jsonl.abc123.tmp").write_text("partial")
+    os.replace(part / "step_4", part / "step_4.old")
+    shutil.copytree(part / "step_2", part / "step_2.old")
+    assert pre_training.main(base_args(tiny_data, part, *common, "--resume")) == 0
+    leftovers = [n for n in os.listdir(part) if n.startswith(".step") or n.startswith(".final")
+                 or n.endswith(".tmp") or n.endswith(".old")]
+    assert leftovers == []
+    assert os.path.isdir(part / "step_4")  # restored, and resumed from (not from step_2)
+    assert_same_run(full, part)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--learning_rate=-1e-4"], "--learning_rate must be positive"),
+    (["--max_steps", "0"], "--max_steps must be positive, or -1"),
+    (["--max_steps", "-5"], "--max_steps must be positive, or -1"),
+    (["--weight_decay", "-0.1"], "--weight_decay must be >= 0"),
+    (["--warmup_proportion", "1.5"], "--warmup_proportion must be in [0, 1]"),
+    (["--heldout_fraction", "0.7"], "--heldout_fraction must be in [0, 0.5)"),
+    (["--quality_space", "nope"], "unknown space 'nope'"),
+])
+def test_bad_numbers_are_one_line(tiny_data, tmp_path, capsys, flags, message):
+    assert_one_line_error(capsys, cli(base_args(tiny_data, tmp_path / "run", "--mlm", *flags)), message)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_output_dir_that_is_a_file_and_a_missing_shards_dir(tiny_data, tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    assert_one_line_error(capsys, cli(base_args(tiny_data, target, "--mlm", "--max_steps", "1")),
+                          "--output_dir")
+    assert target.read_text() == "keep me"
+    missing = str(tmp_path / "no_shards")
+    code = cli(base_args(dict(tiny_data, shards=missing), tmp_path / "run", "--mlm", "--max_steps", "1"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--pregenerated_data" in err and missing in err
+    assert "no vocabulary" not in err
 
 
 def test_existing_run_is_not_clobbered(tiny_data, tmp_path, capsys):
