@@ -8,10 +8,14 @@ read, and leaves every other entry (value, ``exp_avg``, ``exp_avg_sq``, its step
 bit as it was, under any gradient accumulation, number of archs per step, sandwich rule or DDP
 (every rank trains the same archs, so every rank masks alike).
 
-Adam's bias correction counts the steps *of each entry* (``entry_steps``): an entry is trained
-exactly as if it were its own AdamW that saw only the steps that read it. This generalises what
+Adam's bias corrections count the steps *of each entry*: an entry is trained exactly as if it
+were its own AdamW that saw only the steps that read it. This generalises what
 ``torch.optim.AdamW`` does for a whole unused tensor (no gradient: skipped, its step unchanged);
-with a single full-size arch every step it is AdamW (tested within float rounding).
+with a single full-size arch every step it is AdamW (tested within float rounding). The state
+holds the corrections themselves, ``bias_correction1 = 1 - beta1 ** steps`` and
+``bias_correction2 = 1 - beta2 ** steps`` of each entry, advanced as ``c <- beta * c + (1 - beta)``:
+no power or exponential per step and no float32 cancellation, which keeps the update about as
+cheap as AdamW's (``benchmarks/bench_pretraining.py`` measures it).
 
 Regions. Every slice the supernet takes is a *prefix box* of the tensor seen in a suitable view
 shape (``param_view_shape``): ``[:out, :in]`` of a linear weight, ``[:hidden]`` of a LayerNorm,
@@ -155,10 +159,13 @@ class SlicedAdamW(torch.optim.Optimizer):
     """AdamW that updates only the entries in the regions given by ``set_regions`` before each
     step (decoupled weight decay, per-entry bias correction; no amsgrad)."""
 
+    STATE_KEYS = ("exp_avg", "exp_avg_sq", "bias_correction1", "bias_correction2")
+
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self._regions: dict[Tensor, Region] | None = None
+        self._scratch: dict[tuple, Tensor] = {}  # one reusable buffer per (device, dtype)
 
     def set_regions(self, regions: dict[Tensor, Region]) -> None:
         """The regions of the next ``step`` (parameter tensor -> Region); consumed by it."""
@@ -167,10 +174,22 @@ class SlicedAdamW(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         for group in self.param_groups:  # a checkpoint of plain AdamW: every entry saw its tensor's steps
+            beta1, beta2 = group["betas"]
             for param in group["params"]:
                 state = self.state.get(param)
-                if state and "entry_steps" not in state and "step" in state:
-                    state["entry_steps"] = torch.full_like(param, float(state.pop("step")))
+                if state and "bias_correction1" not in state and "step" in state:
+                    steps = float(state.pop("step"))
+                    state["bias_correction1"] = torch.full_like(param, -math.expm1(steps * math.log(beta1)))
+                    state["bias_correction2"] = torch.full_like(param, -math.expm1(steps * math.log(beta2)))
+
+    def _buffer(self, like: Tensor, shape: tuple[int, ...]) -> Tensor:
+        key = (like.device, like.dtype)
+        size = math.prod(shape)
+        buffer = self._scratch.get(key)
+        if buffer is None or buffer.numel() < size:
+            largest = max(p.numel() for group in self.param_groups for p in group["params"])
+            buffer = self._scratch[key] = torch.empty(max(size, largest), device=like.device, dtype=like.dtype)
+        return buffer[:size].view(shape)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -187,36 +206,33 @@ class SlicedAdamW(torch.optim.Optimizer):
                     continue
                 state = self.state[param]
                 if not state:
-                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.contiguous_format)
-                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.contiguous_format)
-                    state["entry_steps"] = torch.zeros_like(param, memory_format=torch.contiguous_format)
-                views = [region.view(tensor) for tensor in (param, state["exp_avg"], state["exp_avg_sq"],
-                                                            state["entry_steps"])]
+                    for key in self.STATE_KEYS:
+                        state[key] = torch.zeros_like(param, memory_format=torch.contiguous_format)
+                views = [region.view(param)] + [region.view(state[key]) for key in self.STATE_KEYS]
                 grad = region.read(param.grad)
                 mask = region.mask()
+                scratch = self._buffer(param, region.bounding)
                 if mask is None:
-                    _adamw_update(*views, grad, lr, beta1, beta2, eps, decay)
+                    _adamw_update(*views, grad, scratch, lr, beta1, beta2, eps, decay)
                 else:
                     new = [view.clone() for view in views]
-                    _adamw_update(*new, grad, lr, beta1, beta2, eps, decay)
+                    _adamw_update(*new, grad, scratch, lr, beta1, beta2, eps, decay)
                     mask = mask.to(param.device)
                     for view, value in zip(views, new):
                         view.copy_(torch.where(mask, value, view))
         return None
 
 
-def _adamw_update(param: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, steps: Tensor, grad: Tensor, lr: float,
-                  beta1: float, beta2: float, eps: float, decay: float) -> None:
-    """One AdamW update in place on (views of) the entries to train; torch.optim.AdamW's formula
-    with the bias corrections of each entry's own step count."""
-    steps.add_(1)
+def _adamw_update(param: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, correction1: Tensor, correction2: Tensor,
+                  grad: Tensor, scratch: Tensor, lr: float, beta1: float, beta2: float, eps: float,
+                  decay: float) -> None:
+    """One AdamW update in place on (views of) the entries to train: torch.optim.AdamW's formula
+    ``p -= lr / c1 * m / (sqrt(v) / sqrt(c2) + eps)`` with each entry's own corrections c1, c2."""
+    correction1.mul_(beta1).add_(1 - beta1)  # 1 - beta1 ** (steps + 1)
+    correction2.mul_(beta2).add_(1 - beta2)
     if decay:
         param.mul_(1 - lr * decay)
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    # 1 - beta ** steps as -expm1(steps * log(beta)): no cancellation in float32 (beta2 = 0.999
-    # itself is off by 1.3e-5 relative in (1 - beta2) when rounded to float32 first).
-    correction1 = torch.mul(steps, math.log(beta1)).expm1_().neg_()
-    correction2_sqrt = torch.mul(steps, math.log(beta2)).expm1_().neg_().sqrt_()
-    denom = exp_avg_sq.sqrt().div_(correction2_sqrt).add_(eps)
-    param.addcdiv_(exp_avg / correction1, denom, value=-lr)
+    denom = torch.div(exp_avg_sq, correction2, out=scratch).sqrt_().add_(eps).mul_(correction1)
+    param.addcdiv_(exp_avg, denom, value=-lr)

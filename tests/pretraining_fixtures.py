@@ -91,7 +91,7 @@ def changed_outside_step(before_dir: str, after_dir: str, archs: list[dict], mlm
         used = regions[name].full_mask().reshape(shape) if name in regions else torch.zeros(shape, dtype=torch.bool)
         pairs = [(weights[0][name], weights[1][name])]
         for key, value in states[1].get(index, {}).items():
-            if torch.is_tensor(value) and value.shape == shape:  # exp_avg, exp_avg_sq, entry_steps
+            if torch.is_tensor(value) and value.shape == shape:  # exp_avg, exp_avg_sq, bias corrections
                 pairs.append((states[0].get(index, {}).get(key, torch.zeros_like(value)), value))
         moved = torch.zeros(shape, dtype=torch.bool)
         for old, new in pairs:

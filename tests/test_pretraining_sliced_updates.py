@@ -149,7 +149,9 @@ def test_sliced_adamw_continues_a_plain_adamw_state():
     sliced = make_optimizer(model, args, masked=True)
     sliced.load_state_dict(plain.state_dict())
     state = sliced.state[model.bert.embeddings.word_embeddings.weight]
-    assert "step" not in state and torch.equal(state["entry_steps"], torch.ones_like(state["exp_avg"]))
+    assert "step" not in state  # one step of plain AdamW: every entry's corrections are 1 - beta
+    assert torch.allclose(state["bias_correction1"], torch.full_like(state["exp_avg"], 0.1))
+    assert torch.allclose(state["bias_correction2"], torch.full_like(state["exp_avg"], 0.001))
 
 
 # --------------------------------------------------------------------------------------
