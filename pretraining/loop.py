@@ -316,8 +316,7 @@ class Trainer:
         elif has_run(self.output_dir) and not args.overwrite_output_dir:
             raise UserError(f"--output_dir: {self.output_dir} already holds a run; pass --resume to continue it "
                             "or --overwrite_output_dir to start over")
-        info = resume.info if resume else {}
-        self.masked_updates, self.heldout_fraction = self._resume_settings(info if resume else None)
+        self.masked_updates, self.heldout_fraction = self._resume_settings(resume.info if resume else None)
 
         vocab_file = _choose_vocab(args, resume.path if resume else None)
         vocab_tokens = load_vocab(vocab_file)

@@ -149,7 +149,14 @@ def load_accuracies(paths: list[str]) -> dict[str, dict]:
 
     merged: dict[str, list[float]] = {}
     for path in paths:
-        for key, value in load_fitness(path).items():
+        try:
+            fitness = load_fitness(path)
+        except (KeyError, TypeError, ValueError) as err:
+            if isinstance(err, UserError):
+                raise
+            raise UserError(f"--results {path}: not a results file (records need 'arch' and 'best_acc'; "
+                            f"{err.__class__.__name__}: {err})") from None
+        for key, value in fitness.items():
             merged.setdefault(key, []).append(value)
     return {key: {"arch": json.loads(key), "best_acc": sum(values) / len(values), "files": len(values)}
             for key, values in merged.items()}
@@ -301,6 +308,7 @@ def main(argv=None) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    results = load_accuracies(args.results) if args.results else None
     config = SuperBertConfig.load(args.supernet)  # one line for a missing / non-BERT directory
     shards = ShardIndex(find_shards(args.shards, "--shards"))
     split = read_data_split(args.supernet)
@@ -342,7 +350,6 @@ def main(argv=None) -> int:
     if max_seq_length > config.max_position_embeddings:
         raise UserError(f"--max_seq_length {max_seq_length} exceeds the supernet's max_position_embeddings "
                         f"{config.max_position_embeddings}")
-    results = load_accuracies(args.results) if args.results else None
     device = pick_device(args.device, 0)
     with output_lock(args.out, "quality report directory"):
         model = load_supernet(args.supernet).to(device)

@@ -12,7 +12,6 @@ import random
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import pre_training
 from pretraining import quality
@@ -25,7 +24,7 @@ from pretraining_fixtures import changed_outside_step, tiny_space_args, write_co
 from transformer.checkpoint import save_supernet
 from transformer.config import SuperBertConfig
 from transformer.modeling_super import SuperBertForPreTraining, count_active_parameters
-from utils import SPACES, Grid, get_space, make_arch, read_jsonl, space_from_args
+from utils import SPACES, Grid, get_space, make_arch, space_from_args
 
 TINY = SuperBertConfig(vocab_size=30, hidden_size=48, num_hidden_layers=3, intermediate_size=96, qkv_size=48,
                        num_attention_heads=4, max_position_embeddings=16, kd_hidden_size=20, hidden_dropout_prob=0.0,
@@ -388,3 +387,26 @@ def test_rank_agreement_is_minus_one_when_loss_orders_archs_as_accuracy_does():
     flipped = [dict(row, best_acc=1 - row["best_acc"]) for row in rows]
     assert quality.rank_agreement(flipped)["kendall_tau_loss_vs_accuracy"] == pytest.approx(1.0)
     assert quality.rank_agreement(rows[:1])["kendall_tau_loss_vs_accuracy"] is None
+
+
+def test_quality_cli_bad_input_is_one_line(tiny_run_data, tmp_path, capsys):
+    from utils import run_cli
+
+    bad_results = tmp_path / "bad.jsonl"
+    bad_results.write_text(json.dumps({"task_name": "mnli", "best_acc": 0.5}) + "\n")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    common = ["--shards", tiny_run_data["shards"], *tiny_space_args()]
+    for argv, needle in (
+            (["--supernet", str(tmp_path / "none"), "--out", str(tmp_path / "q"), *common], "no such model directory"),
+            (["--supernet", tiny_run_data["start"], "--out", str(a_file), *common], "--out"),
+            (["--supernet", tiny_run_data["start"], "--out", str(tmp_path / "q"), "--results", str(tmp_path / "x.jsonl"),
+              *common], "no such results file"),
+            (["--supernet", tiny_run_data["start"], "--out", str(tmp_path / "q"), "--results", str(bad_results),
+              *common], "not a results file"),
+            (["--supernet", tiny_run_data["start"], "--out", str(tmp_path / "q"), "--ladder", "1", *common],
+             "--ladder must be at least 2")):
+        with pytest.raises(SystemExit) as done:
+            run_cli(quality.main, argv)
+        err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert done.value.code == 2 and len(err) == 1 and needle in err[0], (needle, err)
