@@ -286,7 +286,7 @@ def test_mlm_run_writes_checkpoints_log_and_moves_the_weights(tiny_data, tmp_pat
 def test_killed_and_resumed_run_follows_the_same_loss_curve(tiny_data, tmp_path):
     # 146 sequences / batch 8 = 19 micro-batches = 10 steps per epoch (the last with one micro-batch).
     common = ["--mlm", "--max_steps", "12", "--save_steps", "2", "--save_total_limit", "2", "--train_batch_size", "8",
-              "--gradient_accumulation_steps", "2", "--sample_times_per_batch", "2"]
+              "--gradient_accumulation_steps", "2", "--sample_times_per_batch", "2", "--masked_updates"]
     full, part = tmp_path / "full", tmp_path / "part"
     assert pre_training.main(base_args(tiny_data, full, *common)) == 0
     assert pre_training.main(base_args(tiny_data, part, *common, "--stop_after_steps", "5")) == 0
@@ -302,6 +302,10 @@ def test_killed_and_resumed_run_follows_the_same_loss_curve(tiny_data, tmp_path)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     epochs = [row["epoch"] for row in read_jsonl(full / "loss_log.jsonl")]
     assert epochs == [0] * 10 + [1] * 2 and os.path.isdir(part / "epoch_0")  # crossed an epoch boundary
+    # The masked updates' per-entry optimizer state went through the checkpoint as well.
+    state = load_training_state(str(part / "step_12"))["optimizer"]["state"]
+    assert all({"bias_correction1", "bias_correction2"} <= set(entry) for entry in state.values())
+    assert json.load(open(part / "step_12" / TRAINER_FILE))["masked_updates"] is True
 
 
 def test_kd_run_with_teacher_sets_the_projection_width(tiny_data, tmp_path):
