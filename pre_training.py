@@ -8,7 +8,8 @@ Every optimizer step trains an arch sampled from --space (the same on every rank
 the largest and smallest). The student starts from scratch (shape: the space's largest arch, or
 --supernet_config / the shape flags), from a local BERT directory (--student_model), or from the
 latest checkpoint in --output_dir (--resume). Writes OUT/step_{n}/ and OUT/epoch_{e}/ (supernet
-directories + training state), OUT/final/, OUT/loss_log.jsonl and OUT/loss_curve.png.
+directories + training state), OUT/final/, OUT/loss_log.jsonl, OUT/loss_curve.png and
+OUT/subnet_quality.json + .png (held-out MLM loss of a ladder of sub-models, inherited weights).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--output_dir", required=True, help="checkpoints, loss log and final supernet go here")
     io.add_argument("--vocab", default=None,
                     help="vocab.txt or a directory holding one (default: the model's, else the shards' vocab.txt)")
-    io.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output_dir")
+    io.add_argument("--resume", action="store_true",
+                    help="continue from the newest intact checkpoint in --output_dir (an unreadable one is skipped "
+                         "with a warning); with none yet, start again from step 0; a finished run does nothing")
     io.add_argument("--overwrite_output_dir", action="store_true", help="delete a previous run in --output_dir")
     io.add_argument("--do_lower_case", action="store_true",
                     help="accepted for compatibility with the original scripts; the shards are already tokenised")
@@ -55,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--sample_times_per_batch", type=int, default=1, help="archs sampled per step")
     sampling.add_argument("--sandwich", action="store_true",
                           help="also train the space's largest and smallest arch every step (sandwich rule)")
+    sampling.add_argument("--masked_updates", dest="masked_updates", action="store_true", default=None,
+                          help="update only the slices the step's archs read; every other entry and its optimizer "
+                               "state stay bit-identical (the default; a resumed run keeps the checkpoint's setting)")
+    sampling.add_argument("--no_masked_updates", dest="masked_updates", action="store_false",
+                          help="plain AdamW: the momentum and weight decay also move the slices no arch of the step "
+                               "read (the original's behaviour)")
     add_space_arguments(parser, default="paper_supernet", role="supernet")
 
     optim = parser.add_argument_group("optimisation")
@@ -62,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--train_batch_size", type=int, default=16, help="sequences per micro-batch per process")
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
     optim.add_argument("--num_train_epochs", type=int, default=2)
-    optim.add_argument("--max_steps", type=int, default=-1, help="optimizer steps in total (overrides epochs)")
+    optim.add_argument("--max_steps", type=int, default=-1,
+                       help="optimizer steps in total, at least 1 (overrides epochs); -1: --num_train_epochs decide")
     optim.add_argument("--learning_rate", type=float, default=1e-4)
     optim.add_argument("--weight_decay", type=float, default=0.01)
     optim.add_argument("--adam_epsilon", type=float, default=1e-8)
@@ -73,13 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="autocast: auto = bf16 on a GPU that has it, else fp32; fp16 uses a grad scaler")
     optim.add_argument("--seed", type=int, default=42)
 
+    quality = parser.add_argument_group("held-out data and the sub-model quality report")
+    quality.add_argument("--heldout_fraction", type=float, default=None,
+                         help="fraction of the shard lines set aside, never trained on (a fixed rule per shard file: "
+                              "pretraining.data.heldout_split); default 0.02, a resumed run keeps the checkpoint's")
+    quality.add_argument("--quality_ladder", type=int, default=6,
+                         help="archs in the ladder of OUTPUT_DIR/subnet_quality.json (+ .png) written at the end: "
+                              "held-out MLM loss per sub-model with inherited weights (0: no report)")
+    quality.add_argument("--quality_space", default=None,
+                         help="search space of that ladder (default: paper_search for paper_supernet, demo_search "
+                              "for demo_supernet, else --space)")
+    quality.add_argument("--quality_sequences", type=int, default=512, help="held-out sequences it uses")
+
     run = parser.add_argument_group("running")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
     run.add_argument("--threads", type=int, default=0,
                      help="torch intra-op threads per process (0: torch's default; torchrun sets 1)")
     run.add_argument("--logging_steps", type=int, default=50, help="log a summary line every N steps")
-    run.add_argument("--save_steps", type=int, default=1000, help="checkpoint every N steps (0: epochs only)")
+    run.add_argument("--save_steps", type=int, default=1000,
+                     help="checkpoint every N steps and at the last one (0: epoch checkpoints and final/ only)")
     run.add_argument("--save_total_limit", type=int, default=2, help="step checkpoints kept (0: all)")
     run.add_argument("--stop_after_steps", type=int, default=0,
                      help="leave (with a checkpoint) after N steps of this invocation; --resume continues "

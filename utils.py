@@ -638,9 +638,10 @@ SPACES: dict[str, SearchSpace] = {
         SearchSpace("paper_search", Grid(1, 5), Grid(144, 528, 12), Grid(128, 1024, 32), Grid(12, 12)),
         # The original latency table grid: 5 x 38 x 75 = 14,250 archs.
         SearchSpace("paper_latency", Grid(1, 5), Grid(120, 564, 12), Grid(128, 1016, 12), Grid(12, 12)),
-        # The original's KD pre-training sampler: qkv independent of hidden.
+        # The original's KD pre-training sampler: qkv independent of hidden. Its qkv starts at 144
+        # (the original: 180) so that every qkv paper_search selects (qkv = hidden >= 144) is trained.
         SearchSpace("paper_supernet", Grid(1, 5), Grid(128, 564, 4), Grid(128, 1024, 4), Grid(12, 12),
-                    Grid(180, 528, 12)),
+                    Grid(144, 528, 12)),
         # The embedded demo (SPEC 9): small enough for minutes on 2 cores, yet wide enough that
         # dynamic int8 pays off (below hidden ~256 its per-Linear overhead makes int8 *slower*).
         SearchSpace("demo_search", Grid(1, 4), Grid(192, 448, 64), Grid(256, 1536, 256), Grid(4, 4)),
@@ -794,6 +795,21 @@ def roles_for(space: SearchSpace, role: str) -> dict[str, SearchSpace]:
     space, else just that role."""
     family = family_of(space)
     return dict(family) if family is not None else {role: space}
+
+
+def recorded_roles(spec: str | None, role: str, space: SearchSpace) -> dict[str, SearchSpace]:
+    """What an artefact made in ``role`` with ``space`` (resolved from ``--space spec``) records:
+    the whole family when ``spec`` names one (a named family or a family file), with this role's
+    actual space (range overrides included); else the named space's family; else just the role."""
+    roles: dict[str, SearchSpace] = {}
+    if spec in SPACE_FAMILIES:
+        roles = {r: SPACES[name] for r, name in SPACE_FAMILIES[spec].items()}
+    elif spec and spec not in SPACES and (spec.endswith(".json") or os.path.exists(spec)):
+        roles = {r: s for r, s in load_space_file(spec).items() if r != "*"}
+    if not roles:
+        roles = dict(family_of(space) or {})
+    roles[role] = space
+    return roles
 
 
 def _qkv_grid(space: SearchSpace) -> Grid:

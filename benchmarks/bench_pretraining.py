@@ -8,9 +8,14 @@ Hugging Face ``BertForMaskedLM`` MLM step of the same size, in one run.
   MLM head on masked positions only, backward, global clip, AdamW, scheduler) on the space's
   largest arch, and on freshly sampled archs (what pre-training actually runs);
 * baseline: ``transformers.BertForMaskedLM`` built by ``arch_to_bert_config`` for the same arch,
-  the same batch (same masked labels), the same optimizer settings.
+  the same batch (same masked labels), the same optimizer settings;
+* the update rule: the sampled step with masked updates (``SlicedAdamW``, the default) against the
+  same step with plain AdamW (``--no_masked_updates``, the code before issue 13), same archs, same
+  batch -- ``masked_vs_dense_sampled`` is the step-cost ratio (goal <= 1.10).
+  ``--sample_times 2`` (two archs per step: unions that need a mask) and ``--sandwich`` measure the
+  other update paths.
 
-Both run in the same process, interleaved round by round, after warm-up; the ratio is what to read.
+All run in the same process, interleaved round by round, after warm-up; the ratios are what to read.
 """
 
 from __future__ import annotations
@@ -56,18 +61,30 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--sample_times", type=int, default=1, help="archs per sampled step")
+    parser.add_argument("--sandwich", action="store_true", help="sampled steps also train the largest and smallest")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         synthetic_shards(os.path.join(tmp, "shards"), args.vocab_size, args.batch * 2, args.seq - 2)
-        train_args = pre_training.build_parser().parse_args([
-            "--pregenerated_data", os.path.join(tmp, "shards"), "--output_dir", os.path.join(tmp, "out"), "--mlm",
-            "--space", args.space, "--max_seq_length", str(args.seq), "--train_batch_size", str(args.batch),
-            "--max_steps", "1000", "--warmup_steps", "0", "--device", "cpu", "--precision", "fp32", "--no_progress"])
-        trainer = Trainer(train_args, DistContext())
-        trainer.model.train()
+
+        def make_trainer(name: str, masked: bool) -> Trainer:
+            train_args = pre_training.build_parser().parse_args([
+                "--pregenerated_data", os.path.join(tmp, "shards"), "--output_dir", os.path.join(tmp, name), "--mlm",
+                "--space", args.space, "--max_seq_length", str(args.seq), "--train_batch_size", str(args.batch),
+                "--max_steps", "1000", "--warmup_steps", "0", "--device", args.device, "--precision", "fp32",
+                "--no_progress", "--heldout_fraction", "0",
+                "--masked_updates" if masked else "--no_masked_updates"])
+            made = Trainer(train_args, DistContext(device=torch.device(args.device)))
+            made.model.train()
+            return made
+
+        trainer = make_trainer("out", masked=True)
+        dense = make_trainer("dense", masked=False)
+        train_args = trainer.args
         dataset = trainer.dataset
         batch = dataset.collate([dataset[(0, i)] for i in range(args.batch)])
         tokens = int(batch["attention_mask"].sum())
@@ -88,23 +105,37 @@ def main() -> None:
             hf_optimizer.step()
             hf_optimizer.zero_grad(set_to_none=True)
 
-        step = [0]
+        steps = {"masked": 0, "dense": 0}
 
-        def sampled_step() -> None:
-            step[0] += 1
-            trainer.train_step([batch], archs_for_step(trainer.space, 0, step[0]))
+        def sampled_step(which: str, runner: Trainer):
+            def run() -> None:
+                steps[which] += 1  # both see the same arch sequence
+                runner.train_step([batch], archs_for_step(runner.space, 0, steps[which], args.sample_times,
+                                                          args.sandwich))
+            return run
+
+        def synchronized(function):
+            def run() -> None:
+                function()
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+            return run
 
         runs = {"ours_largest": lambda: trainer.train_step([batch], [largest]), "hf_bert_mlm": hf_step,
-                "ours_sampled": sampled_step}
+                "ours_sampled": sampled_step("masked", trainer), "ours_sampled_dense": sampled_step("dense", dense)}
+        runs = {name: synchronized(run) for name, run in runs.items()}
         for _ in range(args.warmup):
             for run in runs.values():
                 run()
         seconds = {name: 0.0 for name in runs}
+        per_round = {name: [] for name in runs}
         for _ in range(args.rounds):  # interleaved: machine noise hits all alike
             for name, run in runs.items():
                 started = time.perf_counter()
                 run()
-                seconds[name] += time.perf_counter() - started
+                elapsed = time.perf_counter() - started
+                seconds[name] += elapsed
+                per_round[name].append(elapsed)
 
     result = {"arch": arch_summary(largest), "space": args.space, "batch": args.batch, "seq": args.seq,
               "vocab_size": args.vocab_size, "tokens_per_step": tokens, "threads": torch.get_num_threads(),
@@ -112,6 +143,12 @@ def main() -> None:
     for name, total in seconds.items():
         result[f"{name}_tokens_per_s"] = round(tokens * args.rounds / total)
     result["ours_largest_vs_hf"] = round(seconds["hf_bert_mlm"] / seconds["ours_largest"], 2)
+    # Step cost of the masked update against plain AdamW, with the spread of the per-round ratios.
+    ratios = [a / b for a, b in zip(per_round["ours_sampled"], per_round["ours_sampled_dense"])]
+    result.update(sample_times=args.sample_times, sandwich=args.sandwich, device=args.device,
+                  masked_vs_dense_sampled=round(seconds["ours_sampled"] / seconds["ours_sampled_dense"], 3),
+                  masked_vs_dense_round_ratio_min_max=[round(min(ratios), 3), round(max(ratios), 3)],
+                  masked_vs_dense_goal="<= 1.10")
     print(json.dumps(result, indent=2))
 
 

@@ -84,6 +84,8 @@ def build_demo_data(output_dir: str, params: DemoDataParams = DemoDataParams(), 
     """Make the demo data in ``output_dir`` (or find them already there); returns the manifest."""
     params.check()
     wanted = params.as_dict()
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UserError(f"--output_dir {output_dir}: exists and is not a directory")
     os.makedirs(output_dir, exist_ok=True)
     for stale in glob.glob(os.path.join(output_dir, STAGING_PREFIX + "*")):
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never read

@@ -5,8 +5,12 @@
 * ``data``          the per-epoch dataset and the rank-aware (DistributedSampler-style) batch order
 * ``losses``        the knowledge-distillation loss
 * ``models``        student supernet / teacher creation and their compatibility checks, per-step archs
-* ``checkpointing`` checkpoint directories, training state, RNG state, the loss log
+* ``checkpointing`` checkpoint directories, training state, RNG state, the loss log, resume fallback,
+                    stale staging; ``supernet_extra_files`` (files every supernet directory carries)
 * ``distributed``   torchrun / DDP set-up
+* ``sliced_updates`` masked AdamW updates: only the slices a step's archs read move
+* ``quality``       held-out MLM loss per sub-model (a ladder of archs) and its rank agreement with
+                    fine-tuned accuracy (``python -m pretraining.quality``)
 * ``loop``          the training loop
 
 This package must not import torch at import time: ``generate_data.py`` spawns worker

@@ -10,11 +10,19 @@ vocab.txt) plus
 * ``trainer_state.json``: the data position (epoch, optimizer step within it), the global step
   and the settings that give the position its meaning (world size, batch size, accumulation).
 
+``OUTPUT_DIR/final/`` is the finished supernet, with ``trainer_state.json`` of the last step (no
+``training_state.pt``: it is not a checkpoint). Every directory also carries the files of
+``supernet_extra_files`` (the held-out split of the shards, ``data_split.json``).
+
 A directory appears only complete (``save_supernet`` writes a staging directory and renames it).
+A run killed mid-save leaves ``.<name>.<random>/`` staging or ``<name>.old/`` directories;
+``remove_stale_staging`` (called by the run that holds the output lock) clears them.
+``newest_intact_checkpoint`` reads checkpoints newest first and falls back past unreadable ones.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -24,17 +32,50 @@ import shutil
 import numpy as np
 import torch
 
-from transformer.checkpoint import save_supernet
-from utils import UserError, atomic_write, get_logger, read_jsonl
+from transformer.checkpoint import load_supernet, save_supernet
+from utils import SPACE_FILE, SearchSpace, UserError, atomic_write, get_logger, read_jsonl, space_record
 
 logger = get_logger(__name__)
 
 STATE_FILE = "training_state.pt"
 TRAINER_FILE = "trainer_state.json"
+DATA_SPLIT_FILE = "data_split.json"
 LOSS_LOG = "loss_log.jsonl"
 LOSS_PLOT = "loss_curve.png"
+QUALITY_JSON = "subnet_quality.json"
+QUALITY_PLOT = "subnet_quality.png"
 FINAL_DIR = "final"
 CHECKPOINT_PATTERN = re.compile(r"^(step|epoch)_(\d+)$")
+# What a killed save_supernet / atomic_write / plot leaves in the output directory.
+STALE_PATTERNS = (re.compile(r"^\.(?:(?:step|epoch)_\d+|final)\..+$"),  # staging directories
+                  re.compile(r"^\.(?:loss_log\.jsonl|vocab\.txt|subnet_quality\.json)\..+\.tmp$"),
+                  re.compile(r"^(?:loss_curve|subnet_quality)\.png\.tmp\.png$"))
+OLD_PATTERN = re.compile(r"^((?:step|epoch)_\d+|final)\.old$")
+
+
+def supernet_extra_files(roles: dict[str, SearchSpace], data_split: dict) -> dict[str, bytes]:
+    """THE place that decides which files, besides config.json / model.safetensors / vocab.txt,
+    every supernet directory written by pre-training carries (step_N/, epoch_E/ and final/):
+    ``space.json`` (``roles``: the sampler space it was trained for, under ``supernet``, and the
+    search / latency spaces of its family when known -- later stages default to them) and the
+    held-out split of the shards."""
+    return {SPACE_FILE: (json.dumps(space_record(roles), indent=2, sort_keys=True) + "\n").encode(),
+            DATA_SPLIT_FILE: (json.dumps(data_split, indent=2, sort_keys=True) + "\n").encode()}
+
+
+def read_data_split(directory: str) -> dict | None:
+    """The held-out split a supernet directory records (None for directories made before it)."""
+    path = os.path.join(directory, DATA_SPLIT_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            split = json.load(handle)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err.msg})") from None
+    if not isinstance(split, dict) or "heldout_fraction" not in split:
+        raise UserError(f"{path}: no heldout_fraction")
+    return split
 
 
 # --------------------------------------------------------------------------------------
@@ -70,28 +111,85 @@ def restore_rng(state: dict) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def list_checkpoints(output_dir: str) -> list[tuple[int, int, str]]:
-    """``(global_step, kind_rank, path)`` of every complete checkpoint, oldest first
-    (at equal steps an epoch checkpoint sorts after the step one)."""
+def _checkpoint_names(output_dir: str) -> list[str]:
     if not os.path.isdir(output_dir):
         return []
+    return [name for name in os.listdir(output_dir)
+            if CHECKPOINT_PATTERN.match(name) and os.path.isfile(os.path.join(output_dir, name, STATE_FILE))]
+
+
+def list_checkpoints(output_dir: str) -> list[tuple[int, int, str]]:
+    """``(global_step, kind_rank, path)`` of every checkpoint whose trainer state reads, oldest first
+    (at equal steps an epoch checkpoint sorts after the step one)."""
     found = []
-    for name in os.listdir(output_dir):
-        match = CHECKPOINT_PATTERN.match(name)
+    for name in _checkpoint_names(output_dir):
         path = os.path.join(output_dir, name)
-        if not match or not os.path.isfile(os.path.join(path, STATE_FILE)):
-            continue
         try:
             info = read_trainer_info(path)
         except UserError:
             continue
-        found.append((int(info["global_step"]), 1 if match.group(1) == "epoch" else 0, path))
+        found.append((int(info["global_step"]), 1 if name.startswith("epoch") else 0, path))
     return sorted(found)
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
     checkpoints = list_checkpoints(output_dir)
     return checkpoints[-1][2] if checkpoints else None
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A checkpoint read whole: a resumed run uses exactly what was checked."""
+
+    path: str
+    info: dict
+    state: dict
+    model: torch.nn.Module
+
+    @property
+    def global_step(self) -> int:
+        return int(self.info["global_step"])
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Read trainer state, training state and weights; a ``UserError`` names what is unreadable."""
+    info = read_trainer_info(path)
+    state = load_training_state(path)
+    try:
+        model = load_supernet(path)
+    except UserError:
+        raise
+    except Exception as err:  # a truncated or corrupt safetensors file
+        raise UserError(f"{path}: the weights cannot be read ({err.__class__.__name__}: {err})") from None
+    return Checkpoint(path, info, state, model)
+
+
+def newest_intact_checkpoint(output_dir: str, warn: bool = True) -> Checkpoint | None:
+    """The newest checkpoint that reads completely; an unreadable one is skipped with a one-line
+    warning. None when there is no checkpoint at all; a ``UserError`` when none is intact."""
+    candidates = []
+    failures = []
+    for name in _checkpoint_names(output_dir):
+        path = os.path.join(output_dir, name)
+        try:
+            info = read_trainer_info(path)
+        except UserError as err:
+            failures.append(str(err))
+            if warn:
+                logger.warning("%s; falling back to an older checkpoint", err)
+            continue
+        candidates.append((int(info["global_step"]), 1 if name.startswith("epoch") else 0, path))
+    for _, _, path in sorted(candidates, reverse=True):
+        try:
+            return load_checkpoint(path)
+        except UserError as err:
+            failures.append(str(err))
+            if warn:
+                logger.warning("%s; falling back to an older checkpoint", err)
+    if failures:
+        raise UserError(f"--resume: no intact checkpoint in {output_dir} ({'; '.join(failures)}); "
+                        "pass --overwrite_output_dir to start over")
+    return None
 
 
 def read_trainer_info(path: str) -> dict:
@@ -108,9 +206,27 @@ def read_trainer_info(path: str) -> dict:
     return info
 
 
-def save_checkpoint(path: str, model, vocab_file: str, training_state: dict, info: dict) -> None:
-    info_bytes = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
-    save_supernet(model, path, vocab_file, extra_files={STATE_FILE: training_state, TRAINER_FILE: info_bytes})
+def _info_bytes(info: dict) -> bytes:
+    return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
+
+
+def save_checkpoint(path: str, model, vocab_file: str, training_state: dict, info: dict,
+                    extra_files: dict[str, bytes]) -> None:
+    save_supernet(model, path, vocab_file,
+                  extra_files={**extra_files, STATE_FILE: training_state, TRAINER_FILE: _info_bytes(info)})
+
+
+def save_final(path: str, model, vocab_file: str, info: dict, extra_files: dict[str, bytes]) -> None:
+    """The finished supernet, with the trainer state of its last step (no training state)."""
+    save_supernet(model, path, vocab_file, extra_files={**extra_files, TRAINER_FILE: _info_bytes(info)})
+
+
+def read_final_info(output_dir: str) -> dict | None:
+    """``final/trainer_state.json`` when the run finished (None before, or for older runs)."""
+    try:
+        return read_trainer_info(os.path.join(output_dir, FINAL_DIR))
+    except UserError:
+        return None
 
 
 def load_training_state(path: str) -> dict:
@@ -133,15 +249,46 @@ def prune_step_checkpoints(output_dir: str, keep: int) -> None:
 
 
 def remove_run(output_dir: str) -> None:
-    """Clear a previous run's checkpoints, final model, loss log and plot (``--overwrite_output_dir``)."""
+    """Clear a previous run's checkpoints, final model, loss log, plots and quality report
+    (``--overwrite_output_dir``, or a restart of a run interrupted before its first checkpoint)."""
     if not os.path.isdir(output_dir):
         return
+    remove_stale_staging(output_dir)
     for name in os.listdir(output_dir):
         path = os.path.join(output_dir, name)
         if CHECKPOINT_PATTERN.match(name) or name == FINAL_DIR:
             shutil.rmtree(path, ignore_errors=True)
-        elif name in (LOSS_LOG, LOSS_PLOT):
+        elif name in (LOSS_LOG, LOSS_PLOT, QUALITY_JSON, QUALITY_PLOT):
             os.unlink(path)
+
+
+def remove_stale_staging(output_dir: str) -> list[str]:
+    """Clear what killed saves left behind (call only while holding the output lock): staging
+    directories and temporary files are removed; ``X.old`` is renamed back to ``X`` when the kill
+    came between the two renames of ``save_supernet`` (``X`` missing), else removed."""
+    if not os.path.isdir(output_dir):
+        return []
+    removed = []
+    for name in sorted(os.listdir(output_dir)):
+        path = os.path.join(output_dir, name)
+        old = OLD_PATTERN.match(name)
+        if old and os.path.isdir(path):
+            target = os.path.join(output_dir, old.group(1))
+            if os.path.exists(target):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.replace(path, target)
+            removed.append(name)
+        elif any(pattern.match(name) for pattern in STALE_PATTERNS):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+            removed.append(name)
+    if removed:
+        logger.info("%s: cleared %d item(s) left by an interrupted save (%s)", output_dir, len(removed),
+                    ", ".join(removed))
+    return removed
 
 
 def has_run(output_dir: str) -> bool:

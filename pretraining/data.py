@@ -8,6 +8,11 @@
   resumed run already trained on without reading them.
 * ``PretrainingDataset`` reads a key's sequence from the shards only when asked (lazy), frames
   it with [CLS]/[SEP] and masks it with the example's own seeded random stream.
+* ``heldout_split`` sets a fixed fraction of the shard lines aside that training never sees (the
+  held-out data of ``pretraining.quality``): line ``j`` of shard file ``i`` is held out when draw
+  ``j`` of ``numpy.random.default_rng([HELDOUT_SALT, i])`` is below the fraction. The rule
+  depends only on the shard files -- not on the training seed, world size or batch size -- so
+  every run on the same shards, and the quality measurement afterwards, agree on it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,17 @@ class RankBatches:
             yield [(self.epoch, int(index)) for index in self.order[start: start + self.batch_size]]
 
 
+HELDOUT_SALT = 0x4E1D  # fixed: the split must not depend on the training seed
+
+
+def heldout_split(shards: ShardIndex, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(training indices, held-out indices)`` of the shards' sequences (global order)."""
+    held = [np.random.default_rng([HELDOUT_SALT, shard]).random(len(starts)) < fraction
+            for shard, starts in enumerate(shards.starts)]
+    held_out = np.concatenate(held) if held else np.zeros(0, dtype=bool)
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
 def batches_per_epoch(examples_per_rank: int, batch_size: int) -> int:
     return math.ceil(examples_per_rank / batch_size)
 
@@ -56,18 +72,23 @@ def examples_per_rank(num_examples: int, world_size: int) -> int:
 
 
 class PretrainingDataset(torch.utils.data.Dataset):
-    """``dataset[(epoch, index)] -> (input_ids, labels)``: read lazily, framed, freshly masked."""
+    """``dataset[(epoch, position)] -> (input_ids, labels)``: read lazily, framed, freshly masked.
+
+    ``indices`` are the shard sequences the dataset holds (default: all); position ``p`` is
+    sequence ``indices[p]``, whose masks are seeded by its shard index (not by ``p``)."""
 
     def __init__(self, shards: ShardIndex, vocab: Vocabulary, max_seq_length: int, masking: MaskingConfig,
-                 seed: int):
+                 seed: int, indices: np.ndarray | None = None):
         self.shards, self.vocab, self.max_seq_length = shards, vocab, max_seq_length
         self.masking, self.seed = masking, seed
+        self.indices = np.arange(len(shards)) if indices is None else np.asarray(indices, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.shards)
+        return len(self.indices)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        epoch, index = key
+        epoch, position = key
+        index = int(self.indices[position])
         ids = frame(self.vocab.encode(self.shards.tokens(index)), self.max_seq_length, self.vocab)
         return mask_tokens(ids, example_rng(self.seed, epoch, index), self.vocab, self.masking)
 

@@ -34,6 +34,15 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise float64 sum over ranks (every rank gets the same numbers, on the CPU)."""
+        values = values.detach().to(torch.float64)
+        if not self.enabled:
+            return values.cpu()
+        values = values.to(self.device).clone()
+        dist.all_reduce(values)
+        return values.cpu()
+
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         """Element-wise mean over ranks (for logging: every rank gets the same numbers)."""
         if not self.enabled:

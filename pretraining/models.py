@@ -63,10 +63,10 @@ def _make_config(values: dict, where: str) -> SuperBertConfig:
         raise UserError(f"{where}: {err}") from None
 
 
-def check_space_fits(space: SearchSpace, config: SuperBertConfig) -> None:
+def check_space_fits(space: SearchSpace, config: SuperBertConfig, flag: str = "--space") -> None:
     """Every arch the space can sample must fit the supernet (one line naming the dimension)."""
     def fail(what: str, value: int, limit: int) -> None:
-        raise UserError(f"--space {space.name}: {what} up to {value} does not fit the supernet's {limit} "
+        raise UserError(f"{flag} {space.name}: {what} up to {value} does not fit the supernet's {limit} "
                         f"(supernet L{config.num_hidden_layers}/H{config.hidden_size}/F{config.intermediate_size}"
                         f"/Q{config.qkv_size}/A{config.num_attention_heads})")
 

@@ -41,7 +41,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from utils import UserError, atomic_write, get_logger
+from utils import UserError, atomic_write, get_logger, output_lock
 
 logger = get_logger(__name__)
 
@@ -402,15 +402,27 @@ def generate_shards(corpus_dir: str, output_dir: str, vocab_file: str, settings:
     shards from other inputs/settings are replaced only with ``overwrite``. Nothing in
     ``output_dir`` changes unless the whole run succeeds.
     """
-    from tqdm.auto import tqdm
-
     if settings.num_shards < 1:
         raise UserError(f"--num_shards must be at least 1, got {settings.num_shards}")
     if settings.max_seq_len < MIN_TOKENS + 2:
         raise UserError(f"--max_seq_len must be at least {MIN_TOKENS + 2} ([CLS] + {MIN_TOKENS} tokens + [SEP])")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UserError(f"--output_dir {output_dir}: exists and is not a directory")
     vocab = load_vocab(vocab_file)
     documents = list_documents(corpus_dir)
     fingerprint = _fingerprint(documents, vocab_file, settings)
+    # One writer per shards directory: a second copy is refused in one line naming the holder
+    # (it would otherwise delete this one's staging directory as "stale").
+    with output_lock(output_dir, "shards directory (--output_dir)"):
+        return _generate_locked(documents, output_dir, vocab_file, vocab, fingerprint, settings, overwrite, progress,
+                                corpus_dir)
+
+
+def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, vocab: list[str], fingerprint: str,
+                     settings: GenerateSettings, overwrite: bool, progress: bool, corpus_dir: str) -> dict:
+    """``generate_shards`` once the inputs are checked and the output lock is held."""
+    from tqdm.auto import tqdm
+
     old = existing_shards(output_dir)
     manifest = _read_manifest(output_dir)
     if old and manifest and manifest.get("fingerprint") == fingerprint and len(old) == settings.num_shards:
@@ -420,9 +432,8 @@ def generate_shards(corpus_dir: str, output_dir: str, vocab_file: str, settings:
         raise UserError(f"--output_dir: {output_dir} already holds {len(old)} shard(s) from other inputs or "
                         "settings; pass --overwrite to replace them")
 
-    os.makedirs(output_dir, exist_ok=True)
     for stale in glob.glob(os.path.join(output_dir, _STAGING_PREFIX + "*")):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run (we hold the lock: not a live one's)
     staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=output_dir)
     started = time.perf_counter()
     try:

@@ -26,6 +26,20 @@ NUM_WORKERS="${NUM_WORKERS:-$(nproc 2>/dev/null || echo 1)}"
 OVERWRITE="${OVERWRITE:-0}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 
+# Preflight: one line naming the variable, before any work.
+baf_require_dir RAW_DIR "corpus directory (one text file per document)"
+if [[ ! -e "$BERT_MODEL" ]]; then
+    baf_die "BERT_MODEL=$BERT_MODEL: no such vocab.txt or BERT directory (models are never downloaded)"
+fi
+if [[ -e "$GENERATED_DIR" && ! -d "$GENERATED_DIR" ]]; then
+    baf_die "GENERATED_DIR=$GENERATED_DIR: exists and is not a directory"
+fi
+baf_require_choice DO_LOWER_CASE 0 1
+baf_require_choice OVERWRITE 0 1
+baf_require_int MAX_SEQ_LEN 5
+baf_require_int NUM_SHARDS 1
+baf_require_int NUM_WORKERS 1
+
 FLAGS=()
 if [[ "$DO_LOWER_CASE" == "1" ]]; then FLAGS+=(--do_lower_case); fi
 if [[ "$OVERWRITE" == "1" ]]; then FLAGS+=(--overwrite); fi

@@ -15,7 +15,12 @@
 #   SAMPLE_TIMES (1 arch per step), SANDWICH (0), PRECISION (auto), SEED (42), SAVE_STEPS (1000),
 #   SAVE_TOTAL_LIMIT (2), LOGGING_STEPS (50), NUM_WORKERS (0), THREADS (0 = torch's default),
 #   NPROC (1; >1 runs torchrun --nproc_per_node NPROC), RESUME (auto: continue when OUTPUT_DIR holds a
-#   checkpoint; 1 always; 0 never), EXTRA_ARGS (more pre_training.py flags, split on spaces).
+#   run -- a checkpoint, a loss log or final/ -- which also covers a run interrupted before its first
+#   checkpoint (it restarts from step 0) and a finished one (nothing to do); 1 always; 0 never),
+#   MASKED_UPDATES (auto: pre_training.py's default, masked, or the checkpoint's when resuming;
+#   1: only the slices a step's archs read move; 0: plain AdamW), EXTRA_ARGS (more pre_training.py
+#   flags, split on spaces).
+# Every path is checked before any work, naming its variable.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -46,7 +51,31 @@ NUM_WORKERS="${NUM_WORKERS:-0}"
 THREADS="${THREADS:-0}"
 NPROC="${NPROC:-1}"
 RESUME="${RESUME:-auto}"
+MASKED_UPDATES="${MASKED_UPDATES:-auto}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
+
+# Preflight: one line naming the variable, before any work.
+baf_require_dir GENERATED_DIR "shards directory (run script/generate_data.sh first)"
+if [[ -n "$TEACHER_MODEL" ]]; then
+    baf_require_dir TEACHER_MODEL "teacher model directory (a local BERT dir; TEACHER_MODEL= trains without KD)"
+fi
+if [[ -n "$STUDENT_MODEL" ]]; then
+    baf_require_dir STUDENT_MODEL "student model directory (a local BERT or supernet dir)"
+fi
+if [[ -e "$OUTPUT_DIR" && ! -d "$OUTPUT_DIR" ]]; then
+    baf_die "OUTPUT_DIR=$OUTPUT_DIR: exists and is not a directory"
+fi
+baf_require_choice MLM 0 1
+baf_require_choice SANDWICH 0 1
+baf_require_choice RESUME auto 1 0
+baf_require_choice MASKED_UPDATES auto 1 0
+if [[ "$MLM" != "1" && -z "$TEACHER_MODEL" ]]; then
+    baf_die "nothing to train: set MLM=1 and/or TEACHER_MODEL to a teacher directory"
+fi
+for var in EPOCHS BATCH_SIZE ACC_STEPS SAMPLE_TIMES LOGGING_STEPS NPROC; do baf_require_int "$var" 1; done
+for var in SAVE_STEPS SAVE_TOTAL_LIMIT NUM_WORKERS THREADS SEED; do baf_require_int "$var" 0; done
+baf_require_int MAX_STEPS -1
+baf_require_int MAX_SEQ_LENGTH 5
 
 FLAGS=()
 if [[ -n "$STUDENT_MODEL" ]]; then FLAGS+=(--student_model "$STUDENT_MODEL"); fi
@@ -54,15 +83,16 @@ if [[ -n "$TEACHER_MODEL" ]]; then FLAGS+=(--teacher_model "$TEACHER_MODEL"); fi
 if [[ -n "$SUPERNET_CONFIG" ]]; then FLAGS+=(--supernet_config "$SUPERNET_CONFIG"); fi
 if [[ "$MLM" == "1" ]]; then FLAGS+=(--mlm); fi
 if [[ "$SANDWICH" == "1" ]]; then FLAGS+=(--sandwich); fi
-has_checkpoint() {
-    compgen -G "$OUTPUT_DIR/step_*/training_state.pt" > /dev/null \
-        || compgen -G "$OUTPUT_DIR/epoch_*/training_state.pt" > /dev/null
+if [[ "$MASKED_UPDATES" == "1" ]]; then FLAGS+=(--masked_updates); fi
+if [[ "$MASKED_UPDATES" == "0" ]]; then FLAGS+=(--no_masked_updates); fi
+has_run() {  # what pre_training.py counts as a run (checkpoints, the loss log, final/)
+    compgen -G "$OUTPUT_DIR/step_*" > /dev/null || compgen -G "$OUTPUT_DIR/epoch_*" > /dev/null \
+        || [[ -e "$OUTPUT_DIR/loss_log.jsonl" || -e "$OUTPUT_DIR/final" ]]
 }
 case "$RESUME" in
     1) FLAGS+=(--resume) ;;
-    auto) if has_checkpoint; then FLAGS+=(--resume); fi ;;
+    auto) if has_run; then FLAGS+=(--resume); fi ;;
     0) ;;
-    *) echo "pre_training.sh: error: RESUME must be auto, 1 or 0, got '$RESUME'" >&2; exit 2 ;;
 esac
 
 if [[ "$NPROC" -gt 1 ]]; then

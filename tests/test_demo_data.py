@@ -261,3 +261,15 @@ def test_cli_help_errors_and_noop(tmp_path):
         errors = [line for line in run.stderr.splitlines() if "error" in line]
         assert len(errors) == 1 and needle in errors[0] and "Traceback" not in run.stderr
     assert tree_digest(out) == before
+
+
+def test_output_dir_that_is_a_file_is_one_line(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    run = subprocess.run([sys.executable, os.path.join(REPO, "demo_data.py"), "--output_dir", str(target),
+                          "--corpus_mb", "0.02", "--num_train", "30", "--num_dev", "12", "--vocab_size", "300"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    errors = [line for line in run.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "--output_dir" in errors[0] and "exists and is not a directory" in errors[0]
+    assert target.read_text() == "keep me"

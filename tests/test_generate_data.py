@@ -20,8 +20,8 @@ from pretraining.shards import (
     pack_lines,
     split_lines,
 )
-from pretraining_fixtures import SHARED_CORPUS, SHARED_VOCAB, write_corpus, write_vocab
-from utils import UserError, run_cli
+from pretraining_fixtures import SHARED_CORPUS, SHARED_VOCAB, lock_held_by_another_process, write_corpus, write_vocab
+from utils import LOCK_NAME, UserError, run_cli
 
 
 @pytest.fixture()
@@ -113,7 +113,7 @@ def test_shards_match_slow_tokenizer_and_leave_room_for_cls_sep(corpus, tmp_path
     assert stats["sequences"] == len(sequences) and stats["tokens"] == sum(map(len, sequences))
     assert stats["shard_sequences"] == [len(s) for s in _per_shard_counts(out)]
     assert sorted(os.listdir(out)) == sorted([f"train_doc_tokens_ngrams_{i}.json" for i in range(3)]
-                                             + [MANIFEST_NAME, "vocab.txt"])
+                                             + [MANIFEST_NAME, "vocab.txt", LOCK_NAME])  # the writer's lock file
 
 
 def _per_shard_counts(out):
@@ -196,6 +196,35 @@ def test_bad_input_is_one_line_and_keeps_existing_shards(corpus, tmp_path, capsy
     assert len(err.strip().splitlines()) == 1 and "error:" in err and "Traceback" not in err
     assert shard_bytes(out) == before
     assert not glob.glob(os.path.join(out, ".generate_data.*"))
+
+
+def test_a_second_copy_is_refused_in_one_line_and_leaves_the_first_ones_staging(corpus, tmp_path, capsys):
+    """Two generate_data.py on one directory: the second names the holder and exits 2 instead of
+    deleting the first one's staging directory (which made the first die with a traceback)."""
+    raw, vocab, _ = corpus
+    out = tmp_path / "out"
+    live_staging = out / ".generate_data.live1234"
+    live_staging.mkdir(parents=True)
+    args = ["--train_corpus", raw, "--output_dir", str(out), "--bert_model", vocab, "--num_workers", "1",
+            "--no_progress", "--do_lower_case"]
+    with lock_held_by_another_process(out) as pid:
+        code = cli(args)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and f"in use by pid {pid}" in err and "Traceback" not in err
+        assert live_staging.is_dir() and not shard_bytes(out)
+    assert cli(args) == 0  # the holder is gone: its staging is stale now and is cleared
+    assert not live_staging.exists() and len(shard_bytes(out)) == 28
+
+
+def test_output_dir_that_is_a_file_is_one_line(corpus, tmp_path, capsys):
+    raw, vocab, _ = corpus
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    code = cli(["--train_corpus", raw, "--output_dir", str(target), "--bert_model", vocab, "--num_workers", "1",
+                "--no_progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "exists and is not a directory" in err and "--output_dir" in err
+    assert target.read_text() == "keep me"
 
 
 TRICKY_LINES = [

@@ -16,7 +16,7 @@ import pre_training
 from pretraining.checkpointing import TRAINER_FILE, load_training_state
 from pretraining.data import RankBatches, epoch_order
 from pretraining.losses import kd_losses
-from pretraining.loop import PreTrainingStep, teacher_outputs
+from pretraining.loop import PreTrainingStep, part_counts, teacher_outputs
 from pretraining.masking import IGNORE_INDEX, MaskingConfig, Vocabulary, collate, example_rng, frame, mask_tokens
 from pretraining.models import archs_for_step, check_space_fits
 from pretraining.shards import GenerateSettings, generate_shards
@@ -201,11 +201,12 @@ def test_padded_batch_gives_the_same_kd_and_mlm_loss_as_unpadded_examples(tiny_d
         labels[2] = ids[2]
         examples.append((ids, labels))
 
-    def parts(batch):
+    def parts(batch):  # per-batch means: the step's sums over the batch's counts
         hidden, scores = teacher_outputs(teacher, batch)
         with torch.no_grad():
-            _, out = step(batch, hidden, scores)
-        return {key: float(value) for key, value in out.items()}
+            sums = step(batch, hidden, scores)
+        counts = part_counts(batch, tuple(sums), kd_heads=2, kd_width=48)
+        return {key: float(value) / count for (key, value), count in zip(sums.items(), counts)}
 
     pair = parts(collate(examples, vocab.pad_id))
     single = [parts(collate([example], vocab.pad_id)) for example in examples]
@@ -280,12 +281,45 @@ def test_mlm_run_writes_checkpoints_log_and_moves_the_weights(tiny_data, tmp_pat
     assert json.load(open(out / latest / TRAINER_FILE))["global_step"] == 12
     reloaded = load_supernet(str(out / latest))
     assert all(torch.equal(reloaded.state_dict()[k], final[k]) for k in final)
+    # the supernet says which sampler trained it (a custom space: no family, so no search space)
+    from utils import read_space_record
+
+    recorded = read_space_record(str(out / "final"))
+    assert set(recorded) == {"supernet"} and recorded["supernet"].hidden_size.values == [16, 32]
+    assert read_space_record(str(out / latest)) == recorded
+
+
+def test_a_space_family_file_travels_into_every_checkpoint(tiny_data, tmp_path):
+    from utils import read_space_record
+
+    family = {"name": "tiny", "supernet": {"layer_num": [1, 2], "hidden_size": [16, 32, 16],
+                                           "intermediate_size": [32, 64, 32], "num_attention_heads": [2, 2],
+                                           "qkv_size": [16, 32, 16]},
+              "search": {"layer_num": [1, 2], "hidden_size": [16, 32, 16], "intermediate_size": [32, 64, 32],
+                         "num_attention_heads": [2, 2]}}
+    path = tmp_path / "tiny_space.json"
+    path.write_text(json.dumps(family))
+    out = tmp_path / "run"
+    args = [a for a in base_args(tiny_data, out, "--mlm", "--max_steps", "2", "--save_steps", "1") if a]
+    args[args.index("--space") + 1] = str(path)
+    for flag in ("--layer_num_space", "--hidden_size_space", "--intermediate_size_space", "--head_num_space",
+                 "--qkv_size_space"):  # the file says it all
+        at = args.index(flag)
+        end = at + 1
+        while end < len(args) and not args[end].startswith("--"):
+            end += 1
+        del args[at:end]
+    assert pre_training.main(args) == 0
+    for name in ("final", "step_2"):
+        recorded = read_space_record(str(out / name))
+        assert set(recorded) == {"supernet", "search"}
+        assert recorded["search"].qkv_size is None and recorded["supernet"].qkv_size.values == [16, 32]
 
 
 def test_killed_and_resumed_run_follows_the_same_loss_curve(tiny_data, tmp_path):
     # 146 sequences / batch 8 = 19 micro-batches = 10 steps per epoch (the last with one micro-batch).
     common = ["--mlm", "--max_steps", "12", "--save_steps", "2", "--save_total_limit", "2", "--train_batch_size", "8",
-              "--gradient_accumulation_steps", "2", "--sample_times_per_batch", "2"]
+              "--gradient_accumulation_steps", "2", "--sample_times_per_batch", "2", "--masked_updates"]
     full, part = tmp_path / "full", tmp_path / "part"
     assert pre_training.main(base_args(tiny_data, full, *common)) == 0
     assert pre_training.main(base_args(tiny_data, part, *common, "--stop_after_steps", "5")) == 0
@@ -301,6 +335,10 @@ def test_killed_and_resumed_run_follows_the_same_loss_curve(tiny_data, tmp_path)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     epochs = [row["epoch"] for row in read_jsonl(full / "loss_log.jsonl")]
     assert epochs == [0] * 10 + [1] * 2 and os.path.isdir(part / "epoch_0")  # crossed an epoch boundary
+    # The masked updates' per-entry optimizer state went through the checkpoint as well.
+    state = load_training_state(str(part / "step_12"))["optimizer"]["state"]
+    assert all({"bias_correction1", "bias_correction2"} <= set(entry) for entry in state.values())
+    assert json.load(open(part / "step_12" / TRAINER_FILE))["masked_updates"] is True
 
 
 def test_kd_run_with_teacher_sets_the_projection_width(tiny_data, tmp_path):
@@ -336,9 +374,145 @@ def assert_one_line_error(capsys, code, pattern):
     assert pattern in err, err
 
 
-def test_resume_without_checkpoint(tiny_data, tmp_path, capsys):
-    assert_one_line_error(capsys, cli(base_args(tiny_data, tmp_path / "empty", "--mlm", "--resume")),
-                          "--resume: no checkpoint")
+def final_weights(output_dir):
+    return load_file(os.path.join(output_dir, "final", "model.safetensors"))
+
+
+def assert_same_run(first, second, atol=1e-6):
+    """Two runs followed the same loss curve and ended with the same supernet."""
+    assert [s for s, _ in losses(second)] == [s for s, _ in losses(first)]
+    assert np.allclose([l for _, l in losses(second)], [l for _, l in losses(first)], atol=atol, rtol=0)
+    a, b = final_weights(first), final_weights(second)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= atol
+
+
+def test_interrupted_before_the_first_checkpoint_restarts_from_step_0(tiny_data, tmp_path, capsys, caplog):
+    """A kill before the first save leaves a loss log but no checkpoint: --resume restarts cleanly
+    from step 0 (and a plain re-run still asks for --resume instead of clobbering)."""
+    common = ["--mlm", "--max_steps", "6", "--save_steps", "100"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert pre_training.main(base_args(tiny_data, full, *common)) == 0
+    assert pre_training.main(base_args(tiny_data, part, *common, "--stop_after_steps", "3")) == 0
+    shutil.rmtree(part / "step_3")  # the kill came before the first checkpoint
+    assert len(losses(part)) == 3
+    capsys.readouterr()
+    assert_one_line_error(capsys, cli(base_args(tiny_data, part, *common)), "pass --resume")
+    assert cli(base_args(tiny_data, part, *common, "--resume")) == 0
+    assert "no checkpoint yet" in caplog.text
+    assert_same_run(full, part)
+    empty = tmp_path / "empty"  # --resume on a directory without any run: a fresh start
+    assert cli(base_args(tiny_data, empty, *common, "--resume")) == 0 and len(losses(empty)) == 6
+
+
+@pytest.mark.parametrize("broken", ["model.safetensors", "training_state.pt", "trainer_state.json"])
+def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(tiny_data, tmp_path, caplog, broken):
+    common = ["--mlm", "--max_steps", "6", "--save_steps", "2", "--save_total_limit", "0"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert pre_training.main(base_args(tiny_data, full, *common)) == 0
+    assert pre_training.main(base_args(tiny_data, part, *common, "--stop_after_steps", "4")) == 0
+    path = part / "step_4" / broken
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncated: a disk that filled up
+    caplog.clear()
+    assert cli(base_args(tiny_data, part, *common, "--resume")) == 0
+    warnings = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
+    assert len(warnings) == 1 and "step_4" in warnings[0]
+    assert_same_run(full, part)
+
+
+def test_no_intact_checkpoint_is_one_line(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert pre_training.main(base_args(tiny_data, out, "--mlm", "--max_steps", "4", "--save_steps", "2",
+                                       "--stop_after_steps", "2")) == 0
+    (out / "step_2" / "model.safetensors").write_bytes(b"not safetensors")
+    capsys.readouterr()
+    code = cli(base_args(tiny_data, out, "--mlm", "--max_steps", "4", "--save_steps", "2", "--resume"))
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert code == 2 and len(err) == 1 and "no intact checkpoint" in err[0] and "step_2" in err[0]
+
+
+def test_resuming_a_finished_run_does_nothing(tiny_data, tmp_path, caplog):
+    caplog.set_level("INFO")
+    out = tmp_path / "run"
+    args = base_args(tiny_data, out, "--mlm", "--max_steps", "3", "--save_steps", "0")
+    assert pre_training.main(args) == 0
+    before = {name: os.stat(out / "final" / name).st_mtime_ns for name in os.listdir(out / "final")}
+    log = open(out / "loss_log.jsonl").read()
+    assert cli(args + ["--resume"]) == 0
+    assert "already finished" in caplog.text
+    assert {name: os.stat(out / "final" / name).st_mtime_ns for name in os.listdir(out / "final")} == before
+    assert open(out / "loss_log.jsonl").read() == log
+
+
+def test_save_steps_0_writes_epoch_checkpoints_only_and_resumes_from_them(tiny_data, tmp_path):
+    # 146 sequences / batch 16 = 10 steps per epoch: epoch_0 at step 10, the run ends at step 12.
+    common = ["--mlm", "--max_steps", "12", "--save_steps", "0", "--train_batch_size", "16"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert pre_training.main(base_args(tiny_data, full, *common)) == 0
+    names = sorted(os.listdir(full))
+    assert "epoch_0" in names and "final" in names and not [n for n in names if n.startswith("step_")]
+    assert pre_training.main(base_args(tiny_data, part, *common)) == 0
+    shutil.rmtree(part / "final")  # killed after step 12 was logged, before final/ was written
+    assert pre_training.main(base_args(tiny_data, part, *common, "--resume")) == 0
+    assert not [n for n in os.listdir(part) if n.startswith("step_")]
+    assert_same_run(full, part)
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused(tiny_data, tmp_path, capsys):
+    from pretraining_fixtures import lock_held_by_another_process
+
+    out = tmp_path / "run"
+    with lock_held_by_another_process(out) as pid:
+        assert_one_line_error(capsys, cli(base_args(tiny_data, out, "--mlm", "--max_steps", "2")),
+                              f"in use by pid {pid}")
+    assert not os.path.exists(out / "loss_log.jsonl")
+
+
+def test_leftovers_of_a_killed_save_are_cleared_and_a_half_renamed_checkpoint_restored(tiny_data, tmp_path):
+    common = ["--mlm", "--max_steps", "6", "--save_steps", "2", "--save_total_limit", "0"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert pre_training.main(base_args(tiny_data, full, *common)) == 0
+    assert pre_training.main(base_args(tiny_data, part, *common, "--stop_after_steps", "4")) == 0
+    # What kills leave: a staging directory of the next save, atomic-write temporaries, and
+    # save_supernet's "X.old" when the kill came between its two renames (X itself missing).
+    (part / ".step_6.k1ll3d00").mkdir()
+    (part / ".step_6.k1ll3d00" / "config.json").write_text("{}")
+    (part / ".final.zz9xx8yy").mkdir()
+    (part / ".loss_log.jsonl.abc123.tmp").write_text("partial")
+    os.replace(part / "step_4", part / "step_4.old")
+    shutil.copytree(part / "step_2", part / "step_2.old")
+    assert pre_training.main(base_args(tiny_data, part, *common, "--resume")) == 0
+    leftovers = [n for n in os.listdir(part) if n.startswith(".step") or n.startswith(".final")
+                 or n.endswith(".tmp") or n.endswith(".old")]
+    assert leftovers == []
+    assert os.path.isdir(part / "step_4")  # restored, and resumed from (not from step_2)
+    assert_same_run(full, part)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--learning_rate=-1e-4"], "--learning_rate must be positive"),
+    (["--max_steps", "0"], "--max_steps must be positive, or -1"),
+    (["--max_steps", "-5"], "--max_steps must be positive, or -1"),
+    (["--weight_decay", "-0.1"], "--weight_decay must be >= 0"),
+    (["--warmup_proportion", "1.5"], "--warmup_proportion must be in [0, 1]"),
+    (["--heldout_fraction", "0.7"], "--heldout_fraction must be in [0, 0.5)"),
+    (["--quality_space", "nope"], "unknown space 'nope'"),
+])
+def test_bad_numbers_are_one_line(tiny_data, tmp_path, capsys, flags, message):
+    assert_one_line_error(capsys, cli(base_args(tiny_data, tmp_path / "run", "--mlm", *flags)), message)
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_output_dir_that_is_a_file_and_a_missing_shards_dir(tiny_data, tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    assert_one_line_error(capsys, cli(base_args(tiny_data, target, "--mlm", "--max_steps", "1")),
+                          "--output_dir")
+    assert target.read_text() == "keep me"
+    missing = str(tmp_path / "no_shards")
+    code = cli(base_args(dict(tiny_data, shards=missing), tmp_path / "run", "--mlm", "--max_steps", "1"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--pregenerated_data" in err and missing in err
+    assert "no vocabulary" not in err
 
 
 def test_existing_run_is_not_clobbered(tiny_data, tmp_path, capsys):
