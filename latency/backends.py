@@ -30,6 +30,14 @@ class Prepared:
     info: dict
 
 
+def import_model_code() -> None:
+    """Import what building a model needs (transformers' BERT takes seconds to import), so that a
+    run's measuring time does not include it."""
+    from transformers import BertModel  # noqa: F401
+
+    from transformer.hf_converter import arch_to_bert_config  # noqa: F401
+
+
 def build_plain_bert(arch: dict, protocol: Protocol):
     """The plain HF ``BertModel`` of ``arch`` (eval mode, fp32, seeded random weights)."""
     from transformers import BertModel

@@ -16,7 +16,7 @@ import os
 import random
 import time
 
-from latency import drift, table
+from latency import backends, drift, table
 from latency.measure import (DRIFT_CORRECTIONS, TIMING_LOCK_MODES, Protocol, apply_threads, environment,
                              set_cpu_affinity, timing_slot, warn_if_busy)
 from latency.session import BackendTable, Item, Session
@@ -281,6 +281,7 @@ def run(argv, prog: str, description: str, onnx: bool) -> int:
                     len(archs), done_everywhere, args.save_dir, len(todo), protocol.threads, protocol.warmup,
                     protocol.runs, protocol.rounds, protocol.timer, len(references), protocol.drift_correction,
                     f", CPUs {cpus}" if cpus else "")
+        backends.import_model_code()
         start = time.perf_counter()
         session = Session(tables, protocol, references, ort_fields, progress=not args.no_progress)
         selected = [arch_key(arch) for arch in archs]

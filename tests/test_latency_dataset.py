@@ -213,3 +213,23 @@ def test_arch_that_is_no_plain_bert_is_named(tmp_path, capsys):
     assert run(argv + TINY) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "archs.txt:3: this arch cannot be a plain Hugging Face BERT" in err
+
+
+def test_one_build_serves_every_backend_unchanged():
+    """prepare_backends builds the plain BERT once; the int8 copy and the ORT export leave the fp32
+    model as it was, and each backend's model computes what a separate build's does."""
+    import torch
+
+    from latency.backends import prepare, prepare_backends
+
+    protocol = measure.Protocol(vocab_size=128, seq_len=16, max_position_embeddings=32)
+    arch = make_arch(2, 64, 128, 4)
+    names = ["torch_fp32", "torch_dynamic_int8", "ort_dynamic_int8"]
+    together = prepare_backends(arch, names, protocol)
+    for backend in names:
+        alone = prepare(arch, backend, protocol).run()
+        shared = together[backend].run()
+        first = alone[0] if isinstance(alone, (list, tuple)) else alone.last_hidden_state
+        second = shared[0] if isinstance(shared, (list, tuple)) else shared.last_hidden_state
+        assert torch.equal(torch.as_tensor(first), torch.as_tensor(second)), backend
+        assert together[backend].info["linear_modules"] == 13 and together[backend].info["prepare_s"] > 0
