@@ -24,7 +24,8 @@ import os
 
 from latency.noise import second_difference_noise
 from latency.predictor import RECIPES, LatencyPredictor, plot_predictions, train_predictor
-from latency.table import read_latency_tables, table_environment, table_pairs, table_space
+from latency.drift import drift_summary, reference_values
+from latency.table import check_writable, read_latency_table, read_latency_tables, table_environment, table_pairs, table_space
 from utils import UserError, atomic_write, get_logger, get_space, run_cli
 
 __all__ = ["LatencyPredictor", "main"]
@@ -85,8 +86,16 @@ def main(argv=None) -> int:
     if os.path.isdir(args.ckpt_path):
         raise UserError(f"--ckpt_path {args.ckpt_path}: is a directory, expected a file path")
     torch.set_num_threads(args.threads)
+    check_writable(os.path.dirname(os.path.abspath(args.ckpt_path)), "--ckpt_path", "nothing was trained")
+    if args.plot_path and not args.no_plot:
+        check_writable(os.path.dirname(os.path.abspath(args.plot_path)), "--plot_path", "nothing was trained")
 
     records = read_latency_tables(args.lat_dataset_path)
+    drifts = {}
+    for path in args.lat_dataset_path:
+        drifts[os.path.abspath(path)] = drift = drift_summary(read_latency_table(path))
+        if drift["message"]:
+            logger.warning("%s", drift["message"])
     space = get_space(args.space) if args.space else table_space(records)
     if space is None:
         space = get_space("paper_latency")  # the original tables' grid
@@ -103,10 +112,14 @@ def main(argv=None) -> int:
         "table_environment": table_environment(records),
         "space": space.name,
         "space_definition": space.to_dict(),
+        # the table's family (search / latency / supernet spaces), so the searcher can default to it
+        "space_family": records[0].get("space_family"),
         "target_field": "median_ms",
         "table_records": len(records),
         "table_noise": noise,
         "recipe_name": args.recipe,
+        "table_drift": drifts,
+        "table_references": reference_values(records),
     }
     logger.info("%d records (%s, space %s); table noise (second differences) %.2f %% per point",
                 len(records), backend, space.name, noise["median_abs_pct"] or float("nan"))
@@ -120,7 +133,7 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.ckpt_path)), exist_ok=True)
     predictor.save(args.ckpt_path)
     report = dict(metrics, backend=backend, recipe=args.recipe, space=space.name, table_noise=noise,
-                  source_tables=metadata["source_tables"])
+                  source_tables=metadata["source_tables"], table_drift=drifts)
     with atomic_write(args.ckpt_path + ".metrics.json") as handle:
         json.dump(report, handle, indent=2, sort_keys=True)
         handle.write("\n")
@@ -132,7 +145,9 @@ def main(argv=None) -> int:
                          f"tau {test['kendall_tau']:.3f}, n={test['n']}")
         logger.info("wrote %s, %s.metrics.json and %s", args.ckpt_path, args.ckpt_path, plot_path)
     print(json.dumps({"test_rmse_ms": test["rmse_ms"], "test_mapd_pct": test["mapd_pct"],
-                      "test_kendall_tau": test["kendall_tau"], "train_seconds": metrics["train_seconds"]}))
+                      "train_mapd_pct": metrics["train_mapd_pct"], "val_mapd_pct": metrics["val_mapd_pct"],
+                      "test_kendall_tau": test["kendall_tau"], "test_n": test["n"],
+                      "train_seconds": metrics["train_seconds"]}))
     return 0
 
 

@@ -61,8 +61,8 @@ def main(argv=None) -> int:
     problems = check_finished(searches, args.seeds, args.allow_partial)
     predictor_paths = list(args.predictors) + [p for p in (args.fp_predictor, args.int8_predictor) if p]
     predictors = load_predictors(predictor_paths)
-    measured = load_measured(args.measured)
-    summary = build_summary(searches, predictors, measured, problems)
+    measured, comparability = load_measured(args.measured, predictors)
+    summary = build_summary(searches, predictors, measured, problems, comparability)
     if args.tickets:
         summary["tickets"] = [ticket_summary_row(row) for directory in args.tickets for row in _ticket_rows(directory)]
     with output_lock(args.report_dir, "report directory"):

@@ -1,42 +1,57 @@
 """The latency protocol (SPEC section 6) and the one measurement loop every backend goes through.
 
-Protocol: batch ``batch_size`` x ``seq_len`` tokens, ``threads`` intra-op threads (inter-op 1),
-``warmup`` untimed forward passes, then ``runs`` timed ones; each run is timed with
+Protocol ``baf-latency-2``: batch ``batch_size`` x ``seq_len`` tokens, ``threads`` intra-op threads
+(inter-op 1), ``warmup`` untimed forward passes, then ``runs`` timed ones; each run is timed with
 ``time.perf_counter`` (wall clock) and, alongside, ``time.thread_time`` (CPU time of the calling
-thread). The Python garbage collector is off while timing and there is no sleep anywhere.
-``timer`` picks which clock the headline statistics (``median_ms``, ``p10_ms``, ...) use: ``wall``
-(default, what a user waits) or ``cpu`` (for single-thread runs on a machine shared with other
-jobs: time spent descheduled does not count). CPU time does not remove everything other jobs do:
-on a VM whose vCPUs share a physical core, or with caches flushed by the job that ran in between, a
-run still takes longer. ``disturbed_runs`` counts the runs that were descheduled, and every record
-carries the 1-minute load average, so a table says how quiet the machine was.
+thread). The Python garbage collector is off while timing and there is no sleep anywhere. ``timer``
+picks which clock the headline figure uses: ``wall`` (default, what a user waits) or ``cpu`` (for
+single-thread runs on a shared machine: time spent descheduled does not count; a job busy on a
+neighbouring core still slows the runs). ``disturbed_runs`` counts the runs that were descheduled,
+and every record carries the 1-minute load average, so a table says how quiet the machine was.
 
-``rounds > 1`` interleaves a chunk of ``interleave`` models (default 4 rounds over 8 archs): every
-model is warmed up, then the chunk is visited ``rounds`` times, each visit doing one untimed refresh
-run and ``runs / rounds`` timed runs, so a slow drift of the machine (another job starting on the
-other core) is shared by the chunk instead of biasing one arch. On the shared development VM this
-cut the second-difference noise of an int8 grid from 10.6 % to 4.2 % (BENCHMARKS.md).
+The runs of an arch are spread over ``rounds`` rounds (default 4): a chunk of ``interleave`` archs
+(times every backend of the run) plus the run's *anchor* (the first reference arch, kept built for
+the whole run) is warmed up, then visited ``rounds`` times, each visit one untimed refresh run and
+``runs / rounds`` timed runs (the visiting order rotates from round to round). The headline figure
+of an arch (``latency.robust``) is the median over rounds of its round medians, each divided by the
+anchor's median in the same round and multiplied by the anchor's latency at the start of the table
+(``--drift_correction anchor``): a slow round, or a slow period that covers the whole chunk, moves
+arch and anchor alike and cancels. ``latency.session`` adds the reference checkpoints (drift) and
+the re-measurement of suspect archs.
+
+No two latency jobs time at once on one machine: ``timing_slot`` holds a machine-wide lock while a
+stage measures (``--timing_lock wait`` queues behind the holder, ``fail`` stops with one line naming
+it, ``off`` allows concurrent timing).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import gc
 import os
 import platform
+import tempfile
 import time
 from typing import Callable, Sequence
 
 import numpy as np
 
-from utils import UserError
+from quantize_utils import LATENCY_BACKENDS as BACKENDS  # noqa: F401 (the registry owns the names)
+from utils import OutputLocked, UserError, get_logger, output_lock
 
-PROTOCOL_VERSION = "baf-latency-1"
+logger = get_logger("latency")
+
+PROTOCOL_VERSION = "baf-latency-2"
 TIMERS = ("wall", "cpu")
-from quantize_utils import LATENCY_BACKENDS as BACKENDS  # the registry owns the names
+DRIFT_CORRECTIONS = ("anchor", "none")
+TIMING_LOCK_MODES = ("wait", "fail", "off")
 # The original's input: every token is id 9333 (a plain word piece in the BERT uncased vocab).
 ORIGINAL_TOKEN_ID = 9333
+# CPU features that decide which int8/fp32 kernels run (recorded with every measurement).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+             "amx_bf16", "asimd", "sve")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,17 +69,34 @@ class Protocol:
     vocab_size: int = 30522
     max_position_embeddings: int = 512
     seed: int = 0
+    # drift control and re-measurement (latency.session)
+    drift_correction: str = "anchor"
+    reference_every: int = 50  # archs between two reference checkpoints
+    max_round_spread_pct: float = 8.0  # a measurement whose rounds differ more is suspect
+    max_residual_pct: float = 5.0  # an arch further from its FFN line's robust fit is suspect
+    stable_pct: float = 2.0  # two measurements of an arch that agree this well settle it
+    remeasure_cap: int = 2  # re-measurements per arch at most
+    drift_threshold_pct: float = 5.0  # references drifting more flag the table
 
     def __post_init__(self):
         checks = (("--warmup", self.warmup, 0), ("--infer_cnt", self.runs, 1), ("--rounds", self.rounds, 1),
                   ("--interleave", self.interleave, 1), ("--threads", self.threads, 1),
                   ("--batch_size", self.batch_size, 1), ("--max_seq_length", self.seq_len, 1),
-                  ("--vocab_size", self.vocab_size, 2))
+                  ("--vocab_size", self.vocab_size, 2), ("--reference_every", self.reference_every, 1),
+                  ("--remeasure_cap", self.remeasure_cap, 0))
         for flag, value, low in checks:
             if value < low:
                 raise UserError(f"{flag} must be >= {low}, got {value}")
+        for flag, value in (("--max_round_spread_pct", self.max_round_spread_pct),
+                            ("--max_residual_pct", self.max_residual_pct), ("--stable_pct", self.stable_pct),
+                            ("--drift_threshold_pct", self.drift_threshold_pct)):
+            if not value > 0:
+                raise UserError(f"{flag} must be > 0, got {value}")
         if self.timer not in TIMERS:
             raise UserError(f"--timer: unknown timer {self.timer!r}; choose one of {', '.join(TIMERS)}")
+        if self.drift_correction not in DRIFT_CORRECTIONS:
+            raise UserError(f"--drift_correction: unknown mode {self.drift_correction!r}; "
+                            f"choose one of {', '.join(DRIFT_CORRECTIONS)}")
         if self.timer == "cpu" and self.threads != 1:
             raise UserError("--timer cpu measures the calling thread only; it needs --threads 1")
         if self.rounds > self.runs:
@@ -78,6 +110,11 @@ class Protocol:
         """The input token: the original's id 9333, or the last id of a smaller (demo) vocab."""
         return ORIGINAL_TOKEN_ID if ORIGINAL_TOKEN_ID < self.vocab_size else self.vocab_size - 1
 
+    @property
+    def runs_per_round(self) -> list[int]:
+        base, extra = divmod(self.runs, self.rounds)
+        return [base + (1 if index < extra else 0) for index in range(self.rounds)]
+
     def to_record(self) -> dict:
         record = dataclasses.asdict(self)
         record.update(protocol=PROTOCOL_VERSION, token_id=self.token_id, gc_during_timing="disabled",
@@ -90,16 +127,26 @@ class Protocol:
 # --------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo`` on Linux, ``platform`` elsewhere)."""
+def _cpuinfo_field(name: str) -> str | None:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
-                if line.lower().startswith("model name"):
+                if line.lower().startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo`` on Linux, ``platform`` elsewhere)."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector/matrix features among ``ISA_FLAGS`` (``/proc/cpuinfo`` flags; [] elsewhere)."""
+    flags = set((_cpuinfo_field("flags") or _cpuinfo_field("features") or "").split())
+    return [flag for flag in ISA_FLAGS if flag in flags]
 
 
 def apply_threads(threads: int) -> None:
@@ -150,6 +197,7 @@ def environment(backend: str) -> dict:
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
         "hostname": platform.node(),
@@ -171,8 +219,65 @@ def load_average() -> float | None:
         return None
 
 
+def warn_if_busy() -> float | None:
+    """One warning line when other jobs keep the machine busy; returns the load average."""
+    load, cpus = load_average(), os.cpu_count() or 1
+    if load is not None and load > max(1.0, 0.5 * cpus):
+        logger.warning("load average %.2f on %d CPUs: other jobs are running, so these timings will be noisy "
+                       "(measure latency on an idle machine)", load, cpus)
+    return load
+
+
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------
+# One latency job per machine
+# --------------------------------------------------------------------------------------
+
+
+def timing_slot_dir() -> str:
+    """The machine-wide lock directory of latency jobs (``$BAF_TIMING_LOCK_DIR`` overrides)."""
+    return os.environ.get("BAF_TIMING_LOCK_DIR") or os.path.join(tempfile.gettempdir(), "bigger_and_faster-timing")
+
+
+@contextlib.contextmanager
+def timing_slot(mode: str = "wait", poll_s: float = 2.0):
+    """Hold the machine's one latency-timing slot while the block runs (``mode``: wait | fail | off).
+
+    Two latency jobs on one machine slow each other down (shared cores, caches, memory bandwidth),
+    so by default the second one waits for the first; ``fail`` stops it with one line naming the
+    holder; ``off`` times concurrently (only where a benchmark showed that changes nothing)."""
+    if mode not in TIMING_LOCK_MODES:
+        raise UserError(f"--timing_lock: unknown mode {mode!r}; choose one of {', '.join(TIMING_LOCK_MODES)}")
+    if mode == "off":
+        yield
+        return
+    directory = timing_slot_dir()
+    with contextlib.suppress(OSError):
+        os.makedirs(directory, exist_ok=True)
+        os.chmod(directory, 0o1777)  # every user's latency jobs share the one slot
+    announced = False
+    while True:
+        lock = output_lock(directory, what="machine's latency timing slot")
+        try:
+            lock.__enter__()
+        except OutputLocked as err:
+            holder = str(err).split(" is in use by ", 1)[-1].split("; wait for it", 1)[0]
+            if mode == "fail":
+                raise UserError(f"another latency job is timing on this machine ({holder}); two latency jobs never "
+                                "time at once (--timing_lock wait queues behind it)") from None
+            if not announced:
+                logger.warning("waiting for the machine's latency timing slot, held by %s", holder)
+                announced = True
+            time.sleep(poll_s)
+            continue
+        break
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 # --------------------------------------------------------------------------------------
@@ -180,18 +285,34 @@ def utc_now() -> str:
 # --------------------------------------------------------------------------------------
 
 
+class SystemClock:
+    """The two clocks every run is timed with (tests substitute a synthetic clock)."""
+
+    @staticmethod
+    def wall() -> float:
+        return time.perf_counter()
+
+    @staticmethod
+    def cpu() -> float:
+        return time.thread_time()
+
+
+CLOCK = SystemClock()
+
+
 def time_runs(run: Callable[[], object], count: int) -> tuple[list[float], list[float]]:
     """``count`` timed calls of ``run``; returns (wall ms, cpu ms) per call. GC is off meanwhile."""
+    clock = CLOCK
     wall, cpu = [], []
     enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(count):
-            start_cpu = time.thread_time()
-            start = time.perf_counter()
+            start_cpu = clock.cpu()
+            start = clock.wall()
             run()
-            end = time.perf_counter()
-            end_cpu = time.thread_time()
+            end = clock.wall()
+            end_cpu = clock.cpu()
             wall.append((end - start) * 1e3)
             cpu.append((end_cpu - start_cpu) * 1e3)
     finally:
@@ -215,32 +336,65 @@ def summarize(times_ms: Sequence[float]) -> dict:
 
 @dataclasses.dataclass
 class Timing:
-    wall_ms: list[float]
-    cpu_ms: list[float]
+    """The timed runs of one model in one chunk, round by round."""
+
+    round_wall_ms: list[list[float]] = dataclasses.field(default_factory=list)
+    round_cpu_ms: list[list[float]] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0  # wall time spent running this model (warm-up and refresh runs included)
+
+    @property
+    def wall_ms(self) -> list[float]:
+        return [value for values in self.round_wall_ms for value in values]
+
+    @property
+    def cpu_ms(self) -> list[float]:
+        return [value for values in self.round_cpu_ms for value in values]
+
+    def rounds(self, timer: str) -> list[list[float]]:
+        return self.round_wall_ms if timer == "wall" else self.round_cpu_ms
+
+    def round_medians(self, timer: str) -> np.ndarray:
+        """The median of each round's timed runs (ms), in the ``timer`` clock."""
+        return np.asarray([np.median(values) for values in self.rounds(timer)], dtype=np.float64)
 
     def statistics(self, timer: str) -> dict:
-        """The record's timing fields: headline stats from ``timer``, both medians, the raw runs."""
+        """Statistics over all timed runs: ``raw_median_ms`` (the median of every timed run, the
+        protocol-1 headline), p10/p90/mean/std/min, both clocks' medians, the raw runs."""
         primary = self.wall_ms if timer == "wall" else self.cpu_ms
         stats = summarize(primary)
+        stats["raw_median_ms"] = stats.pop("median_ms")
         wall, cpu = np.asarray(self.wall_ms), np.asarray(self.cpu_ms)
         # a run whose wall time clearly exceeds its CPU time was descheduled (another job had the CPU)
         disturbed = int(np.sum(wall > 1.05 * cpu + 0.05))
         stats.update(wall_median_ms=float(np.median(wall)), cpu_median_ms=float(np.median(cpu)),
-                     disturbed_runs=disturbed, times_ms=[round(value, 4) for value in primary])
+                     disturbed_runs=disturbed, times_ms=[round(value, 4) for value in primary],
+                     round_medians_ms=[round(float(v), 5) for v in self.round_medians(timer)],
+                     timing_s=round(self.seconds, 4))
         return stats
 
 
-def measure(runners: Sequence[Callable[[], object]], protocol: Protocol) -> list[Timing]:
-    """Time every runner of a chunk with the protocol (interleaved when ``rounds > 1``)."""
-    timings = [Timing([], []) for _ in runners]
-    base, extra = divmod(protocol.runs, protocol.rounds)
-    for round_index in range(protocol.rounds):
-        count = base + (1 if round_index < extra else 0)
-        for runner, timing in zip(runners, timings):
-            warm = protocol.warmup if round_index == 0 else 1
-            for _ in range(warm):
+def measure(runners: Sequence[Callable[[], object]], protocol: Protocol,
+            warm: Sequence[bool] | None = None) -> list[Timing]:
+    """Time every runner of a chunk with the protocol: ``protocol.rounds`` rounds, each visiting
+    every runner (one untimed refresh run, then its share of the timed runs); the order rotates by
+    one place per round. A runner is warmed up with ``protocol.warmup`` runs before its first
+    round unless ``warm`` says it already was (the anchor, kept for the whole run)."""
+    count = len(runners)
+    warm = list(warm) if warm is not None else [False] * count
+    timings = [Timing() for _ in runners]
+    clock = CLOCK
+    for round_index, runs in enumerate(protocol.runs_per_round):
+        for step in range(count):
+            index = (step + round_index) % count
+            runner, timing = runners[index], timings[index]
+            start = clock.wall()
+            # warm-up before the first round; later (and for a model already warm) one refresh run,
+            # because the caches hold the model visited just before
+            untimed = (1 if warm[index] else protocol.warmup) if round_index == 0 else 1
+            for _ in range(untimed):
                 runner()
-            wall, cpu = time_runs(runner, count)
-            timing.wall_ms.extend(wall)
-            timing.cpu_ms.extend(cpu)
+            wall, cpu = time_runs(runner, runs)
+            timing.round_wall_ms.append(wall)
+            timing.round_cpu_ms.append(cpu)
+            timing.seconds += clock.wall() - start
     return timings

@@ -50,6 +50,8 @@ CHECKPOINT_FORMAT = "bigger_and_faster.latency_predictor/1"
 ORIGINAL_LAT_NORM = 200.0
 ENCODINGS = {"original": (FEATURE_NAMES, arch_features), "v2": (FEATURE_NAMES_V2, arch_features_v2)}
 SLOPE_FEATURE = "mean_intermediate_size"
+# fewer test archs than this measure nothing (a 30-arch table split 24/3/3 looked perfect on train)
+MIN_TEST_ARCHS = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -425,12 +427,28 @@ def train_predictor(records: list[dict], recipe: Recipe, seed: int = 0, metadata
         metrics[split] = regression_metrics(data.ms[index], predicted)
     metrics.update(train_seconds=round(train_seconds, 2), steps_run=step, best_step=best[2],
                    best_val_mapd_pct=100 * best[0] if best[1] is not None else None,
-                   n_archs=len(data.archs), seed=seed)
+                   n_archs=len(data.archs), seed=seed, split_sizes=[len(data.train), len(data.val), len(data.test)],
+                   **{f"{split}_mapd_pct": metrics[split]["mapd_pct"] for split in ("train", "val", "test")})
+    metrics["split_warning"] = split_warning(metrics)
+    if metrics["split_warning"]:
+        logger.warning("%s", metrics["split_warning"])
     checkpoint["metrics"] = metrics
     checkpoint["metadata"] = dict(metadata or {}, metrics=metrics, feature_names=list(names),
                                   recipe=dataclasses.asdict(recipe), seed=seed)
     predictor = LatencyPredictor(checkpoint)
     return predictor, data, metrics
+
+
+def split_warning(metrics: dict) -> str | None:
+    """One line when the test split is too small to measure the predictor (``None`` otherwise)."""
+    n_train, n_val, n_test = metrics["split_sizes"]
+    if n_test >= MIN_TEST_ARCHS:
+        return None
+    needed = math.ceil(MIN_TEST_ARCHS / 0.1)
+    return (f"the test split has only {n_test} archs (split {n_train}/{n_val}/{n_test} of {metrics['n_archs']}; MAPD "
+            f"train {metrics['train_mapd_pct']:.2f} %, val {metrics['val_mapd_pct']:.2f} %, test "
+            f"{metrics['test_mapd_pct']:.2f} %): too few to measure the predictor; a table of at least {needed} archs "
+            f"gives {MIN_TEST_ARCHS} test archs")
 
 
 def _inverse(values: np.ndarray, target: dict) -> np.ndarray:

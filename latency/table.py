@@ -1,9 +1,18 @@
 """Latency tables: our JSONL records and the original's ``<arch>\\t<ms>`` lines (``lat_.tmp``).
 
-A JSONL record (one per arch, sorted keys) holds ``arch``, ``arch_key``, ``backend``, the timing
-statistics (``median_ms``, ``p10_ms``, ``p90_ms``, ``mean_ms``, ``std_ms``, ...), the protocol and
-the environment (see ``latency.measure``). The original's lines are read unchanged (Python-repr
-arch parsed with ``ast.literal_eval``); their one number becomes ``median_ms``.
+A JSONL table holds three kinds of records (``record_type``; records without one are arch records):
+
+* ``arch`` -- one measurement of one arch: ``arch``, ``arch_key``, ``backend``, the headline
+  ``median_ms`` (protocol ``baf-latency-2``: the robust, drift-corrected figure of ``latency.robust``,
+  combined over the arch's measurements), the raw statistics (``raw_median_ms``, ``p10_ms``, ...),
+  the protocol and the environment (``latency.measure``). A re-measured arch has several records
+  (``measurement`` 1, 2, ...); readers see the latest, which carries all of them (``measurements_ms``).
+* ``reference`` -- a reference arch measured at a checkpoint of a run (``latency.drift``).
+* ``run_end`` -- what one run did (archs, re-measurements, seconds, drift).
+
+``read_latency_table`` returns the arch records (one per arch) as a list that also carries
+``.references``, ``.runs`` and ``.path``. The original's lines are read unchanged (Python-repr arch
+parsed with ``ast.literal_eval``); their one number becomes ``median_ms``.
 
 A table never mixes machines or protocols: ``signature(record)`` is what must agree, and
 ``check_consistent`` / ``resume_table`` refuse a table (or an append) where it does not. The host
@@ -14,7 +23,9 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 
+from latency.drift import comparability_factor, drift_summary, make_comparable, reference_values  # noqa: F401
 from utils import (
     ArchError,
     SearchSpace,
@@ -34,9 +45,11 @@ logger = get_logger(__name__)
 # Fields that must agree between the records of one table (ORT-only ones apply to ORT tables).
 SIGNATURE_FIELDS = ("backend", "protocol", "cpu_model", "threads", "batch_size", "seq_len", "vocab_size",
                     "max_position_embeddings", "warmup", "runs", "rounds", "interleave", "timer",
-                    "torch_version", "quant_engine")
+                    "torch_version", "quant_engine", "drift_correction", "reference_keys", "remeasure_cap",
+                    "max_round_spread_pct", "max_residual_pct", "stable_pct")
 ORT_SIGNATURE_FIELDS = ("onnxruntime_version", "exporter", "opset", "ort_quantizer", "ort_dynamic_axes")
 # The original's file names, per backend (the ORT one is ours: the original reused lat_quant_.tmp).
+RECORD_TYPES = ("arch", "reference", "run_end")
 LEGACY_FILE_NAMES = {"torch_fp32": "lat_.tmp", "torch_dynamic_int8": "lat_quant_.tmp",
                      "ort_dynamic_int8": "lat_ort_quant_.tmp"}
 
@@ -111,10 +124,21 @@ def _read_legacy(path: str) -> list[dict]:
     return records
 
 
+def record_type(record: dict) -> str:
+    return record.get("record_type", "arch")
+
+
 def _read_jsonl(path: str) -> list[dict]:
     records = []
     for number, record in read_jsonl(path, with_line_numbers=True):
         place = f"{path}:{number}"
+        kind = record_type(record) if isinstance(record, dict) else None
+        if kind not in RECORD_TYPES:
+            raise UserError(f"{place}: not a latency record (record_type {kind!r}; expected one of "
+                            f"{', '.join(RECORD_TYPES)})")
+        if kind == "run_end":
+            records.append(dict(record, _where=place))
+            continue
         if "arch" not in record:
             raise UserError(f"{place}: latency record without an 'arch' field")
         arch = check_arch_schema(record["arch"], where=place)
@@ -124,13 +148,51 @@ def _read_jsonl(path: str) -> list[dict]:
     return records
 
 
-def read_latency_table(path: str | os.PathLike, space: SearchSpace | None = None) -> list[dict]:
-    """Every record of one table (our JSONL or an original ``.tmp``), in file order.
+class TableRecords(list):
+    """The arch records of a table (one per arch), plus ``references`` (the reference records),
+    ``runs`` (the ``run_end`` records) and ``path``."""
+
+    def __init__(self, records=(), references=(), runs=(), path: str | None = None):
+        super().__init__(records)
+        self.references = list(references)
+        self.runs = list(runs)
+        self.path = path
+
+
+def latest_measurements(records: list[dict]) -> list[dict]:
+    """One record per re-measured arch: the one with the highest ``measurement`` (later wins a tie),
+    at the place of the arch's first record. Records without ``measurement`` (protocol 1, the
+    original's lines) are all kept."""
+    out, index = [], {}
+    for record in records:
+        if "measurement" not in record:
+            out.append(record)
+            continue
+        key = record["arch_key"]
+        if key not in index:
+            index[key] = len(out)
+            out.append(record)
+        elif record["measurement"] >= out[index[key]].get("measurement", 1):
+            out[index[key]] = record
+    return out
+
+
+def split_records(records: list[dict], path: str | None = None) -> TableRecords:
+    """All records of a file -> ``TableRecords`` (latest measurement per arch, references, runs)."""
+    arch_records = [r for r in records if record_type(r) == "arch"]
+    return TableRecords(latest_measurements(arch_records), [r for r in records if record_type(r) == "reference"],
+                        [r for r in records if record_type(r) == "run_end"], path)
+
+
+def read_latency_table(path: str | os.PathLike, space: SearchSpace | None = None,
+                       allow_empty: bool = False) -> TableRecords:
+    """Every arch of one table (our JSONL or an original ``.tmp``), in file order.
 
     Each record has at least ``arch``, ``arch_key``, ``median_ms`` and ``backend`` (``"unknown"`` for
-    a ``.tmp`` file whose name does not say), plus ``_where`` = ``"file:line"``. Archs are checked
-    against ``space`` when given. A bad line, an empty table or mixed machines/protocols is a
-    one-line ``UserError``.
+    a ``.tmp`` file whose name does not say), plus ``_where`` = ``"file:line"``; a re-measured arch
+    appears once, as its latest record. ``.references`` holds the reference measurements. Archs are
+    checked against ``space`` when given. A bad line, an empty table or mixed machines/protocols is
+    a one-line ``UserError``.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -138,22 +200,27 @@ def read_latency_table(path: str | os.PathLike, space: SearchSpace | None = None
     if os.path.isdir(path):
         raise UserError(f"{path}: is a directory, expected a latency table file")
     records = _read_jsonl(path) if detect_format(path) == "jsonl" else _read_legacy(path)
-    if not records:
-        raise UserError(f"{path}: empty latency table (no records)")
+    table = split_records(records, path)
+    if not table and not allow_empty:
+        raise UserError(f"{path}: empty latency table (no arch records)")
     if space is not None:
-        for record in records:
+        for record in table:
             space.validate(record["arch"], where=where(record))
-    check_consistent(records)
-    return records
+    check_consistent([record for record in records if record_type(record) != "run_end"])
+    return table
 
 
-def read_latency_tables(paths, space: SearchSpace | None = None) -> list[dict]:
+def read_latency_tables(paths, space: SearchSpace | None = None) -> TableRecords:
     """Several tables (e.g. the shards of one grid) read as one; they must agree like one table."""
-    records = []
+    merged = TableRecords()
     for path in paths:
-        records.extend(read_latency_table(path, space))
-    check_consistent(records)
-    return records
+        table = read_latency_table(path, space)
+        merged.extend(table)
+        merged.references.extend(table.references)
+        merged.runs.extend(table.runs)
+        merged.path = path if merged.path is None else merged.path
+    check_consistent(list(merged) + merged.references)
+    return merged
 
 
 def table_pairs(records: list[dict]) -> list[tuple[dict, float]]:
@@ -203,29 +270,29 @@ def table_space(records: list[dict]) -> SearchSpace | None:
 # --------------------------------------------------------------------------------------
 
 
-def resume_table(path: str, expected: dict) -> set[str]:
-    """Prepare ``path`` for appending records whose signature is ``expected``; return the
-    ``arch_key`` of every arch already measured there. Refuses a table of another machine or
-    protocol with one line naming the differing field."""
+def resume_table(path: str, expected: dict) -> TableRecords:
+    """Prepare ``path`` for appending records whose signature is ``expected``; return what is
+    already there (``TableRecords``: the latest record of every measured arch, the references).
+    Refuses a table of another machine or protocol with one line naming the differing field."""
     if not os.path.exists(path):
-        return set()
+        return TableRecords(path=path)
     if detect_format(path) != "jsonl":
         raise UserError(f"{path}: not a JSONL latency table; refusing to append to it")
     end_partial_line(path)
     if os.path.getsize(path) == 0:
-        return set()
-    done = set()
+        return TableRecords(path=path)
     for number, record in read_jsonl(path, with_line_numbers=True):
-        current = signature(record)
+        current = signature(record) if isinstance(record, dict) else {}
         for field, value in expected.items():
             if current.get(field) != value:
                 raise UserError(f"{path}:{number}: this table was measured with {field}={current.get(field)!r}, "
                                 f"this run has {field}={value!r}; use another --save_dir or the same settings")
         try:
-            done.add(arch_key(record["arch"]))
+            if record_type(record) != "run_end":
+                arch_key(record["arch"])
         except (KeyError, ArchError) as err:
             raise UserError(f"{path}:{number}: not a latency record ({err})") from None
-    return done
+    return read_latency_table(path, allow_empty=True)
 
 
 def write_legacy(path: str, records: list[dict]) -> None:
@@ -233,3 +300,14 @@ def write_legacy(path: str, records: list[dict]) -> None:
     with atomic_write(path) as handle:
         for record in records:
             handle.write(f"{arch_to_legacy_repr(record['arch'])}\t{record['median_ms']}\n")
+
+
+def check_writable(directory: str, flag: str, consequence: str) -> None:
+    """One line, before any work, when files cannot be written in ``directory`` (created if missing)."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write_probe.", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(f"{flag}: cannot write to {directory} ({err.strerror or err}); {consequence}") from None

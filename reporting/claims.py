@@ -72,10 +72,20 @@ def predictor_claims(summary: dict) -> list[str]:
                      f"{entry['held_out_mapd_pct']:.1f} %, bias {entry['held_out_bias_pct']:+.1f} %")
         else:
             text += "; none of them is off its latency grid, so this is not a held-out check"
-        drift = entry.get("remeasurement_drift")
-        if drift and drift.get("drift_pct") is not None:
-            text += (f"; the re-measurement's reference archs drifted {drift['drift_pct']:.1f} %"
-                     + (" (FLAGGED: above its threshold)" if drift.get("flagged") else ""))
+        drift = entry.get("comparability_remeasurement_drift") or {}
+        if drift.get("drift_pct") is not None:
+            text += f"; the re-measurement's references drifted {drift['drift_pct']:.1f} %"
+            if drift.get("flagged"):
+                text += f" (FLAGGED: {drift.get('message')})"
+        if entry.get("comparability_factor"):
+            text += (f"; re-measured latencies are expressed in the table's unit (x{entry['comparability_factor']:.3f}, "
+                     f"uniform within {entry['comparability_spread_pct']:.1f} % over "
+                     f"{entry['comparability_references']} shared reference archs)")
+        elif entry.get("comparability_note"):
+            text += f"; {entry['comparability_note']}"
+        for table_drift in (entry.get("table_drift") or {}).values():
+            if isinstance(table_drift, dict) and table_drift.get("flagged"):
+                text += f"; the predictor's table is FLAGGED: {table_drift.get('message')}"
         sentences.append(text + ".")
     return sentences
 

@@ -128,18 +128,35 @@ def check_finished(searches: list[Search], seeds: list[int] | None, allow_partia
     return problems
 
 
-def load_measured(paths: list[str]) -> dict[str, dict[str, dict]]:
-    """``{backend: {arch_key: record}}`` from the latency tables measured on the evaluated archs."""
+def load_measured(paths: list[str], predictors: dict | None = None) -> tuple[dict, dict]:
+    """The latency tables measured on the evaluated archs: ``({backend: {arch_key: record}},
+    {backend: comparability})``. When a table shares reference archs with its backend's predictor
+    table, its latencies are expressed in that table's unit (``latency.drift.make_comparable``;
+    ``uncorrected_median_ms`` keeps the value as measured) and ``comparability`` says by which factor,
+    how uniform it was and how much the re-measurement itself drifted."""
+    from latency.drift import drift_summary, make_comparable
     from latency.table import read_latency_table
 
     measured: dict[str, dict[str, dict]] = defaultdict(dict)
+    comparability: dict[str, dict] = {}
     for path in paths:
-        for record in read_latency_table(path):
-            backend = record.get("backend")
-            if backend in (None, "unknown"):
-                raise UserError(f"{path}: latency records without a backend; measure with the latency stage")
+        table = read_latency_table(path)
+        backend = table[0].get("backend") if table else None
+        if backend in (None, "unknown"):
+            raise UserError(f"{path}: latency records without a backend; measure with the latency stage")
+        records = list(table)
+        predictor = (predictors or {}).get(backend)
+        target = (predictor.metadata.get("table_references") if predictor is not None else None) or None
+        entry = {"table": path, "remeasurement_drift": drift_summary(table)}
+        if target and getattr(table, "references", None):
+            records, info = make_comparable(table, target)
+            entry.update(factor=info["factor"], spread_pct=info["spread_pct"], references=info["references"])
+        else:
+            entry.update(factor=None, note="not rescaled: the tables share no reference arch")
+        comparability[backend] = entry
+        for record in records:
             measured[backend][record["arch_key"]] = record
-    return dict(measured)
+    return dict(measured), comparability
 
 
 def load_predictors(paths: list[str]) -> dict:

@@ -2,7 +2,8 @@
 compares like with like: each predictor's metadata records the protocol its table was measured
 with (threads, batch, sequence, vocab, warm-up, runs, rounds, timer); the re-measurement uses it
 unchanged (``--infer_cnt`` may raise the runs), one backend after the other in this process, with
-nothing else timed meanwhile.
+nothing else timed meanwhile, and with the same reference archs as the table (its anchor and
+checkpoints), so ``latency.drift.make_comparable`` can express the re-measurement in the table's unit.
 
     python -m reporting.remeasure --predictors conf_datasets/lat_predictor.pt conf_datasets/lat_predictor_quant.pt \\
         --arch_file evaluated.cands --save_dir latency_evaluated
@@ -21,7 +22,9 @@ logger = get_logger("reporting.remeasure")
 PROTOCOL_FLAGS = (("threads", "--threads"), ("batch_size", "--batch_size"), ("seq_len", "--max_seq_length"),
                   ("vocab_size", "--vocab_size"), ("max_position_embeddings", "--max_position_embeddings"),
                   ("warmup", "--warmup"), ("runs", "--infer_cnt"), ("rounds", "--rounds"),
-                  ("interleave", "--interleave"), ("timer", "--timer"))
+                  ("interleave", "--interleave"), ("timer", "--timer"), ("drift_correction", "--drift_correction"),
+                  ("remeasure_cap", "--remeasure_cap"), ("max_round_spread_pct", "--max_round_spread_pct"),
+                  ("max_residual_pct", "--max_residual_pct"), ("stable_pct", "--stable_pct"))
 
 
 def stage_arguments(metadata: dict, infer_cnt: int | None = None) -> list[str]:
@@ -38,6 +41,24 @@ def stage_arguments(metadata: dict, infer_cnt: int | None = None) -> list[str]:
         if environment.get(field) is not None:
             argv += [f"--{field}", str(environment[field])]
     return argv
+
+
+def reference_source(metadata: dict, save_dir: str, backend: str) -> str | None:
+    """What ``--references`` must be so the re-measurement shares the table's reference archs: the
+    predictor's own table when it is still there, else an arch file of its recorded references."""
+    import json
+
+    from utils import write_arch_file
+
+    for path in metadata.get("source_tables") or []:
+        if os.path.isfile(path) and path.endswith(".jsonl"):
+            return path
+    keys = list(metadata.get("table_references") or {})
+    if not keys:
+        return None  # an original .tmp table: it has no references, nothing to share
+    path = os.path.join(save_dir, f"references_{backend}.cands")
+    write_arch_file(path, [json.loads(key) for key in keys])
+    return path
 
 
 def main(argv=None) -> int:
@@ -58,7 +79,11 @@ def main(argv=None) -> int:
         backend = metadata.get("backend")
         if backend not in ("torch_fp32", "torch_dynamic_int8", "ort_dynamic_int8"):
             raise UserError(f"--predictors: {path} does not say which backend its table timed ({backend!r})")
-        plans.append((path, backend, stage_arguments(metadata, args.infer_cnt)))
+        flags = stage_arguments(metadata, args.infer_cnt)
+        os.makedirs(args.save_dir, exist_ok=True)
+        source = reference_source(metadata, args.save_dir, backend)
+        flags += ["--references", source] if source else ["--references", "none", "--drift_correction", "none"]
+        plans.append((path, backend, flags))
     for path, backend, flags in plans:
         logger.info("re-measuring %s for %s with its table's protocol: %s", args.arch_file, backend, " ".join(flags))
         stage_argv = ["--save_dir", args.save_dir, "--arch_file", args.arch_file] + flags

@@ -111,7 +111,7 @@ def _latency(measured: dict, backend: str, arch: dict) -> dict | None:
     if record is None:
         return None
     out = {"median_ms": float(record["median_ms"])}
-    for field in ("p10_ms", "p90_ms", "round_spread_pct", "spread_pct"):
+    for field in ("uncorrected_median_ms", "comparability_factor", "round_spread_pct", "p10_ms", "p90_ms"):
         if record.get(field) is not None:
             out[field] = float(record[field])
     return out
@@ -158,7 +158,8 @@ def method_row(method: str, search: Search, choice: Choice, deployed: str, predi
     return row
 
 
-def predictor_quality(searches: list[Search], predictors: dict, measured: dict) -> dict:
+def predictor_quality(searches: list[Search], predictors: dict, measured: dict,
+                      comparability: dict | None = None) -> dict:
     """Per backend, the predictor against the re-measurement of every evaluated arch: MAPD and
     bias (median of predicted/measured - 1), also on the held-out archs (off the predictor's grid)."""
     archs = {arch_key(r["arch"]): r["arch"] for s in searches for r in s.records}
@@ -178,20 +179,10 @@ def predictor_quality(searches: list[Search], predictors: dict, measured: dict) 
         if held.any():
             entry.update(held_out_mapd_pct=float(100 * np.mean(np.abs(ratio[held]))),
                          held_out_bias_pct=float(100 * np.median(ratio[held])))
-        drift = _drift(measured.get(backend, {}))
-        if drift:
-            entry["remeasurement_drift"] = drift
+        entry["table_drift"] = predictor.metadata.get("table_drift")
+        entry.update({f"comparability_{k}": v for k, v in (comparability or {}).get(backend, {}).items()})
         out[backend] = entry
     return out
-
-
-def _drift(records: dict) -> dict | None:
-    try:
-        from latency.table import drift_summary
-    except ImportError:
-        return None
-    values = list(records.values())
-    return drift_summary(values) if values else None
 
 
 def progress(search: Search) -> list[dict]:
@@ -228,7 +219,8 @@ def settings(searches: list[Search], measured: dict) -> dict:
             "latency_protocol": protocols}
 
 
-def build_summary(searches: list[Search], predictors: dict, measured: dict, problems: list[str] | None = None) -> dict:
+def build_summary(searches: list[Search], predictors: dict, measured: dict, problems: list[str] | None = None,
+                  comparability: dict | None = None) -> dict:
     by_budget: dict[float, dict[str, dict]] = defaultdict(dict)
     curves: dict[float, dict[str, list]] = defaultdict(dict)
     for search in searches:
@@ -260,7 +252,8 @@ def build_summary(searches: list[Search], predictors: dict, measured: dict, prob
         budgets.append({"budget_ms": budget, "methods": {m: rows[m] for m in METHOD_ORDER if m in rows},
                         "comparisons": comparisons, "progress": curves[budget]})
     return {"settings": settings(searches, measured), "budgets": budgets,
-            "predictors": predictor_quality(searches, predictors, measured), "problems": list(problems or []),
+            "predictors": predictor_quality(searches, predictors, measured, comparability),
+            "problems": list(problems or []),
             "searches": [{"name": s.name, "task": s.task, "scheme": s.scheme, "strategy": s.strategy,
                           "budget_ms": s.budget_ms, "evaluations_search": len(s.search_records()),
                           "evaluations_total": len(s.records), "finished": s.final_archs is not None}

@@ -4,6 +4,7 @@ shards, legacy lines and bad input, on a tiny 8-arch grid with a tiny vocab and 
 import json
 import os
 
+import numpy as np
 import pytest
 
 import inference_time_evaluation_quant as torch_stage
@@ -17,6 +18,21 @@ TINY = ["--space", "demo_latency", "--layer_num_space", "1", "2", "--hidden_size
 RECORD_FIELDS = {"arch", "arch_key", "backend", "median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "runs", "warmup",
                  "batch_size", "seq_len", "threads", "cpu_model", "torch_version", "onnxruntime_version",
                  "quant_engine", "converted_linear", "hostname", "measured_at", "timer", "protocol"}
+# protocol baf-latency-2 (issue 9)
+NEW_FIELDS = {"record_type", "raw_median_ms", "round_medians_ms", "round_values_ms", "round_spread_pct",
+              "reference_ratio", "anchor_round_ms", "anchor_ms", "reference_base_ms", "reference_key", "measurement",
+              "measurement_ms", "measurements_ms", "remeasured", "remeasure_reasons", "stable", "remeasure_cap_reached",
+              "run_id", "chunk", "timing_s", "cpu_flags", "drift_correction", "reference_keys", "remeasure_cap"}
+
+
+@pytest.fixture(autouse=True)
+def private_timing_slot(tmp_path, monkeypatch):
+    monkeypatch.setenv("BAF_TIMING_LOCK_DIR", str(tmp_path / "timing_slot"))
+
+
+def arch_lines(path):
+    """The arch records of a table file as written (first measurements and re-measurements)."""
+    return [json.loads(line) for line in lines(path) if json.loads(line).get("record_type") == "arch"]
 
 
 def run(argv):
@@ -60,12 +76,18 @@ def test_fp32_and_int8_tables_with_legacy_lines(tmp_path):
     grid = {arch_key(make_arch(layers, hidden, ffn, 4)) for layers in (1, 2) for hidden in (64, 96) for ffn in (128, 192)}
     assert len(grid) == 8
     for backend, legacy in (("torch_fp32", "lat_.tmp"), ("torch_dynamic_int8", "lat_quant_.tmp")):
-        records = [json.loads(line) for line in lines(os.path.join(out, f"lat_{backend}.jsonl"))]
+        records = table.read_latency_table(os.path.join(out, f"lat_{backend}.jsonl"))
         assert len(records) == 8 and {r["arch_key"] for r in records} == grid
+        assert len(records.references) >= 2 * 2 and len(records.runs) == 1  # 2 references at 2+ checkpoints
         for record in records:
-            assert RECORD_FIELDS <= set(record)
+            assert RECORD_FIELDS | NEW_FIELDS <= set(record)
             assert record["backend"] == backend and record["runs"] == 3 and len(record["times_ms"]) == 3
-            assert 0 < record["p10_ms"] <= record["median_ms"] <= record["p90_ms"]
+            assert record["protocol"] == "baf-latency-2" and len(record["round_medians_ms"]) == 3
+            assert record["median_ms"] == pytest.approx(np.median(record["measurements_ms"]) if
+                                                        record["measurement"] != 2 else
+                                                        np.mean(record["measurements_ms"]))
+            assert record["reference_base_ms"] > 0 and record["anchor_ms"] > 0
+            assert 0 < record["min_ms"] <= record["raw_median_ms"] <= max(record["times_ms"])
             assert (record["seq_len"], record["threads"], record["vocab_size"]) == (16, 1, 128)
             expected = record["linear_modules"] if backend == "torch_dynamic_int8" else 0
             assert record["converted_linear"] == expected
@@ -83,21 +105,36 @@ def test_fp32_and_int8_tables_with_legacy_lines(tmp_path):
 
 
 def test_resumed_run_equals_uninterrupted(tmp_path):
+    """Real timings: the same archs in the same order; values are checked on synthetic timings in
+    test_latency_protocol.py."""
     whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
     assert run(["--save_dir", whole] + TINY) == 0
     assert run(["--save_dir", parts, "--limit", "3"] + TINY) == 0
-    first = lines(os.path.join(parts, "lat_torch_fp32.jsonl"))
-    assert len(first) == 3
+    path = os.path.join(parts, "lat_torch_fp32.jsonl")
+    first = lines(path)
+    assert len(arch_lines(path)) == 3
     # a writer killed mid-line leaves a truncated tail: it is dropped and re-measured
-    with open(os.path.join(parts, "lat_torch_fp32.jsonl"), "a", encoding="utf-8") as handle:
+    with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"arch": {"sample_hidden_size": 6')
     assert run(["--save_dir", parts] + TINY) == 0
-    resumed = lines(os.path.join(parts, "lat_torch_fp32.jsonl"))
-    assert resumed[:3] == first  # measured rows never rewritten
-    keys = [json.loads(line)["arch_key"] for line in resumed]
-    assert keys == [json.loads(line)["arch_key"] for line in lines(os.path.join(whole, "lat_torch_fp32.jsonl"))]
+    resumed = lines(path)
+    assert resumed[:len(first)] == first  # measured rows never rewritten
+    keys = [r["arch_key"] for r in arch_lines(path) if r["measurement"] == 1]
+    assert keys == [r["arch_key"] for r in arch_lines(os.path.join(whole, "lat_torch_fp32.jsonl"))
+                    if r["measurement"] == 1]
     assert run(["--save_dir", parts] + TINY) == 0  # nothing left: nothing appended
-    assert lines(os.path.join(parts, "lat_torch_fp32.jsonl")) == resumed
+    assert lines(path) == resumed
+
+
+def test_two_backends_in_one_process(tmp_path):
+    out = str(tmp_path / "lat")
+    assert run(["--save_dir", out, "--backends", "torch_fp32", "int8", "--legacy_format"] + TINY) == 0
+    fp32 = table.read_latency_table(os.path.join(out, "lat_torch_fp32.jsonl"))
+    int8 = table.read_latency_table(os.path.join(out, "lat_torch_dynamic_int8.jsonl"))
+    assert {r["arch_key"] for r in fp32} == {r["arch_key"] for r in int8} and len(fp32) == 8
+    assert {r["converted_linear"] for r in fp32} == {0} and all(r["converted_linear"] == r["linear_modules"] for r in int8)
+    assert fp32.references[0]["run_id"] == int8.references[0]["run_id"]
+    assert os.path.exists(os.path.join(out, "lat_.tmp")) and os.path.exists(os.path.join(out, "lat_quant_.tmp"))
 
 
 def test_refuses_to_append_another_protocol(tmp_path, capsys):
@@ -136,8 +173,9 @@ def test_sample_is_seeded(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ('{"sample_layer_num": 1, "sample_hidden_size": 64, "sample_intermediate_sizes": [128], '
      '"sample_num_attention_heads": [4], "sample_qkv_sizes": [64]}\n' * 2, "archs.txt:2: duplicate arch"),
-    ('{"sample_layer_num": 1, "sample_hidden_size": 80, "sample_intermediate_sizes": [128], '
-     '"sample_num_attention_heads": [4], "sample_qkv_sizes": [80]}\n', "archs.txt:1: sample_hidden_size=80 is outside"),
+    ('{"sample_layer_num": 1, "sample_hidden_size": 128, "sample_intermediate_sizes": [128], '
+     '"sample_num_attention_heads": [4], "sample_qkv_sizes": [128]}\n',
+     "archs.txt:1: sample_hidden_size=128 is outside the demo_latency+custom space's range 64..96"),
     ("{'sample_layer_num': 1\n", "archs.txt:1: not a JSON or Python-literal arch"),
     ('{"sample_layer_num": 1, "sample_hidden_size": 64, "sample_intermediate_sizes": [128], '
      '"sample_num_attention_heads": [4], "sample_qkv_sizes": [64]}\n\n{"sample_layer_num": 1, "sample_hidden_size": 64, '
@@ -175,3 +213,23 @@ def test_arch_that_is_no_plain_bert_is_named(tmp_path, capsys):
     assert run(argv + TINY) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "archs.txt:3: this arch cannot be a plain Hugging Face BERT" in err
+
+
+def test_one_build_serves_every_backend_unchanged():
+    """prepare_backends builds the plain BERT once; the int8 copy and the ORT export leave the fp32
+    model as it was, and each backend's model computes what a separate build's does."""
+    import torch
+
+    from latency.backends import prepare, prepare_backends
+
+    protocol = measure.Protocol(vocab_size=128, seq_len=16, max_position_embeddings=32)
+    arch = make_arch(2, 64, 128, 4)
+    names = ["torch_fp32", "torch_dynamic_int8", "ort_dynamic_int8"]
+    together = prepare_backends(arch, names, protocol)
+    for backend in names:
+        alone = prepare(arch, backend, protocol).run()
+        shared = together[backend].run()
+        first = alone[0] if isinstance(alone, (list, tuple)) else alone.last_hidden_state
+        second = shared[0] if isinstance(shared, (list, tuple)) else shared.last_hidden_state
+        assert torch.equal(torch.as_tensor(first), torch.as_tensor(second)), backend
+        assert together[backend].info["linear_modules"] == 13 and together[backend].info["prepare_s"] > 0

@@ -2,7 +2,6 @@
 computes, our int8 graph is exactly what onnxruntime's quantize_dynamic builds (plus the pooler's
 Gemm), every nn.Linear becomes a MatMulInteger, and the ONNX stage writes the same records."""
 
-import json
 import os
 from collections import Counter
 
@@ -14,6 +13,7 @@ import inference_time_evaluation_quant_onnx as onnx_stage
 import quantize_utils as qu
 from latency.backends import OUTPUT_NAMES, build_plain_bert, example_inputs
 from latency.measure import Protocol
+from latency.table import read_latency_table
 from utils import make_arch, run_cli
 
 PROTOCOL = Protocol(vocab_size=128, seq_len=16, max_position_embeddings=32)
@@ -109,7 +109,8 @@ def test_ort_dynamic_int8_checks_and_times(model):
         qu.ort_dynamic_int8(model, example_inputs(PROTOCOL), OUTPUT_NAMES, quantizer="nope")
 
 
-def test_onnx_stage_records(tmp_path):
+def test_onnx_stage_records(tmp_path, monkeypatch):
+    monkeypatch.setenv("BAF_TIMING_LOCK_DIR", str(tmp_path / "timing_slot"))
     out = str(tmp_path / "lat")
     argv = ["--save_dir", out, "--space", "demo_latency", "--layer_num_space", "1", "2", "--hidden_size_space", "64",
             "96", "32", "--intermediate_size_space", "128", "128", "--head_num_space", "4", "4", "--vocab_size", "128", "--max_seq_length", "16",
@@ -117,9 +118,9 @@ def test_onnx_stage_records(tmp_path):
     with pytest.raises(SystemExit) as info:
         run_cli(onnx_stage.main, argv)
     assert info.value.code == 0
-    records = [json.loads(line) for line in open(os.path.join(out, "lat_ort_dynamic_int8.jsonl"))]
-    assert len(records) == 4
-    for record in records:
+    records = read_latency_table(os.path.join(out, "lat_ort_dynamic_int8.jsonl"))
+    assert len(records) == 4 and records.references  # one per arch (the latest measurement), plus the references
+    for record in records + records.references:
         assert record["backend"] == "ort_dynamic_int8" and record["quant_engine"] == "onnxruntime-cpu"
         assert record["converted_linear"] == record["linear_modules"] == 6 * record["arch"]["sample_layer_num"] + 1
         assert record["exporter"] == "torchscript" and record["ort_quantizer"] == "fast" and record["median_ms"] > 0

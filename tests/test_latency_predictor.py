@@ -61,10 +61,37 @@ def test_default_recipe_learns_the_law_and_writes_everything(trained):
     assert test["n"] == 31 and metrics["val"]["n"] == 31 and metrics["train"]["n"] == 246  # 80/10/10 of 308
     assert test["mapd_pct"] < 2.0 and test["kendall_tau"] > 0.95 and test["rmse_ms"] > 0
     assert metrics["backend"] == "torch_dynamic_int8" and metrics["space"] == "test_latency"
+    assert metrics["split_warning"] is None and metrics["split_sizes"] == [246, 31, 31]
+    assert metrics["test_mapd_pct"] == test["mapd_pct"] and metrics["train_mapd_pct"] == metrics["train"]["mapd_pct"]
     assert open(ckpt + ".png", "rb").read(4) == b"\x89PNG"
     # the checkpoint is plain data: loadable with weights_only=True
     raw = torch.load(ckpt, weights_only=True)
     assert raw["features"]["encoding"] == "v2" and raw["line_effects"]["keys"]
+
+
+def test_a_split_too_small_to_measure_is_said_in_one_line(tmp_path, caplog, capsys):
+    """Issue 10: a 30-arch table split 24/3/3 looked perfect on train and said nothing."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "lat.jsonl"
+    archs = list(SPACE.grid())[::10][:30]
+    with open(path, "w", encoding="utf-8") as handle:
+        for arch in archs:
+            handle.write(json.dumps({"arch": arch, "backend": "torch_fp32", "median_ms": law_ms(arch) * (1 + 0.01 *
+                                     rng.standard_normal()), "space_definition": SPACE.to_dict()}) + "\n")
+    ckpt = str(tmp_path / "p.pt")
+    with caplog.at_level("WARNING"):
+        assert run(["--lat_dataset_path", str(path), "--ckpt_path", ckpt, "--max_steps", "50", "--no_plot",
+                    "--quiet"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "test split" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert warnings[0].startswith("the test split has only 3 archs (split 24/3/3 of 30; MAPD train ")
+    assert "a table of at least 300 archs gives 30 test archs" in warnings[0]
+    metrics = json.load(open(ckpt + ".metrics.json"))
+    assert metrics["split_warning"] == warnings[0]
+    for split in ("train", "val", "test"):
+        assert metrics[f"{split}_mapd_pct"] == pytest.approx(metrics[split]["mapd_pct"]) and metrics[split]["n"] > 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["test_n"] == 3 and "train_mapd_pct" in printed and "val_mapd_pct" in printed
 
 
 def test_checkpoint_alone_predicts(trained):

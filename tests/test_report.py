@@ -212,3 +212,26 @@ def test_bert_tickets_rows_join_the_report(run):
     text = (run / "report" / "report.md").read_text()
     assert "## BERT-Tickets" in text and "| 1 | 20.0 |" in text and "**selected**" in text
     assert "single seed" in text
+
+
+def test_a_remeasurement_is_expressed_in_the_predictor_tables_unit(tmp_path):
+    """The re-measured run was uniformly 20 % slower: sharing the table's reference archs cancels it."""
+    from types import SimpleNamespace
+
+    from reporting.inputs import load_measured
+
+    ref_a, ref_b = make_arch(2, 256, 768, 4), make_arch(3, 320, 1024, 4)
+    base = {"threads": 1, "batch_size": 1, "seq_len": 128, "backend": "torch_dynamic_int8", "runs": 20,
+            "reference_keys": [arch_key(ref_a), arch_key(ref_b)]}
+    lines = [dict(base, record_type="reference", arch=a, arch_key=arch_key(a), median_ms=ms * 1.2)
+             for a, ms in ((ref_a, 4.0), (ref_b, 6.0))]
+    lines += [dict(base, arch=a, arch_key=arch_key(a), median_ms=ms * 1.2) for a, ms in ((SMALL, 3.0), (BIG, 5.0))]
+    path = tmp_path / "lat_torch_dynamic_int8.jsonl"
+    path.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+    predictor = SimpleNamespace(metadata={"table_references": {arch_key(ref_a): 4.0, arch_key(ref_b): 6.0}})
+    measured, comparability = load_measured([str(path)], {"torch_dynamic_int8": predictor})
+    assert measured["torch_dynamic_int8"][arch_key(SMALL)]["median_ms"] == pytest.approx(3.0)
+    assert measured["torch_dynamic_int8"][arch_key(BIG)]["uncorrected_median_ms"] == pytest.approx(6.0)
+    entry = comparability["torch_dynamic_int8"]
+    assert entry["factor"] == pytest.approx(1 / 1.2) and entry["spread_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert entry["references"] == 2

@@ -125,7 +125,9 @@ def test_report_from_one_command_on_the_finished_search(chain):
     final = cands(chain, "kd_ptq_1.0.final.cands")
     assert row["arch"] in final and row["accuracy_points"]["n"] == 2 and row["seeds"] == [42, 43]
     assert row["measured_latency_ms_deployed"] > 0 and row["evaluations_search"] == 9
-    measured = [json.loads(line) for line in open(root / "latency_evaluated" / "lat_torch_dynamic_int8.jsonl")]
+    from latency.table import read_latency_table
+
+    measured = read_latency_table(str(root / "latency_evaluated" / "lat_torch_dynamic_int8.jsonl"))
     assert len(measured) == 9 and {r["backend"] for r in measured} == {"torch_dynamic_int8"}
     assert (root / "report" / "report.md").read_text().count("Bigger&Faster (int8") >= 1
     # the evaluated archs are off the predictor's grid where the search space is finer: a held-out check
