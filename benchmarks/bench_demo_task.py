@@ -229,7 +229,7 @@ def main() -> None:
     figures["data_seconds"] = data_seconds
 
     print()
-    print(f"bag of words, logistic regression (dev matched / mismatched accuracy; chance 0.333):")
+    print("bag of words, logistic regression (dev matched / mismatched accuracy; chance 0.333):")
     for which, accs in figures["bow_baselines"].items():
         print(f"  {which:<11} {accs['matched']:.3f} / {accs['mismatched']:.3f}")
     print()

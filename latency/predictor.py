@@ -39,7 +39,6 @@ from utils import (
     UserError,
     arch_features,
     arch_features_v2,
-    arch_key,
     check_arch_schema,
     get_logger,
 )

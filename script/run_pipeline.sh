@@ -92,7 +92,7 @@ GENERATED_DIR="$SHARDS_DIR" OUTPUT_DIR="$SUPERNET_DIR" TEACHER_MODEL="" MLM=1 SP
 MODEL_DIR="$SUPERNET_DIR/final"
 
 stage latency "4/7 latency tables of the demo grid: fp32 and int8 in one process, arch by arch, nothing else running"
-SAVE_DIR="$LATENCY_DIR" SPACE=demo VOCAB_SIZE="$VOCAB_SIZE" INFER_CNT="$LAT_RUNS" WARMUP=3 LEGACY=1 BACKEND="fp32 int8" \
+SAVE_DIR="$LATENCY_DIR" SPACE=demo VOCAB_SIZE="$VOCAB_SIZE" INFER_CNT="$LAT_RUNS" WARMUP=3 TIMER=cpu LEGACY=1 BACKEND="fp32 int8" \
     baf_run bash "$ROOT/script/lat_dataset_gen.sh"
 
 stage predictors "5/7 latency predictors (fp32 and int8)"

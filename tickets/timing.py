@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,7 +65,13 @@ def time_modules(models: dict[str, nn.Module], protocol: Protocol) -> dict[str, 
         timings = measure([_runner(model, inputs) for model in models.values()], protocol)
     finally:
         torch.set_num_threads(previous)
-    return {name: timing.statistics(protocol.timer) for name, timing in zip(models, timings)}
+    out = {}
+    for name, timing in zip(models, timings):
+        stats = timing.statistics(protocol.timer)
+        # the tables' robust headline: the median over rounds, so one slow round cannot move it
+        stats["median_ms"] = float(np.median(timing.round_medians(protocol.timer)))
+        out[name] = stats
+    return out
 
 
 def time_hf_model(model: nn.Module, protocol: Protocol) -> dict:

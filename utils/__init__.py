@@ -1,0 +1,17 @@
+"""Shared helpers of Bigger&Faster, at the bottom of the import graph (no project import points
+from here upwards). Each concern has its own module; everything is re-exported here, so stages
+write ``from utils import arch_key, SPACES, ...``:
+
+* ``utils.cli``      -- ``UserError`` / ``ArchError``, ``run_cli`` (one line, exit 2), logging, seeding;
+* ``utils.files``    -- atomic writes, kill-safe JSON lines, one writer per output directory;
+* ``utils.arch``     -- the arch dict: schema, validation, ``arch_key``, arch files;
+* ``utils.space``    -- search spaces, their families and files, coverage, sampling and mutation;
+* ``utils.features`` -- the latency predictor's features.
+"""
+
+from utils.arch import *  # noqa: F401,F403
+from utils.arch import _is_int  # noqa: F401
+from utils.cli import *  # noqa: F401,F403
+from utils.features import *  # noqa: F401,F403
+from utils.files import *  # noqa: F401,F403
+from utils.space import *  # noqa: F401,F403

@@ -1,0 +1,59 @@
+"""The one-line error convention of every stage script, logging and seeding."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from typing import Any, Callable, Sequence
+
+# --------------------------------------------------------------------------------------
+# Errors and the CLI convention
+# --------------------------------------------------------------------------------------
+
+
+class UserError(Exception):
+    """A mistake in the user's input (flag, file, line). Reported as one line, exit code 2."""
+
+
+class ArchError(UserError, ValueError):
+    """An arch dict that does not match the schema or does not fit the search space."""
+
+
+def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
+    """Run a stage's ``main`` and turn user mistakes into one line on stderr and exit code 2.
+
+    Programming errors still raise with a traceback: only ``UserError`` is the user's fault.
+    """
+    try:
+        code = main(argv)
+    except UserError as err:
+        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "bigger_and_faster"
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept and a re-run resumes", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(int(code or 0))
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger with the timestamped format used by every stage (HF examples style)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+            datefmt="%H:%M:%S",
+            level=os.environ.get("BAF_LOG_LEVEL", "INFO"),
+        )
+    return logging.getLogger(name)
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (the single place that does it)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
