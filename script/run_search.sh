@@ -22,24 +22,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 baf_init "$@"
 
-SCRIPT_DIR="$ROOT/script"
-TYPE="${TYPE:-ptq}"
-LATENCY_CONSTRAINT="${LATENCY_CONSTRAINT:-10}"
-TASK_NAME="${TASK_NAME:-rte}"
-DATA_DIR="${DATA_DIR:-}"  # empty: search.sh picks data/glue/<TASK>
-GENERATIONS="${GENERATIONS:-3}"
-STRATEGY="${STRATEGY:-evolution}"
-baf_require_choice STRATEGY evolution random
-if [[ "$STRATEGY" == "random" ]]; then FIRST_GENERATION="${FIRST_GENERATION:-rand}"; else FIRST_GENERATION="${FIRST_GENERATION:-fast}"; fi
-baf_require_choice FIRST_GENERATION fast rand
-baf_require_int GENERATIONS 0
-FINAL="${FINAL:-1}"
-export STRATEGY
-
-bash "$SCRIPT_DIR/search.sh" cand "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
-bash "$SCRIPT_DIR/search.sh" "$FIRST_GENERATION" "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
-bash "$SCRIPT_DIR/search.sh" eval "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
-GENERATIONS="$GENERATIONS" bash "$SCRIPT_DIR/search_and_eval.sh" "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
-if [[ "$FINAL" == "1" ]]; then
-    bash "$SCRIPT_DIR/search.sh" final "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
-fi
+# Every step in one process (run_search.py): starting Python with torch and transformers for each
+# of a search's dozen steps cost as much as the fine-tunes of a small search.
+exec "$PYTHON" "$ROOT/run_search.py" all

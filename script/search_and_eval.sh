@@ -17,20 +17,5 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 baf_init "$@"
 
-SCRIPT_DIR="$ROOT/script"
-TYPE="${1:-${TYPE:-ptq}}"
-LATENCY_CONSTRAINT="${2:-${LATENCY_CONSTRAINT:-10}}"
-DATA_DIR="${3:-${DATA_DIR:-}}"
-TASK_NAME="${4:-${TASK_NAME:-rte}}"
-GENERATIONS="${5:-${GENERATIONS:-3}}"
-FIRST_GENERATION_INDEX="${FIRST_GENERATION_INDEX:-1}"
-STRATEGY="${STRATEGY:-evolution}"
-baf_require_choice STRATEGY evolution random
-baf_require_int GENERATIONS 0
-STEP=$([[ "$STRATEGY" == "random" ]] && echo rand || echo evol)
-
-for ((i = FIRST_GENERATION_INDEX; i < FIRST_GENERATION_INDEX + GENERATIONS; i++)); do
-    echo "search_and_eval.sh: generation $i"
-    GENERATION="$i" bash "$SCRIPT_DIR/search.sh" "$STEP" "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
-    GENERATION="$i" bash "$SCRIPT_DIR/search.sh" eval "$TYPE" "$LATENCY_CONSTRAINT" "$DATA_DIR" "$TASK_NAME"
-done
+if [[ -n "${5:-}" ]]; then export GENERATIONS="$5"; fi
+exec "$PYTHON" "$ROOT/run_search.py" generations "${@:1:4}"
