@@ -298,8 +298,28 @@ def main(argv=None, quantize: bool = False, description: str | None = None) -> i
         return _evaluate(args, scheme, extras, seeds, tasks, archs, tokenizer, examples, store, rank, world)
 
 
+def remove_stale_staging(models_dir: str) -> int:
+    """Remove what killed runs left under ``models/``: ``save_hf_directory`` stages a model in
+    ``.<name>.<random>`` and renames it into place, so a hidden directory there is a fragment
+    (only the lock holder calls this, so no live staging is touched). Returns how many."""
+    import shutil
+
+    if not os.path.isdir(models_dir):
+        return 0
+    stale = [name for name in os.listdir(models_dir) if name.startswith(".")
+             and os.path.isdir(os.path.join(models_dir, name))]
+    for name in stale:
+        shutil.rmtree(os.path.join(models_dir, name), ignore_errors=True)
+    if stale:
+        logger.warning("%s: removed %d staging director%s left by a killed run", models_dir, len(stale),
+                       "y" if len(stale) == 1 else "ies")
+    return len(stale)
+
+
 def _evaluate(args, scheme, extras, seeds, tasks, archs, tokenizer, examples, store, rank, world) -> int:
     settings = {task.name: run_settings(args, task, data_dir, extras) for task, data_dir in zip(tasks, args.data_dir)}
+    if rank == 0:
+        remove_stale_staging(os.path.join(args.output_dir, "models"))
     if args.restart and rank == 0:
         _move_aside(store)
     for task in tasks:

@@ -358,3 +358,13 @@ def test_fp_evaluator_scores_extra_int8_on_the_same_weights(workspace, tmp_path)
     assert set(record["best_by_scheme"]) == {"torch_fp32", "torch_dynamic_int8"}
     assert abs(record["best_by_scheme"]["torch_dynamic_int8"] - record["best_fp32"]) <= INT8_TOLERANCE
     assert record["size_mb_by_scheme"]["torch_dynamic_int8"] < record["size_mb_fp32"]
+
+
+def test_a_rerun_removes_staging_directories_a_killed_save_left(ptq_run, workspace):
+    models = ptq_run / "models"
+    stale = models / ".mnli_seed42_L2_H64_F128_Q64_A4.k3j4h5"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half written")
+    kept = sorted(p.name for p in models.iterdir() if not p.name.startswith("."))
+    assert run(base_args(workspace, str(workspace["root"] / "two.cands"), ptq_run) + ["--save_model_flag", "1"]) == 0
+    assert not stale.exists() and sorted(p.name for p in models.iterdir()) == kept
