@@ -9,10 +9,11 @@
 #
 # Environment (defaults relative to the repository root):
 #   PYTHON (.venv/bin/python when it exists, else python3), TABLE_DIR (conf_datasets), FP32_TABLE ($TABLE_DIR/lat_torch_fp32.jsonl),
-#   INT8_TABLE ($TABLE_DIR/lat_torch_dynamic_int8.jsonl), OUT_DIR (conf_datasets),
-#   WHICH (both | fp32 | int8), RECIPE (default | original), SEED (0),
-#   SPACE (empty = the space recorded in the table), EXTRA_ARGS (more flags, split on spaces).
-# Output: $OUT_DIR/lat_predictor.pt (fp32) and $OUT_DIR/lat_predictor_quant.pt (int8).
+#   INT8_TABLE ($TABLE_DIR/lat_torch_dynamic_int8.jsonl), ORT_TABLE ($TABLE_DIR/lat_ort_dynamic_int8.jsonl),
+#   OUT_DIR (conf_datasets), WHICH (both = fp32 and int8 | fp32 | int8 | ort | all = the three),
+#   RECIPE (default | original), SEED (0), SPACE (empty = the space recorded in the table),
+#   EXTRA_ARGS (more flags, split on spaces).
+# Output: $OUT_DIR/lat_predictor.pt (fp32), lat_predictor_quant.pt (PyTorch int8), lat_predictor_ort.pt (ORT int8).
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -21,6 +22,7 @@ baf_init "$@"
 TABLE_DIR="${TABLE_DIR:-$ROOT/conf_datasets}"
 FP32_TABLE="${FP32_TABLE:-$TABLE_DIR/lat_torch_fp32.jsonl}"
 INT8_TABLE="${INT8_TABLE:-$TABLE_DIR/lat_torch_dynamic_int8.jsonl}"
+ORT_TABLE="${ORT_TABLE:-$TABLE_DIR/lat_ort_dynamic_int8.jsonl}"
 OUT_DIR="${OUT_DIR:-$ROOT/conf_datasets}"
 WHICH="${WHICH:-both}"
 RECIPE="${RECIPE:-default}"
@@ -31,14 +33,22 @@ read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 FLAGS=(--recipe "$RECIPE" --seed "$SEED")
 if [[ -n "$SPACE" ]]; then FLAGS+=(--space "$SPACE"); fi
 
-train() {
-    local table="$1" ckpt="$2"
-    "$PYTHON" "$ROOT/latency_predictor.py" --lat_dataset_path "$table" --ckpt_path "$ckpt" "${FLAGS[@]}" "${EXTRA[@]}"
-}
-
+baf_require_choice WHICH both fp32 int8 ort all
+baf_require_choice RECIPE default original
 case "$WHICH" in
-    both) train "$FP32_TABLE" "$OUT_DIR/lat_predictor.pt"; train "$INT8_TABLE" "$OUT_DIR/lat_predictor_quant.pt" ;;
-    fp32) train "$FP32_TABLE" "$OUT_DIR/lat_predictor.pt" ;;
-    int8) train "$INT8_TABLE" "$OUT_DIR/lat_predictor_quant.pt" ;;
-    *) echo "train_lat_predictor.sh: error: WHICH must be both, fp32 or int8, got '$WHICH'" >&2; exit 2 ;;
+    both) PLAN=("FP32_TABLE:lat_predictor.pt" "INT8_TABLE:lat_predictor_quant.pt") ;;
+    fp32) PLAN=("FP32_TABLE:lat_predictor.pt") ;;
+    int8) PLAN=("INT8_TABLE:lat_predictor_quant.pt") ;;
+    ort) PLAN=("ORT_TABLE:lat_predictor_ort.pt") ;;
+    all) PLAN=("FP32_TABLE:lat_predictor.pt" "INT8_TABLE:lat_predictor_quant.pt" "ORT_TABLE:lat_predictor_ort.pt") ;;
 esac
+for item in "${PLAN[@]}"; do  # every table before the first training
+    baf_require_file "${item%%:*}" "latency table (script/lat_dataset_gen.sh writes it)"
+done
+[[ ! -e "$OUT_DIR" || -d "$OUT_DIR" ]] || baf_die "OUT_DIR=$OUT_DIR exists and is not a directory"
+
+for item in "${PLAN[@]}"; do
+    var="${item%%:*}"
+    "$PYTHON" "$ROOT/latency_predictor.py" --lat_dataset_path "${!var}" --ckpt_path "$OUT_DIR/${item#*:}" \
+        "${FLAGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
+done

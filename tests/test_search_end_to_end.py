@@ -132,3 +132,39 @@ def test_report_from_one_command_on_the_finished_search(chain):
     assert (root / "report" / "report.md").read_text().count("Bigger&Faster (int8") >= 1
     # the evaluated archs are off the predictor's grid where the search space is finer: a held-out check
     assert summary["predictors"]["torch_dynamic_int8"]["n"] == 9
+
+
+@pytest.mark.slow
+def test_ort_int8_runs_the_whole_chain(tmp_path):
+    """TYPE=ort: an ORT int8 table and predictor, the search scored in ONNX Runtime int8, the report's row."""
+    model = make_supernet_dir(str(tmp_path / "supernet"), hidden=320, layers=2, ffn=768, heads=4)
+    data = write_mnli(str(tmp_path / "MNLI"), n_train=96, n_dev=24)
+    tiny = dataclasses.replace(get_space("demo_latency"), layer_num=Grid(1, 2), hidden_size=Grid(192, 320, 64),
+                               intermediate_size=Grid(256, 768, 256))
+    table = tmp_path / "lat_ort_quant_.tmp"  # the ORT table's legacy name says its backend
+    table.write_text("".join(f"{arch_to_legacy_repr(a)}\t{0.8 * formula_ms(a):.6f}\n" for a in tiny.grid()))
+    predictor = tmp_path / "lat_predictor_ort.pt"
+    subprocess.run([sys.executable, os.path.join(REPO, "latency_predictor.py"), "--lat_dataset_path", str(table),
+                    "--ckpt_path", str(predictor), "--space", "demo_latency", "--max_steps", "200", "--no_plot",
+                    "--quiet"], check=True, cwd=REPO, capture_output=True)
+    env = dict(os.environ, PYTHON=sys.executable, TYPE="ort", LATENCY_CONSTRAINT="0.8", TASK_NAME="mnli", DATA_DIR=data,
+               MODEL_DIR=model, PREDICTOR=str(predictor), SPACE="demo_search", GEN_SIZE="2", POPULATION="2",
+               GENERATIONS="1", TOP_K="1", SEEDS="42 43", NUM_THREADS="1", SAVE_MODELS="1",
+               SEARCH_ARGS=f"{SPACE_FLAGS} --latency_window_low {LOW} --latency_window_high {HIGH}",
+               EVAL_ARGS="--learning_rate 2e-3 --max_seq_length 32 --train_batch_size 16 --eval_step 100",
+               CANDS_DIR=str(tmp_path / "cands"), OUTPUT_ROOT=str(tmp_path / "output"))
+    subprocess.run(["bash", os.path.join(REPO, "script", "run_search.sh")], check=True, env=env, cwd=str(tmp_path),
+                   capture_output=True)
+    records = [json.loads(line) for line in open(tmp_path / "output" / "kd_ort_0.8" / "subbert.results.jsonl")]
+    assert {r["scheme"] for r in records} == {"ort_dynamic_int8"} and len(records) == 2 + 2 + 1
+    assert all(r["best_acc"] == r["best_by_scheme"]["ort_dynamic_int8"] for r in records)
+    saved = [r["saved_model"] for r in records if r.get("saved_model")]
+    assert len(saved) == 1 and os.path.isfile(os.path.join(saved[0], "model_int8.onnx"))
+    import report
+
+    assert report.main(["--cands_dir", str(tmp_path / "cands"), "--seeds", "42", "43", "--predictors", str(predictor),
+                        "--report_dir", str(tmp_path / "report")]) == 0
+    summary = json.load(open(tmp_path / "report" / "summary.json"))
+    row = summary["budgets"][0]["methods"]["bigger_and_faster_ort_int8"]
+    assert row["deployed_scheme"] == "ort_dynamic_int8" and row["accuracy_points"]["n"] == 2
+    assert row["saved_model"] == saved[0]
