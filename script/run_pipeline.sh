@@ -15,7 +15,9 @@
 #   steps, archs and examples), SEED (42), BUDGETS (auto: the 35th and 65th percentile of the int8 table; or
 #   e.g. "3 5" in ms), SEEDS (final re-evaluation seeds), TOP_K, PRETRAIN_STEPS, PRETRAIN_BATCH, LAT_RUNS,
 #   GEN_SIZE, POPULATION, GENERATIONS, NUM_TRAIN, NUM_DEV (defaults depend on DEMO_SCALE), RANDOM_BASELINE
-#   (1: also the int8 random search), JOBS (2: searches run this many at a time, one thread each).
+#   (1: also the int8 random search), JOBS (2: searches run this many at a time, one thread each),
+#   TICKETS (0; 1 adds a short BERT-Tickets run on the supernet's largest arch, 3 rounds of 20 %, to the
+#   report: a few minutes more).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 baf_init "$@"
@@ -28,6 +30,7 @@ SEED="${SEED:-42}"
 BUDGETS="${BUDGETS:-auto}"
 JOBS="${JOBS:-2}"
 RANDOM_BASELINE="${RANDOM_BASELINE:-1}"
+TICKETS="${TICKETS:-0}"
 TASK_NAME=mnli
 
 case "$DEMO_SCALE" in
@@ -47,6 +50,7 @@ PRETRAIN_BATCH="${PRETRAIN_BATCH:-16}"
 PRETRAIN_SEQ="${PRETRAIN_SEQ:-64}"
 baf_require_int JOBS 1
 baf_require_choice RANDOM_BASELINE 0 1
+baf_require_choice TICKETS 0 1
 for var in PRETRAIN_STEPS NUM_TRAIN NUM_DEV LAT_RUNS GEN_SIZE POPULATION GENERATIONS TOP_K PRETRAIN_BATCH; do
     baf_require_int "$var" 1
 done
@@ -120,11 +124,18 @@ EVAL_ARGS='--max_seq_length 32 --learning_rate 5e-4 --train_batch_size 16 --eval
     fi
 done
 baf_run_queue "$JOBS" "${COMMANDS[@]}"
+if [[ "$TICKETS" == "1" ]]; then  # after the searches: its latency is never timed next to their fine-tunes
+    MODEL_DIR="$MODEL_DIR" ARCH=largest DATA_DIR="$DATA_DIR/MNLI" TASK_NAME=$TASK_NAME OUTPUT_DIR="$RUN_DIR/tickets" \
+        ROUNDS=3 PRUNE_FRACTION=0.2 NUM_TRAIN_EPOCHS=1 LEARNING_RATE=5e-4 TRAIN_BATCH_SIZE=16 MAX_SEQ_LENGTH=32 \
+        EVAL_STEP=1000 NUM_THREADS=1 LATENCY=1 LATENCY_TIMER=cpu SEEDS='42' baf_run bash "$ROOT/script/bert_tickets.sh"
+fi
 
+TICKET_DIRS=""
+if [[ "$TICKETS" == "1" ]]; then TICKET_DIRS="$RUN_DIR/tickets"; fi
 stage report "7/7 report: re-measured latency of every evaluated arch (alone), tables, claims, plots"
 CANDS_DIR="$CANDS_DIR" OUTPUT_ROOT="$OUTPUT_ROOT" PREDICTORS="$PREDICTOR_DIR/lat_predictor.pt $PREDICTOR_DIR/lat_predictor_quant.pt" \
-    LATENCY_DIR="$RUN_DIR/latency_evaluated" REPORT_DIR="$REPORT_DIR" SEEDS="$SEEDS" INFER_CNT="$((LAT_RUNS * 2))" \
-    baf_run bash "$ROOT/script/report.sh"
+    LATENCY_DIR="$RUN_DIR/latency_evaluated" REPORT_DIR="$REPORT_DIR" SEEDS="$SEEDS" \
+    TICKETS="$TICKET_DIRS" baf_run bash "$ROOT/script/report.sh"
 stage done "done in ${SECONDS}s: $REPORT_DIR/report.md"
 mv -f "$TIMINGS.new" "$TIMINGS"
 echo "seconds per stage ($TIMINGS):"
