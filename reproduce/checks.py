@@ -198,6 +198,9 @@ def check(s: Settings) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return 0
     prog = "reproduce_paper.sh"
     try:
         check(Settings.parse(argv))

@@ -46,7 +46,8 @@ COLUMNS = ("stage", "seconds", "peak_rss_mb", "units", "unit", "seconds_per_unit
 
 
 def run_timed(command: list[str], record_path: str, stage: str) -> int:
-    """Run ``command``; append its attempt to ``record_path``; return its exit status."""
+    """Run ``command``; append its attempt to ``record_path``; return its exit status. The peak RSS is
+    the largest child this process ever waited for: call it from a fresh process (the ``run`` CLI)."""
     os.makedirs(os.path.dirname(os.path.abspath(record_path)), exist_ok=True)
     started = time.perf_counter()
     process = subprocess.Popen(command)

@@ -171,7 +171,8 @@ def build_plan(settings: Settings, probe: dict | None) -> dict:
         stages["paper_step"].update(units=f"{steps} steps, batch 12 x seq 512",
                                     estimate_s=(pretraining_overhead(probe) + steps * per_step * scale)
                                     if per_step else None,
-                                    per_unit="at most the probe's step x tokens ratio" if per_step else None)
+                                    per_unit="the probe's step x the ratio of tokens; attention grows faster" if per_step
+                                    else None)
 
     # latency
     archs = latency_archs(s)
@@ -289,6 +290,9 @@ def render(plan: dict, settings: Settings) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return 0
     try:
         settings = Settings.parse(argv)
         probe = None

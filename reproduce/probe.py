@@ -13,7 +13,9 @@ expensive stage, through the real stage scripts, on this machine, under ``RUN/pr
 4. fine-tune: that arch fine-tuned on PROBE_FINETUNE_EXAMPLES training examples of GLUE_DIR and scored
    on PROBE_EVAL_EXAMPLES dev examples, fp32 and int8 (the ptq evaluator on the probe's supernet):
    seconds per 1k training / dev examples.
-Writes ``RUN/probe/probe.json``; each part is kept once done (a re-run reuses it).
+Only the parts the selected STAGES need run (1-2 for pretrain / paper_step, 3 for latency / report, 4 for
+searches, on the run's own supernet when it exists). Writes ``RUN/probe/probe.json``; a re-run with the
+same settings reuses it.
 """
 
 from __future__ import annotations
@@ -191,6 +193,9 @@ def _device_name() -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return 0
     try:
         run_probe(Settings.parse(argv))
     except UserError as err:

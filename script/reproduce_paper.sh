@@ -221,8 +221,9 @@ run_stage paper_step "teacher=$TEACHER_MODEL steps=$PAPER_STEPS" \
     EXTRA_ARGS="--quality_ladder 0" bash "$ROOT/script/pre_training.sh"
 
 if [[ "$LATENCY_TABLES" == "authors" ]]; then
-    in_stages latency && printf '\n=== [%5ds] latency: LATENCY_TABLES=authors: %s and %s, unchanged\n' "$SECONDS" \
-        "$FP32_TABLE" "$INT8_TABLE"
+    if in_stages latency; then
+        printf '\n=== [%5ds] latency: LATENCY_TABLES=authors: %s and %s, unchanged\n' "$SECONDS" "$FP32_TABLE" "$INT8_TABLE"
+    fi
 else
     run_stage latency "backends=$LATENCY_BACKENDS sample=$SAMPLE runs=$INFER_CNT warmup=$WARMUP threads=$LAT_THREADS" \
         env BACKEND="$LATENCY_BACKENDS" SAVE_DIR="$LATENCY_DIR" SPACE=paper SAMPLE="$SAMPLE" ARCH_FILE= \

@@ -9,11 +9,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from reproduce.costs import latency_arch_seconds, pretraining_step_seconds, run_timed, summarize
+from reproduce.costs import latency_arch_seconds, pretraining_step_seconds, summarize
 from reproduce.settings import STAGE_ORDER, Settings
 from utils import read_jsonl
 
@@ -210,10 +211,16 @@ def test_smoke_without_the_shared_samples_is_one_line(tmp_path):
 
 def test_timed_attempts_record_wall_time_peak_memory_and_interruptions(tmp_path):
     record = str(tmp_path / "stages" / "demo.cost.jsonl")
-    # a child that holds ~200 MB: its peak RSS is what the record says (ru_maxrss of the children)
+    # a child that holds ~200 MB: its peak RSS is what the record says (ru_maxrss of the wrapper's children;
+    # the wrapper is a fresh process, as the script runs it)
     code = "import time; block = bytearray(200 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(0.2)"
-    assert run_timed(["python3", "-c", code], record, "demo") == 0
-    assert run_timed(["python3", "-c", "import sys; sys.exit(3)"], record, "demo") == 3
+
+    def wrapped(*command):
+        return subprocess.run([sys.executable, "-m", "reproduce.costs", "run", "--record", record, "--", *command],
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}).returncode
+
+    assert wrapped("python3", "-c", code) == 0
+    assert wrapped("python3", "-c", "import sys; sys.exit(3)") == 3
     first, second = read_jsonl(record)
     assert first["completed"] and 200 <= first["peak_rss_mb"] < 400 and first["seconds"] >= 0.2
     assert not second["completed"] and second["returncode"] == 3
