@@ -13,7 +13,8 @@
 #   lat_predictor_ort.pt), LATENCY_DIR (latency_evaluated: the re-measured tables, resumed), INFER_CNT
 #   (empty: the tables' runs), SEEDS ("42 43 44": every finalist must have them), TASK (empty: the one
 #   task of the searches), ALLOW_PARTIAL (0; 1 reports unfinished searches, flagged), TICKETS (BERT-Tickets
-#   run directories to add), REPORT_DIR (report), EXTRA_ARGS (more report.py flags).
+#   run directories to add), REPORT_DIR (report), TITLE (empty: report.py's; the report's heading, spaces
+#   allowed), EXTRA_ARGS (more report.py flags, split on spaces).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 baf_init "$@"
@@ -34,6 +35,7 @@ TASK="${TASK:-}"
 ALLOW_PARTIAL="${ALLOW_PARTIAL:-0}"
 TICKETS="${TICKETS:-}"
 REPORT_DIR="${REPORT_DIR:-$ROOT/report}"
+TITLE="${TITLE:-}"
 read -r -a PREDICTOR_LIST <<< "$PREDICTORS"
 read -r -a SEED_LIST <<< "$SEEDS"
 read -r -a TICKET_LIST <<< "$TICKETS"
@@ -68,6 +70,7 @@ FLAGS=(--seeds "${SEED_LIST[@]}")
 [[ -n "$TASK" ]] && FLAGS+=(--task "$TASK")
 [[ "$ALLOW_PARTIAL" == "1" ]] && FLAGS+=(--allow_partial)
 [[ "${#TICKET_LIST[@]}" -gt 0 ]] && FLAGS+=(--tickets "${TICKET_LIST[@]}")
+[[ -n "$TITLE" ]] && FLAGS+=(--title "$TITLE")
 baf_run_py "$ROOT/report.py" --cands_dir "$CANDS_DIR" --output_root "$OUTPUT_ROOT" \
     --predictors "${PREDICTOR_LIST[@]}" --measured ${MEASURED[@]+"${MEASURED[@]}"} --report_dir "$REPORT_DIR" \
     "${FLAGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
