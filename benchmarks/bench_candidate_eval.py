@@ -84,11 +84,11 @@ def main() -> None:
     once = time.perf_counter() - start
 
     def ours(arch):
-        return evaluate_candidate(shared_supernet, arch, shared_data, config, "cpu", "torch_dynamic")
+        return evaluate_candidate(shared_supernet, arch, shared_data, config, "cpu", "torch_dynamic_int8")
 
     def baseline(arch):
         supernet = load_supernet(model_dir, SuperBertForSequenceClassification, num_labels=3).eval()
-        return evaluate_candidate(supernet, arch, load_data(StaticSplit), config, "cpu", "torch_dynamic")
+        return evaluate_candidate(supernet, arch, load_data(StaticSplit), config, "cpu", "torch_dynamic_int8")
 
     ours(archs[0])  # warm-up: first-call imports and allocator growth
     times = {"ours": [], "baseline": []}

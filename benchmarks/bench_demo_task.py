@@ -208,7 +208,7 @@ def main() -> None:
                                         train_batch_size=args.batch, eval_batch_size=128, eval_step=10**9, seed=seed)
                 cpu_start = time.process_time()
                 record = evaluate_candidate(supernet, arch, data, config, "cpu",
-                                            quant_scheme=None if args.no_int8 else "torch_dynamic")
+                                            scheme="torch_fp32" if args.no_int8 else "torch_dynamic_int8")
                 record["cpu_seconds"] = time.process_time() - cpu_start
                 records.append(record)
             row = {"init": init, "arch": arch_summary(arch), "params": records[0]["parameter_size"]}

@@ -184,7 +184,7 @@ def finetune_ladders(args, data_dir: str, vocab: str, reports: dict) -> None:
         else:
             supernet = load_supernet(os.path.join(report["dir"], "final"), SuperBertForSequenceClassification,
                                      num_labels=task.num_labels).eval()
-            accuracies = [evaluate_candidate(supernet, row["arch"], data, config, "cpu", quant_scheme=None)
+            accuracies = [evaluate_candidate(supernet, row["arch"], data, config, "cpu", scheme="torch_fp32")
                           ["metrics_fp32"]["matched"]["acc"] for row in report["ladder"]]
             with open(cache, "w", encoding="utf-8") as handle:
                 json.dump(accuracies, handle)
