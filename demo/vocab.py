@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+from utils import SPECIAL_TOKENS
 
 
 def continuation_pieces(tokenizer, files: list[str], prefix: str = "##") -> list[str]:

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import torch
 
 from glue.tasks import Example, TaskSpec
-from utils import UserError
+from utils import UserError, load_vocab
 
 
 def load_tokenizer(model_dir: str, do_lower_case: bool):
@@ -27,8 +27,7 @@ def load_tokenizer(model_dir: str, do_lower_case: bool):
     # transformers 5 takes the vocabulary as ``vocab=`` and silently ignores ``vocab_file=``
     # (every token becomes [UNK]); the size check guards against such an API change.
     tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=do_lower_case)
-    with open(vocab, encoding="utf-8") as handle:
-        expected = sum(1 for line in handle if line.rstrip("\n"))
+    expected = len(load_vocab(vocab))
     if len(tokenizer) != expected:
         raise RuntimeError(f"tokenizer loaded {len(tokenizer)} tokens from {vocab}, which has {expected}")
     return tokenizer

@@ -15,6 +15,7 @@ import time
 
 import torch
 from torch import nn
+from transformers import get_linear_schedule_with_warmup
 
 from evaluation.data import EncodedSplit
 from glue.metrics import compute_metrics, primary_metric
@@ -92,18 +93,8 @@ def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) 
             continue
         (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate)
-
-
-def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_proportion: float):
-    warmup = max(1, int(round(warmup_proportion * total_steps)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    # fused: one kernel per step instead of a loop over tensors (~10 % of a small CPU fine-tune)
+    return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, task: TaskSpec) -> torch.Tensor:
@@ -120,7 +111,9 @@ def finetune(model: nn.Module, train: EncodedSplit, dev: EncodedSplit, task: Tas
     steps_per_epoch = train.num_batches(config.train_batch_size)
     total_steps = int(round(steps_per_epoch * config.num_train_epochs))  # 0 epochs: evaluate only
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
-    scheduler = linear_warmup_decay(optimizer, max(1, total_steps), config.warmup_proportion)
+    # BertAdam's warmup_linear: 0 -> lr over the first warmup_proportion of the steps, then linear to 0
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(round(config.warmup_proportion * max(1, total_steps))),
+                                                max(1, total_steps))
     generator = torch.Generator().manual_seed(config.seed)
     best: EvalResult | None = None
     best_state: dict[str, torch.Tensor] = {}

@@ -38,6 +38,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import get_linear_schedule_with_warmup
 
 from pretraining.checkpointing import (
     FINAL_DIR,
@@ -149,15 +150,6 @@ def teacher_outputs(teacher: nn.Module, batch: dict):
         out = teacher.bert(batch["input_ids"], attention_mask=batch["attention_mask"],
                            token_type_ids=batch["token_type_ids"], return_last_scores=True)
     return out.last_hidden_state, out.last_attention_scores
-
-
-def linear_warmup_decay(warmup_steps: int, total_steps: int):
-    """lr factor: linear 0 -> 1 over the warm-up, then linear 1 -> 0 at ``total_steps``."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-    return factor
 
 
 def _decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
@@ -384,8 +376,7 @@ class Trainer:
         self.amp, self.amp_dtype, use_scaler = amp_settings(args.precision, ctx.device)
         self.optimizer = make_optimizer(self.model, args, masked=self.masked_updates)
         self.params_by_name = dict(self.model.named_parameters())
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, linear_warmup_decay(self.warmup_steps, self.total_steps))
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, self.warmup_steps, self.total_steps)
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         step_module = PreTrainingStep(self.model, self.use_mlm, self.use_kd)
         if ctx.enabled:

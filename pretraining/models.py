@@ -22,7 +22,7 @@ from transformer.checkpoint import is_supernet_dir, load_supernet, vocab_path
 from transformer.config import SuperBertConfig
 from transformer.hf_converter import supernet_from_hf
 from transformer.modeling_super import SuperBertForPreTraining
-from utils import SearchSpace, UserError, get_logger, sample_arch
+from utils import SearchSpace, UserError, get_logger, load_vocab, sample_arch
 
 logger = get_logger(__name__)
 
@@ -148,11 +148,7 @@ def load_teacher(teacher_model: str, student: SuperBertForPreTraining, space: Se
                         f"--max_seq_length {max_seq_length}")
     teacher_vocab = vocab_path(teacher_model)
     if teacher_vocab is not None:
-        with open(teacher_vocab, encoding="utf-8") as handle:
-            tokens = [line.rstrip("\n").rstrip("\r") for line in handle]
-        while tokens and not tokens[-1]:
-            tokens.pop()
-        if tuple(tokens) != tuple(vocab_tokens):
+        if tuple(load_vocab(teacher_vocab)) != tuple(vocab_tokens):
             raise UserError(f"{where}: its vocab.txt differs from the training vocab; token ids would not match")
     teacher = load_supernet(teacher_model)
     teacher.eval()

@@ -41,7 +41,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from utils import UserError, atomic_write, get_logger, output_lock
+from utils import SPECIAL_TOKENS, UserError, atomic_write, get_logger, load_vocab, output_lock  # noqa: F401 (re-exported)
 
 logger = get_logger(__name__)
 
@@ -49,7 +49,6 @@ SHARD_TEMPLATE = "train_doc_tokens_ngrams_{}.json"
 SHARD_PATTERN = re.compile(r"^train_doc_tokens_ngrams_(\d+)\.json$")
 MANIFEST_NAME = "data_manifest.json"
 VOCAB_NAME = "vocab.txt"
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MIN_TOKENS = 3  # the original drops sequences shorter than this
 FORMAT_VERSION = 1
 _STAGING_PREFIX = ".generate_data."
@@ -72,23 +71,6 @@ def resolve_vocab(path: str, flag: str = "--bert_model") -> str:
     if not os.path.isfile(path):
         raise UserError(f"{flag}: {path}: no such vocab file or directory (models are never downloaded)")
     return path
-
-
-def load_vocab(path: str) -> list[str]:
-    """Tokens in id order, one per line (the format ``tokenizers`` and BERT use)."""
-    with open(path, encoding="utf-8", errors="strict") as handle:
-        try:
-            tokens = [line.rstrip("\n").rstrip("\r") for line in handle]
-        except UnicodeDecodeError as err:
-            raise UserError(f"{path}: vocab is not UTF-8 ({err.reason})") from None
-    while tokens and not tokens[-1]:
-        tokens.pop()
-    if not tokens:
-        raise UserError(f"{path}: vocab file is empty")
-    missing = [token for token in SPECIAL_TOKENS if token not in set(tokens)]
-    if missing:
-        raise UserError(f"{path}: vocab lacks the special token(s) {', '.join(missing)}")
-    return tokens
 
 
 def file_sha256(path: str) -> str:

@@ -3,6 +3,8 @@ interval (or with a single seed on a side) reads "within noise", never as a gain
 
 from __future__ import annotations
 
+import math
+
 from reporting.summary import METHOD_LABELS
 
 SHORT = {"autotinybert_fp32": "AutoTinyBERT (fp32)", "autotinybert_int8_ptq": "AutoTinyBERT + int8 PTQ",
@@ -90,6 +92,18 @@ def predictor_claims(summary: dict) -> list[str]:
     return sentences
 
 
+def _evaluation_text(settings: dict) -> str:
+    """When the dev set was scored: once at the end, or every eval_step steps keeping the best."""
+    tune = settings["fine_tune"]
+    try:
+        steps = math.ceil(int(settings["train_examples"]) / int(tune["train_batch_size"])) * float(tune["num_train_epochs"])
+        if int(tune["eval_step"]) >= steps:
+            return "dev evaluated once, at the end of training"
+    except (KeyError, TypeError, ValueError):
+        pass
+    return f"dev evaluated every {tune.get('eval_step')} steps and at the end (best kept)"
+
+
 def settings_text(summary: dict) -> list[str]:
     s = summary["settings"]
     tune = s["fine_tune"]
@@ -97,8 +111,7 @@ def settings_text(summary: dict) -> list[str]:
              f" (dev examples: {s['dev_examples']}); {s['train_examples']} training examples.",
              f"- Fine-tune per candidate: lr {tune.get('learning_rate')}, {tune.get('num_train_epochs')} epoch(s), "
              f"batch {tune.get('train_batch_size')}, max_seq_length {tune.get('max_seq_length')}, warm-up "
-             f"{tune.get('warmup_proportion')}, weight decay {tune.get('weight_decay')}, evaluated every "
-             f"{tune.get('eval_step')} steps (best kept).",
+             f"{tune.get('warmup_proportion')}, weight decay {tune.get('weight_decay')}, {_evaluation_text(s)}.",
              f"- Search seed {s['search_seed']}; the final top-{s['top_k']} of each search re-evaluated with seeds "
              f"{s['seeds']}; the winner is the best mean. Differences are compared with a 95 % Welch interval: "
              "inside it, or with one seed on a side, they are reported as within noise."]

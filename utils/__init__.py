@@ -6,7 +6,8 @@ write ``from utils import arch_key, SPACES, ...``:
 * ``utils.files``    -- atomic writes, kill-safe JSON lines, one writer per output directory;
 * ``utils.arch``     -- the arch dict: schema, validation, ``arch_key``, arch files;
 * ``utils.space``    -- search spaces, their families and files, coverage, sampling and mutation;
-* ``utils.features`` -- the latency predictor's features.
+* ``utils.features`` -- the latency predictor's features;
+* ``utils.vocab``    -- the vocab file (``load_vocab``, ``SPECIAL_TOKENS``).
 """
 
 from utils.arch import *  # noqa: F401,F403
@@ -15,3 +16,4 @@ from utils.cli import *  # noqa: F401,F403
 from utils.features import *  # noqa: F401,F403
 from utils.files import *  # noqa: F401,F403
 from utils.space import *  # noqa: F401,F403
+from utils.vocab import *  # noqa: F401,F403
