@@ -3,8 +3,6 @@ interval (or with a single seed on a side) reads "within noise", never as a gain
 
 from __future__ import annotations
 
-import math
-
 from reporting.summary import METHOD_LABELS
 
 SHORT = {"autotinybert_fp32": "AutoTinyBERT (fp32)", "autotinybert_int8_ptq": "AutoTinyBERT + int8 PTQ",
@@ -93,15 +91,12 @@ def predictor_claims(summary: dict) -> list[str]:
 
 
 def _evaluation_text(settings: dict) -> str:
-    """When the dev set was scored: once at the end, or every eval_step steps keeping the best."""
-    tune = settings["fine_tune"]
-    try:
-        steps = math.ceil(int(settings["train_examples"]) / int(tune["train_batch_size"])) * float(tune["num_train_epochs"])
-        if int(tune["eval_step"]) >= steps:
-            return "dev evaluated once, at the end of training"
-    except (KeyError, TypeError, ValueError):
-        pass
-    return f"dev evaluated every {tune.get('eval_step')} steps and at the end (best kept)"
+    """When the dev set was scored: once at the end (``eval_step`` at least the recorded number of
+    training steps), or every ``eval_step`` steps keeping the best."""
+    eval_step, steps = settings["fine_tune"].get("eval_step"), settings.get("train_steps")
+    if isinstance(eval_step, int) and isinstance(steps, int) and eval_step >= steps:
+        return "dev evaluated once, at the end of training"
+    return f"dev evaluated every {eval_step} steps and at the end (best kept)"
 
 
 def settings_text(summary: dict) -> list[str]:

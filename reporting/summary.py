@@ -210,7 +210,7 @@ def settings(searches: list[Search], measured: dict) -> dict:
             protocols[backend] = {field: sample.get(field) for field in protocol_fields if sample.get(field) is not None}
     final_seeds = sorted({r["seed"] for s in searches for r in s.records})
     return {"task": searches[0].task, "primary_dev": primary_split(first), "dev_examples": first.get("dev_examples"),
-            "train_examples": first.get("train_examples"),
+            "train_examples": first.get("train_examples"), "train_steps": first.get("train_steps"),
             "fine_tune": {key: hparams.get(key) for key in ("learning_rate", "num_train_epochs", "train_batch_size",
                                                             "warmup_proportion", "weight_decay", "eval_step")}
             | {"max_seq_length": first.get("max_seq_length")},

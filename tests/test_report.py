@@ -33,8 +33,8 @@ def _record(arch, scheme, fitness, seed, int8=None, params=None):
             "best_acc": fitness, "parameter_size": params + 500_000, "encoder_parameter_size": params,
             "size_mb_fp32": (params + 500_000) * 4 / 2**20, "size_mb_by_scheme": {"torch_dynamic_int8": params / 2**20},
             "metrics_by_scheme": by, "best_by_scheme": best, "primary_dev": "matched",
-            "dev_examples": {"matched": 500, "mismatched": 500}, "train_examples": 2000, "max_seq_length": 32,
-            "hparams": {"learning_rate": 3e-4, "num_train_epochs": 1.0, "train_batch_size": 16, "eval_step": 50,
+            "dev_examples": {"matched": 500, "mismatched": 500}, "train_examples": 2000, "train_steps": 125,
+            "max_seq_length": 32, "hparams": {"learning_rate": 3e-4, "num_train_epochs": 1.0, "train_batch_size": 16, "eval_step": 50,
                         "warmup_proportion": 0.1, "weight_decay": 0.01}}
 
 
@@ -142,6 +142,17 @@ def test_claims_follow_the_spread(run):
     assert "**a gain beyond the spread**" in text
     assert "62.0 ± 1.0 (n=3)" in text and "1.88x the encoder parameters (bigger)" in text
     assert "98 % of the 5 ms budget, within" in text
+    assert "dev evaluated every 50 steps and at the end (best kept)" in text  # eval_step 50 < 125 steps
+
+
+def test_settings_say_when_the_dev_set_was_scored():
+    from reporting.claims import _evaluation_text
+
+    once = {"train_steps": 125, "fine_tune": {"eval_step": 100000}}
+    assert _evaluation_text(once) == "dev evaluated once, at the end of training"
+    assert _evaluation_text(dict(once, train_steps=125, fine_tune={"eval_step": 125})).endswith("at the end of training")
+    assert _evaluation_text(dict(once, fine_tune={"eval_step": 50})) == "dev evaluated every 50 steps and at the end (best kept)"
+    assert "every 50 steps" in _evaluation_text({"fine_tune": {"eval_step": 50}})  # older records: no train_steps
 
 
 def test_difference_rules():
