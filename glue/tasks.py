@@ -47,6 +47,7 @@ class TaskSpec:
     dev_files: dict  # name -> file; the first one is the primary dev set
     hparams: HyperParams
     skip_short_rows: bool = False  # QQP's train file has a few malformed rows; GLUE readers skip them
+    directory: str = ""  # the GLUE download's directory of the task (data/glue/<directory>)
 
     @property
     def num_labels(self) -> int:
@@ -68,25 +69,27 @@ _NLI2 = ("entailment", "not_entailment")
 # WNLI is not in that table (it fell back to the command-line defaults, 128 and 5e-5); its
 # eval_step of 10 is our choice for a small dev set. mnli-mm trains as mnli.
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
-    TaskSpec("cola", _BINARY, None, (3, None, 1), "train.tsv", {"dev": "dev.tsv"}, HyperParams(64, 1e-5, 50)),
+    TaskSpec("cola", _BINARY, None, (3, None, 1), "train.tsv", {"dev": "dev.tsv"}, HyperParams(64, 1e-5, 50),
+             directory="CoLA"),
     TaskSpec("sst-2", _BINARY, ("sentence", None, "label"), None, "train.tsv", {"dev": "dev.tsv"},
-             HyperParams(64, 2e-5, 100)),
+             HyperParams(64, 2e-5, 100), directory="SST-2"),
     TaskSpec("mrpc", _BINARY, ("#1 String", "#2 String", "Quality"), None, "train.tsv", {"dev": "dev.tsv"},
-             HyperParams(128, 2e-5, 10)),
+             HyperParams(128, 2e-5, 10), directory="MRPC"),
     TaskSpec("sts-b", None, ("sentence1", "sentence2", "score"), None, "train.tsv", {"dev": "dev.tsv"},
-             HyperParams(128, 3e-5, 10)),
+             HyperParams(128, 3e-5, 10), directory="STS-B"),
     TaskSpec("qqp", _BINARY, ("question1", "question2", "is_duplicate"), None, "train.tsv", {"dev": "dev.tsv"},
-             HyperParams(128, 2e-5, 500), skip_short_rows=True),
+             HyperParams(128, 2e-5, 500), skip_short_rows=True, directory="QQP"),
     TaskSpec("mnli", _NLI3, ("sentence1", "sentence2", "gold_label"), None, "train.tsv",
-             {"matched": "dev_matched.tsv", "mismatched": "dev_mismatched.tsv"}, HyperParams(128, 3e-5, 500)),
+             {"matched": "dev_matched.tsv", "mismatched": "dev_mismatched.tsv"}, HyperParams(128, 3e-5, 500),
+             directory="MNLI"),
     TaskSpec("mnli-mm", _NLI3, ("sentence1", "sentence2", "gold_label"), None, "train.tsv",
-             {"mismatched": "dev_mismatched.tsv"}, HyperParams(128, 3e-5, 500)),
+             {"mismatched": "dev_mismatched.tsv"}, HyperParams(128, 3e-5, 500), directory="MNLI"),
     TaskSpec("qnli", _NLI2, ("question", "sentence", "label"), None, "train.tsv", {"dev": "dev.tsv"},
-             HyperParams(128, 2e-5, 500)),
+             HyperParams(128, 2e-5, 500), directory="QNLI"),
     TaskSpec("rte", _NLI2, ("sentence1", "sentence2", "label"), None, "train.tsv", {"dev": "dev.tsv"},
-             HyperParams(128, 2e-5, 10)),
+             HyperParams(128, 2e-5, 10), directory="RTE"),
     TaskSpec("wnli", _BINARY, ("sentence1", "sentence2", "label"), None, "train.tsv", {"dev": "dev.tsv"},
-             HyperParams(128, 5e-5, 10)),
+             HyperParams(128, 5e-5, 10), directory="WNLI"),
 )}
 
 

@@ -26,6 +26,7 @@ import os
 import tempfile
 
 from latency.drift import comparability_factor, drift_summary, make_comparable, reference_values  # noqa: F401
+from quantize_utils import DEPLOYED
 from utils import (
     ArchError,
     SearchSpace,
@@ -50,8 +51,7 @@ SIGNATURE_FIELDS = ("backend", "protocol", "cpu_model", "threads", "batch_size",
 ORT_SIGNATURE_FIELDS = ("onnxruntime_version", "exporter", "opset", "ort_quantizer", "ort_dynamic_axes")
 # The original's file names, per backend (the ORT one is ours: the original reused lat_quant_.tmp).
 RECORD_TYPES = ("arch", "reference", "run_end")
-LEGACY_FILE_NAMES = {"torch_fp32": "lat_.tmp", "torch_dynamic_int8": "lat_quant_.tmp",
-                     "ort_dynamic_int8": "lat_ort_quant_.tmp"}
+LEGACY_FILE_NAMES = {scheme.latency_backend: scheme.legacy_table for scheme in DEPLOYED}  # the registry's names
 
 
 def table_file_name(backend: str, shard: tuple[int, int] | None = None, legacy: bool = False) -> str:

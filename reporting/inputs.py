@@ -11,12 +11,13 @@ from collections import defaultdict
 
 from evaluation.results import JSONL_NAME, ResultsStore, canonical_scheme
 from search.history import default_log_path, read_search_log
+from quantize_utils import DEPLOYED
 from search.identity import find_searches as find_identities
 from utils import UserError, arch_key, read_arch_file
 
-# Searches made before identities existed: kd_<type>_<budget>[_random] directories.
-LEGACY_SEARCH_DIR = re.compile(r"^kd_(fp|ptq|ort)_([0-9]+(?:\.[0-9]+)?)(_random)?$")
-LEGACY_TYPES = {"fp": "torch_fp32", "ptq": "torch_dynamic_int8", "ort": "ort_dynamic_int8"}
+# Searches made before identities existed: kd_<short>_<budget>[_random] directories of the deployed schemes.
+LEGACY_TYPES = {scheme.short: scheme.name for scheme in DEPLOYED}
+LEGACY_SEARCH_DIR = re.compile(rf"^kd_({'|'.join(LEGACY_TYPES)})_([0-9]+(?:\.[0-9]+)?)(_random)?$")
 
 
 @dataclasses.dataclass
@@ -73,7 +74,7 @@ def load_searches(cands_dir: str, output_root: str | None = None, task: str | No
                                "strategy": "random" if match.group(3) else "evolution"}
     if not found:
         raise UserError(f"no search found: no <name>.search.json in {cands_dir} "
-                        + (f"and no kd_<fp|ptq|ort>_<ms>/{JSONL_NAME} under {output_root}" if output_root else ""))
+                        + (f"and no kd_<{'|'.join(LEGACY_TYPES)}>_<ms>/{JSONL_NAME} under {output_root}" if output_root else ""))
     searches = []
     for name, identity in sorted(found.items()):
         records = ResultsStore(identity["results_dir"]).records()

@@ -13,7 +13,7 @@ from collections import defaultdict
 import numpy as np
 
 from glue.tasks import get_task
-from quantize_utils import SCHEMES
+from quantize_utils import LATENCY_BACKENDS, SCHEMES
 from reporting.inputs import Search
 from reporting.stats import Estimate, difference
 from utils import SearchSpace, arch_key, arch_summary
@@ -143,7 +143,7 @@ def method_row(method: str, search: Search, choice: Choice, deployed: str, predi
         "evaluations_total": len(search.records),
         "saved_model": next((r["saved_model"] for r in choice.records if r.get("saved_model")), None),
     }
-    for backend in ("torch_fp32", "torch_dynamic_int8", "ort_dynamic_int8"):
+    for backend in LATENCY_BACKENDS:
         predictor = predictors.get(backend)
         row[f"pred_latency_ms_{backend}"] = float(predictor.predict(choice.arch)) if predictor else None
         row[f"measured_latency_{backend}"] = _latency(measured, backend, choice.arch)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from quantize_utils import DEPLOYED, SCHEMES
 from utils import UserError
 
 STAGE_ORDER = ("inputs", "shards", "pretrain", "paper_step", "latency", "predictors", "searches", "report")
 SMOKE_ONLY = ("inputs", "paper_step")
-TYPES = ("fp", "ptq", "ort")
-FP32_TABLE, INT8_TABLE = "lat_torch_fp32.jsonl", "lat_torch_dynamic_int8.jsonl"
-AUTHORS_FP32, AUTHORS_INT8 = "lat_.tmp", "lat_quant_.tmp"
-PREDICTOR_FP32, PREDICTOR_INT8 = "lat_predictor.pt", "lat_predictor_quant.pt"
+# The names of the fp32 and int8 schemes' files, as the registry (quantize_utils.SCHEMES) owns them.
+_FP32, _INT8 = SCHEMES["torch_fp32"], SCHEMES["torch_dynamic_int8"]
+TYPES = tuple(scheme.short for scheme in DEPLOYED)
+FP32_TABLE, INT8_TABLE = _FP32.table_name, _INT8.table_name
+AUTHORS_FP32, AUTHORS_INT8 = _FP32.legacy_table, _INT8.legacy_table
+PREDICTOR_FP32, PREDICTOR_INT8 = _FP32.predictor_file, _INT8.predictor_file
 
 
 @dataclasses.dataclass

@@ -9,8 +9,8 @@
 #
 # Environment (defaults relative to the repository root; the same variables as the other scripts):
 #   PYTHON (.venv/bin/python when it exists, else python3), CANDS_DIR (cands), OUTPUT_ROOT (output),
-#   PREDICTORS (the predictors that exist of conf_datasets/lat_predictor.pt, lat_predictor_quant.pt,
-#   lat_predictor_ort.pt), LATENCY_DIR (latency_evaluated: the re-measured tables, resumed), INFER_CNT
+#   PREDICTOR_DIR (conf_datasets), PREDICTORS (the predictors that exist in PREDICTOR_DIR of lat_predictor.pt,
+#   lat_predictor_quant.pt, lat_predictor_ort.pt: the schemes' files, quantize_utils.SCHEMES), LATENCY_DIR (latency_evaluated: the re-measured tables, resumed), INFER_CNT
 #   (empty: the tables' runs), SEEDS ("42 43 44": every finalist must have them), TASK (empty: the one
 #   task of the searches), ALLOW_PARTIAL (0; 1 reports unfinished searches, flagged), TICKETS (BERT-Tickets
 #   run directories to add), REPORT_DIR (report), TITLE (empty: report.py's; the report's heading, spaces
@@ -22,10 +22,11 @@ baf_supervise
 
 CANDS_DIR="${CANDS_DIR:-$ROOT/cands}"
 OUTPUT_ROOT="${OUTPUT_ROOT:-$ROOT/output}"
+PREDICTOR_DIR="${PREDICTOR_DIR:-$ROOT/conf_datasets}"
 if [[ -z "${PREDICTORS:-}" ]]; then
     PREDICTORS=""
-    for name in lat_predictor.pt lat_predictor_quant.pt lat_predictor_ort.pt; do
-        [[ -f "$ROOT/conf_datasets/$name" ]] && PREDICTORS="$PREDICTORS $ROOT/conf_datasets/$name"
+    for name in $(baf_py -m quantize_utils predictor_file); do  # every deployed scheme's (quantize_utils.SCHEMES)
+        [[ -f "$PREDICTOR_DIR/$name" ]] && PREDICTORS="$PREDICTORS $PREDICTOR_DIR/$name"
     done
 fi
 LATENCY_DIR="${LATENCY_DIR:-$ROOT/latency_evaluated}"
@@ -44,7 +45,7 @@ read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 # ---- preflight
 baf_require_dir CANDS_DIR "directory of the searches' .cands files"
 baf_require_dir OUTPUT_ROOT "directory of the searches' results"
-[[ "${#PREDICTOR_LIST[@]}" -ge 1 ]] || baf_die "PREDICTORS is empty and conf_datasets/ holds no lat_predictor*.pt; set PREDICTORS"
+[[ "${#PREDICTOR_LIST[@]}" -ge 1 ]] || baf_die "PREDICTORS is empty and PREDICTOR_DIR=$PREDICTOR_DIR holds no lat_predictor*.pt; set PREDICTORS"
 for path in "${PREDICTOR_LIST[@]}"; do
     [[ -f "$path" ]] || baf_die "PREDICTORS: $path: no such predictor checkpoint"
 done

@@ -120,10 +120,12 @@ PREDICTOR_DIR="$RUN_DIR/conf_datasets"
 CANDS_DIR="$RUN_DIR/cands"
 OUTPUT_ROOT="$RUN_DIR/output"
 STAGE_DIR="$RUN_DIR/stages"
-if [[ "$LATENCY_TABLES" == "authors" ]]; then
-    FP32_TABLE="$AUTHORS_TABLES/lat_.tmp"; INT8_TABLE="$AUTHORS_TABLES/lat_quant_.tmp"
+if [[ "$LATENCY_TABLES" == "authors" ]]; then  # the tables' file names: the registry's (quantize_utils.SCHEMES)
+    read -r FP32_TABLE INT8_TABLE <<< "$(baf_py -m quantize_utils legacy_table fp ptq)"
+    FP32_TABLE="$AUTHORS_TABLES/$FP32_TABLE"; INT8_TABLE="$AUTHORS_TABLES/$INT8_TABLE"
 else
-    FP32_TABLE="$LATENCY_DIR/lat_torch_fp32.jsonl"; INT8_TABLE="$LATENCY_DIR/lat_torch_dynamic_int8.jsonl"
+    read -r FP32_TABLE INT8_TABLE <<< "$(baf_py -m quantize_utils table_name fp ptq)"
+    FP32_TABLE="$LATENCY_DIR/$FP32_TABLE"; INT8_TABLE="$LATENCY_DIR/$INT8_TABLE"
 fi
 
 settings() {  # the resolved variables, for the Python helpers (reproduce/)
@@ -256,13 +258,11 @@ for LAT in $BUDGETS; do
             [[ "$RANDOM_BASELINE" == "1" ]] || continue
             STRATEGY=random TYPE=ptq
         fi
-        PREDICTOR="$PREDICTOR_DIR/lat_predictor_quant.pt"
-        [[ "$TYPE" == "fp" ]] && PREDICTOR="$PREDICTOR_DIR/lat_predictor.pt"
         GPU=""
         (( NPROC > 1 )) && GPU="CUDA_VISIBLE_DEVICES=$((SEARCH_NUMBER % NPROC)) "
         SEARCH_NUMBER=$((SEARCH_NUMBER + 1))
         COMMANDS+=("${GPU}TYPE=$TYPE STRATEGY=$STRATEGY LATENCY_CONSTRAINT=$LAT TASK_NAME=mnli DATA_DIR='$GLUE_DIR' \
-MODEL_DIR='$MODEL_DIR' PREDICTOR='$PREDICTOR' SPACE= CANDS_DIR='$CANDS_DIR' OUTPUT_ROOT='$OUTPUT_ROOT' \
+MODEL_DIR='$MODEL_DIR' PREDICTOR_DIR='$PREDICTOR_DIR' PREDICTOR= SPACE= CANDS_DIR='$CANDS_DIR' OUTPUT_ROOT='$OUTPUT_ROOT' \
 GEN_SIZE=$GEN_SIZE POPULATION=$POPULATION GENERATIONS=$GENERATIONS TOP_K=$TOP_K SEEDS='$SEEDS' SEED=$SEED \
 NUM_TRAIN_EPOCHS=$NUM_TRAIN_EPOCHS NUM_THREADS=$NUM_THREADS SEARCH_ARGS='$SEARCH_ARGS' EVAL_ARGS='$EVAL_ARGS' \
 FORCE=0 bash '$ROOT/script/run_search.sh'")
@@ -276,7 +276,7 @@ if [[ "${#COMMANDS[@]}" -gt 0 ]]; then
 fi
 
 run_stage report "seeds=$SEEDS title=$REPORT_TITLE budgets=$BUDGETS" \
-    env CANDS_DIR="$CANDS_DIR" OUTPUT_ROOT="$OUTPUT_ROOT" PREDICTORS="$PREDICTOR_DIR/lat_predictor.pt $PREDICTOR_DIR/lat_predictor_quant.pt" \
+    env CANDS_DIR="$CANDS_DIR" OUTPUT_ROOT="$OUTPUT_ROOT" PREDICTOR_DIR="$PREDICTOR_DIR" PREDICTORS= \
     LATENCY_DIR="$RUN_DIR/latency_evaluated" REPORT_DIR="$RUN_DIR/report" SEEDS="$SEEDS" INFER_CNT= TASK= \
     ALLOW_PARTIAL=0 TICKETS= TITLE="$REPORT_TITLE" EXTRA_ARGS="" bash "$ROOT/script/report.sh"
 

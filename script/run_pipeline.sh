@@ -122,14 +122,14 @@ stage searches "6/7 searches at each budget: fp32 (AutoTinyBERT), int8 (Bigger&F
 COMMANDS=()
 for LAT in $BUDGETS; do
     SEARCH_ENV="LATENCY_CONSTRAINT=$LAT TASK_NAME=$TASK_NAME DATA_DIR='$DATA_DIR/MNLI' MODEL_DIR='$MODEL_DIR' \
-CANDS_DIR='$CANDS_DIR' OUTPUT_ROOT='$OUTPUT_ROOT' GEN_SIZE=$GEN_SIZE POPULATION=$POPULATION \
+PREDICTOR_DIR='$PREDICTOR_DIR' CANDS_DIR='$CANDS_DIR' OUTPUT_ROOT='$OUTPUT_ROOT' GEN_SIZE=$GEN_SIZE POPULATION=$POPULATION \
 GENERATIONS=$GENERATIONS TOP_K=$TOP_K SEEDS='$SEEDS' NUM_THREADS=1 SEED=$SEED NUM_TRAIN_EPOCHS=1 \
 SEARCH_ARGS='--latency_window_high 1.0' \
 EVAL_ARGS='--max_seq_length 32 --learning_rate 3e-4 --train_batch_size 8 --eval_step 100000'"
-    COMMANDS+=("$SEARCH_ENV TYPE=fp PREDICTOR='$PREDICTOR_DIR/lat_predictor.pt' bash '$ROOT/script/run_search.sh'")
-    COMMANDS+=("$SEARCH_ENV TYPE=ptq PREDICTOR='$PREDICTOR_DIR/lat_predictor_quant.pt' bash '$ROOT/script/run_search.sh'")
+    COMMANDS+=("$SEARCH_ENV TYPE=fp bash '$ROOT/script/run_search.sh'")
+    COMMANDS+=("$SEARCH_ENV TYPE=ptq bash '$ROOT/script/run_search.sh'")
     if [[ "$RANDOM_BASELINE" == "1" ]]; then
-        COMMANDS+=("$SEARCH_ENV TYPE=ptq STRATEGY=random PREDICTOR='$PREDICTOR_DIR/lat_predictor_quant.pt' bash '$ROOT/script/run_search.sh'")
+        COMMANDS+=("$SEARCH_ENV TYPE=ptq STRATEGY=random bash '$ROOT/script/run_search.sh'")
     fi
 done
 baf_run_queue "$JOBS" "${COMMANDS[@]}"
@@ -142,7 +142,7 @@ fi
 TICKET_DIRS=""
 if [[ "$TICKETS" == "1" ]]; then TICKET_DIRS="$RUN_DIR/tickets"; fi
 stage report "7/7 report: re-measured latency of every evaluated arch (alone), tables, claims, plots"
-CANDS_DIR="$CANDS_DIR" OUTPUT_ROOT="$OUTPUT_ROOT" PREDICTORS="$PREDICTOR_DIR/lat_predictor.pt $PREDICTOR_DIR/lat_predictor_quant.pt" \
+CANDS_DIR="$CANDS_DIR" OUTPUT_ROOT="$OUTPUT_ROOT" PREDICTOR_DIR="$PREDICTOR_DIR" PREDICTORS= \
     LATENCY_DIR="$RUN_DIR/latency_evaluated" REPORT_DIR="$REPORT_DIR" SEEDS="$SEEDS" \
     TICKETS="$TICKET_DIRS" baf_run bash "$ROOT/script/report.sh"
 stage done "done in ${SECONDS}s: $REPORT_DIR/report.md"

@@ -19,8 +19,9 @@
 # Positional arguments override the environment; every other setting comes from the
 # environment with a default relative to the repository root:
 #   PYTHON (.venv/bin/python when it exists, else python3), MODEL_DIR (model/SUPER-KD-S1/epoch_3, or
-#   its final/ when there is no epoch_3/), PREDICTOR (conf_datasets/lat_predictor_quant.pt for ptq,
-#   lat_predictor.pt for fp, lat_predictor_ort.pt for ort), SPACE (empty: the space the supernet records;
+#   its final/ when there is no epoch_3/), PREDICTOR (the scheme's predictor in PREDICTOR_DIR:
+#   lat_predictor_quant.pt for ptq, lat_predictor.pt for fp, lat_predictor_ort.pt for ort; quantize_utils.SCHEMES),
+#   PREDICTOR_DIR (conf_datasets), SPACE (empty: the space the supernet records;
 #   a name, family or JSON space file), GEN_SIZE (10), POPULATION (25), SEED (42), SEEDS (final step: "42 43 44"),
 #   TOP_K (3), STRATEGY (evolution | random: recorded in the search identity), NUM_TRAIN_EPOCHS (1),
 #   DO_LOWER_CASE (1), NUM_THREADS (0 = torch's default; 1 is much faster for small sub-models on a

@@ -19,10 +19,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 baf_init "$@"
 
+# file names of the fp32, PyTorch int8 and ORT int8 schemes, from the registry (quantize_utils.SCHEMES)
+read -r FP32_NAME INT8_NAME ORT_NAME <<< "$(baf_py -m quantize_utils table_name fp ptq ort)"
+read -r FP32_PREDICTOR INT8_PREDICTOR ORT_PREDICTOR <<< "$(baf_py -m quantize_utils predictor_file fp ptq ort)"
 TABLE_DIR="${TABLE_DIR:-$ROOT/conf_datasets}"
-FP32_TABLE="${FP32_TABLE:-$TABLE_DIR/lat_torch_fp32.jsonl}"
-INT8_TABLE="${INT8_TABLE:-$TABLE_DIR/lat_torch_dynamic_int8.jsonl}"
-ORT_TABLE="${ORT_TABLE:-$TABLE_DIR/lat_ort_dynamic_int8.jsonl}"
+FP32_TABLE="${FP32_TABLE:-$TABLE_DIR/$FP32_NAME}"
+INT8_TABLE="${INT8_TABLE:-$TABLE_DIR/$INT8_NAME}"
+ORT_TABLE="${ORT_TABLE:-$TABLE_DIR/$ORT_NAME}"
 OUT_DIR="${OUT_DIR:-$ROOT/conf_datasets}"
 WHICH="${WHICH:-both}"
 RECIPE="${RECIPE:-default}"
@@ -36,11 +39,11 @@ if [[ -n "$SPACE" ]]; then FLAGS+=(--space "$SPACE"); fi
 baf_require_choice WHICH both fp32 int8 ort all
 baf_require_choice RECIPE default original
 case "$WHICH" in
-    both) PLAN=("FP32_TABLE:lat_predictor.pt" "INT8_TABLE:lat_predictor_quant.pt") ;;
-    fp32) PLAN=("FP32_TABLE:lat_predictor.pt") ;;
-    int8) PLAN=("INT8_TABLE:lat_predictor_quant.pt") ;;
-    ort) PLAN=("ORT_TABLE:lat_predictor_ort.pt") ;;
-    all) PLAN=("FP32_TABLE:lat_predictor.pt" "INT8_TABLE:lat_predictor_quant.pt" "ORT_TABLE:lat_predictor_ort.pt") ;;
+    both) PLAN=("FP32_TABLE:$FP32_PREDICTOR" "INT8_TABLE:$INT8_PREDICTOR") ;;
+    fp32) PLAN=("FP32_TABLE:$FP32_PREDICTOR") ;;
+    int8) PLAN=("INT8_TABLE:$INT8_PREDICTOR") ;;
+    ort) PLAN=("ORT_TABLE:$ORT_PREDICTOR") ;;
+    all) PLAN=("FP32_TABLE:$FP32_PREDICTOR" "INT8_TABLE:$INT8_PREDICTOR" "ORT_TABLE:$ORT_PREDICTOR") ;;
 esac
 for item in "${PLAN[@]}"; do  # every table before the first training
     baf_require_file "${item%%:*}" "latency table (script/lat_dataset_gen.sh writes it)"

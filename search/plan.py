@@ -14,22 +14,10 @@ import os
 import re
 import shlex
 
+from quantize_utils import describe_short_names, resolve_scheme
 from utils import UserError
 
-# TYPE (a scheme of quantize_utils.SCHEMES, as users type it) -> (short name, evaluator, default predictor)
-TYPES = {
-    "fp": ("fp", "fp", "lat_predictor.pt"), "fp32": ("fp", "fp", "lat_predictor.pt"),
-    "torch_fp32": ("fp", "fp", "lat_predictor.pt"),
-    "ptq": ("ptq", "ptq", "lat_predictor_quant.pt"), "int8": ("ptq", "ptq", "lat_predictor_quant.pt"),
-    "torch_dynamic": ("ptq", "ptq", "lat_predictor_quant.pt"),
-    "torch_dynamic_int8": ("ptq", "ptq", "lat_predictor_quant.pt"),
-    "ort": ("ort", "ptq", "lat_predictor_ort.pt"), "ort_dynamic": ("ort", "ptq", "lat_predictor_ort.pt"),
-    "ort_dynamic_int8": ("ort", "ptq", "lat_predictor_ort.pt"),
-    "fakequant": ("fakequant", "ptq", "lat_predictor_quant.pt"),
-}
 OPS = ("cand", "rand", "fast", "eval", "evol", "final")
-GLUE_DIRS = {"cola": "CoLA", "sst-2": "SST-2", "mrpc": "MRPC", "sts-b": "STS-B", "qqp": "QQP", "mnli": "MNLI",
-             "mnli-mm": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
 
 
 def _int(env: dict, name: str, default: int, low: int) -> int:
@@ -155,10 +143,13 @@ def plan_from_env(env: dict, root: str, op: str | None = None, positional: list[
     for name, value in zip(("TYPE", "LATENCY_CONSTRAINT", "DATA_DIR", "TASK_NAME"), positional or []):
         if value:
             env[name] = value
-    typed = (env.get("TYPE") or "ptq").lower()
-    if typed not in TYPES:
-        raise UserError(f"TYPE must be fp, ptq, ort or fakequant (a scheme of quantize_utils.SCHEMES), got {typed!r}")
-    short, evaluator, predictor_name = TYPES[typed]
+    typed = env.get("TYPE") or "ptq"
+    try:
+        scheme = resolve_scheme(typed, "TYPE")
+    except UserError:
+        raise UserError(f"TYPE must be {describe_short_names()} (a scheme of quantize_utils.SCHEMES), "
+                        f"got {typed!r}") from None
+    short, evaluator = scheme.short, scheme.evaluator
     latency = env.get("LATENCY_CONSTRAINT") or "10"
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", latency):
         raise UserError(f"LATENCY_CONSTRAINT must be a number of ms, got {latency!r}")
@@ -184,8 +175,9 @@ def plan_from_env(env: dict, root: str, op: str | None = None, positional: list[
     extra_default = "torch_dynamic_int8" if short == "fp" else ""
     plan = SearchPlan(
         root=root, type=short, evaluator=evaluator, latency_constraint=latency, task_name=task,
-        data_dir=_path(env, "DATA_DIR", os.path.join("data", "glue", GLUE_DIRS.get(task, task)), root),
-        predictor=_path(env, "PREDICTOR", os.path.join("conf_datasets", predictor_name), root),
+        data_dir=_path(env, "DATA_DIR", os.path.join("data", "glue", TASKS[task].directory), root),
+        predictor=env.get("PREDICTOR") or os.path.join(_path(env, "PREDICTOR_DIR", "conf_datasets", root),
+                                                       scheme.predictor_file),
         model_dir=_path(env, "MODEL_DIR", default_model, root), space=env.get("SPACE") or "",
         gen_size=_int(env, "GEN_SIZE", 10, 1), population=_int(env, "POPULATION", 25, 1), seed=_int(env, "SEED", 42, 0),
         seeds=seeds, top_k=_int(env, "TOP_K", 3, 1), strategy=strategy,
