@@ -11,44 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 
-from transformer.checkpoint import load_supernet, vocab_path
+from transformer.checkpoint import load_supernet, save_hf_directory, vocab_path  # noqa: F401 (re-exported)
 from transformer.hf_converter import HEADS, check_hf_compatible, to_hf_model
 from transformer.modeling_super import check_arch_fits, count_active_parameters
 from utils import ArchError, UserError, arch_summary, get_logger, load_arch_argument, run_cli
 
 logger = get_logger("submodel_extractor")
-
-
-def save_hf_directory(hf_model, output: str, vocab_file: str | None, overwrite: bool = False,
-                      tokenizer=None) -> None:
-    """``save_pretrained`` into a staging directory, then rename: no half-written output. With a
-    ``tokenizer``, its files (vocab.txt, tokenizer.json, tokenizer_config.json with the casing) go
-    along, so ``AutoTokenizer.from_pretrained(output)`` rebuilds the evaluation's tokenizer."""
-    output = os.path.abspath(output)
-    if os.path.exists(output) and os.listdir(output) and not overwrite:
-        raise UserError(f"--output: {output} exists and is not empty (pass --overwrite to replace it)")
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix="." + os.path.basename(output) + ".", dir=parent)
-    try:
-        hf_model.save_pretrained(staging, safe_serialization=True)
-        if vocab_file:
-            shutil.copyfile(vocab_file, os.path.join(staging, "vocab.txt"))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
-            if not vocab_file:  # transformers 5 writes tokenizer.json only; our readers take vocab.txt
-                ordered = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-                with open(os.path.join(staging, "vocab.txt"), "w", encoding="utf-8") as handle:
-                    handle.write("".join(token + "\n" for token, _ in ordered))
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,4 +14,4 @@ from evaluation.runner import main
 from utils import run_cli
 
 if __name__ == "__main__":
-    run_cli(lambda argv=None: main(argv, quantize=False, description=__doc__))
+    run_cli(lambda argv=None: main(argv, default_scheme="torch_fp32", description=__doc__))

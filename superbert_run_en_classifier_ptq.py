@@ -14,4 +14,4 @@ from evaluation.runner import main
 from utils import run_cli
 
 if __name__ == "__main__":
-    run_cli(lambda argv=None: main(argv, quantize=True, description=__doc__))
+    run_cli(lambda argv=None: main(argv, default_scheme="torch_dynamic_int8", description=__doc__))

@@ -22,6 +22,7 @@ import torch
 
 from evaluation.data import EncodedSplit
 from evaluation.finetune import EvalResult, FinetuneConfig, evaluate, finetune
+from evaluation.results import add_score_views
 from glue.tasks import TaskSpec
 from quantize_utils import (
     Scheme,
@@ -130,8 +131,6 @@ def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneCon
         "parameter_size": total,
         "encoder_parameter_size": encoder_parameters(model),
         "size_mb_fp32": int8_model_size_bytes(model) / 2**20,
-        "metrics_fp32": _metrics_record(fp32),
-        "best_fp32": fp32[dev_name].primary,
         "best_step": outcome.best_step,
         "train_steps": outcome.steps,
         "evaluations": outcome.evaluations,
@@ -158,10 +157,8 @@ def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneCon
             if current.runtime == "torch" and not current.needs_supernet:
                 # what is really int8 in that file: the Linear weights; embeddings and norms stay fp32
                 record["int8_linear_modules"] = count_dynamic_int8_linear(quantized)
-            record["metrics_int8"] = _metrics_record(results)
-            record["best_int8"] = results[dev_name].primary
             record["time_per_batch_infer_int8_ms"] = results[dev_name].time_per_batch_ms
-    record["best_acc"] = reported[dev_name].primary
+    add_score_views(record)
     record["time_per_batch_infer_ms"] = reported[dev_name].time_per_batch_ms
     record["infer_cnt"] = reported[dev_name].batches
     if save_dir is not None:
@@ -176,7 +173,7 @@ def save_models(model, scored: dict, save_dir: str, name: str, tokenizer=None) -
     scored int8 model: ``model_int8.pt`` (PyTorch dynamic int8 state dict; ``load_saved_int8``
     rebuilds it), ``model_int8.onnx`` (ONNX Runtime int8, self-contained: ``InferenceSession``
     loads it with the tokenizer files of the directory), ``model_fakequant.pt``."""
-    from submodel_extractor import save_hf_directory
+    from transformer.checkpoint import save_hf_directory
 
     directory = os.path.join(save_dir, name)
     save_hf_directory(model, directory, None, overwrite=True, tokenizer=tokenizer)

@@ -149,6 +149,52 @@ def _make_block(fields: dict, path: str, start: int) -> ResultBlock:
 
 
 # --------------------------------------------------------------------------------------
+# The score of a record: one key (``best_by_scheme`` / ``metrics_by_scheme``), read in one place
+# --------------------------------------------------------------------------------------
+
+
+def add_score_views(record: dict) -> dict:
+    """Write the original's and older readers' keys as views of ``best_by_scheme`` /
+    ``metrics_by_scheme`` (the record's one score): ``best_acc`` (the fitness scheme's primary metric,
+    the block's field), ``best_fp32`` / ``metrics_fp32`` and, for an int8 fitness scheme,
+    ``best_int8`` / ``metrics_int8``. Nothing reads these back but ``score`` for old files."""
+    scheme = record["scheme"]
+    record["metrics_fp32"] = record["metrics_by_scheme"]["torch_fp32"]
+    record["best_fp32"] = record["best_by_scheme"]["torch_fp32"]
+    if scheme != "torch_fp32":
+        record["metrics_int8"] = record["metrics_by_scheme"][scheme]
+        record["best_int8"] = record["best_by_scheme"][scheme]
+    record["best_acc"] = record["best_by_scheme"][scheme]
+    return record
+
+
+def scheme_metrics(record: dict, scheme: str) -> dict | None:
+    """``{split: {metric: value, "primary": value}}`` of ``record`` scored with ``scheme`` (None when it
+    was not scored so); records from before the registry kept fp32 and int8 under their own keys."""
+    by_scheme = record.get("metrics_by_scheme")
+    if by_scheme is not None:
+        return by_scheme.get(scheme)
+    if scheme == "torch_fp32":
+        return record.get("metrics_fp32")
+    recorded = record.get("scheme")
+    return record.get("metrics_int8") if recorded and canonical_scheme(recorded) == scheme else None
+
+
+def score(record: dict, scheme: str | None = None) -> float:
+    """The primary dev metric of ``record`` scored with ``scheme`` (default: its own fitness scheme)."""
+    mine = canonical_scheme(record.get("scheme") or "torch_fp32")
+    wanted = canonical_scheme(scheme) if scheme else mine
+    by_scheme = record.get("best_by_scheme")
+    if by_scheme is not None and wanted in by_scheme:
+        return float(by_scheme[wanted])
+    if wanted == mine:
+        return float(record["best_acc"])  # older records and the original's blocks
+    if wanted == "torch_fp32" and "best_fp32" in record:
+        return float(record["best_fp32"])
+    raise KeyError(f"the {record.get('arch_summary') or 'record'} was not scored with {wanted}")
+
+
+# --------------------------------------------------------------------------------------
 # Fitness for the searcher
 # --------------------------------------------------------------------------------------
 
@@ -171,7 +217,7 @@ def load_fitness(path: str, task_name: str | None = None, scheme: str | None = N
             if wanted is not None and canonical_scheme(record.get("scheme", "torch_fp32")) != wanted:
                 raise UserError(f"{jsonl}:{number}: scored with scheme {canonical_scheme(record['scheme'])}, but this "
                                 f"search's scheme is {wanted}; a search's fitness comes from its own scheme")
-            scores[arch_key(record["arch"])].append(float(record["best_acc"]))
+            scores[arch_key(record["arch"])].append(score(record))
     elif path.endswith(".jsonl"):
         raise UserError(f"{path}: no such results file")
     else:
@@ -197,6 +243,11 @@ def result_key(record: dict) -> str:
     """What makes an evaluation unique: task, seed, scheme and arch (the settings that made it are
     checked separately: ``evaluation.runner.check_settings``)."""
     return f"{record['task_name']}|{record['seed']}|{canonical_scheme(record['scheme'])}|{arch_key(record['arch'])}"
+
+
+def _same_settings(record: dict, settings: dict) -> bool:
+    theirs = record.get("settings") or {}
+    return all(theirs.get(field) == value for field, value in settings.items())
 
 
 def block_text(record: dict) -> str:
@@ -228,6 +279,29 @@ class ResultsStore:
 
     def done_keys(self) -> set[str]:
         return {result_key(record) for record in self.records()}
+
+    @staticmethod
+    def key(task_name: str, arch: dict, seed: int, scheme: str) -> str:
+        """The key of the evaluation of (task, arch, seed, scheme) (``result_key``)."""
+        return result_key({"task_name": task_name, "seed": seed, "scheme": scheme, "arch": arch})
+
+    def find(self, task_name: str, arch: dict, seed: int, scheme: str, settings: dict | None = None) -> dict | None:
+        """The recorded result of (task, arch, seed, scheme) -- made with ``settings`` when given (a
+        recipe's, see ``evaluation.config.EvaluationConfig.settings``) -- or None."""
+        wanted = self.key(task_name, arch, seed, scheme)
+        found = None
+        for record in self.records():
+            if result_key(record) == wanted and (settings is None or _same_settings(record, settings)):
+                found = record
+        return found
+
+    def is_done(self, task_name: str, arch: dict, seed: int, scheme: str, settings: dict | None = None) -> bool:
+        """Whether (task, arch, seed, scheme) was evaluated (with ``settings``, when given)."""
+        return self.find(task_name, arch, seed, scheme, settings) is not None
+
+    def index(self) -> dict[str, dict]:
+        """``{result_key: record}`` of every result (the last one of a key wins)."""
+        return {result_key(record): record for record in self.records()}
 
     def legacy_archs(self) -> set[tuple[str, str]]:
         """``(task, arch_key)`` of blocks with no JSONL twin (a results file from the original

@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from evaluation.results import scheme_metrics
 from glue.tasks import get_task
 from quantize_utils import LATENCY_BACKENDS, SCHEMES
 from reporting.inputs import Search
@@ -46,12 +47,7 @@ COMPARISONS = (
 
 
 def _metric(record: dict, scheme: str, split: str) -> float | None:
-    by_scheme = record.get("metrics_by_scheme") or {}
-    metrics = by_scheme.get(scheme)
-    if metrics is None:  # records from before the registry
-        metrics = record.get("metrics_fp32" if scheme == "torch_fp32" else "metrics_int8")
-        if scheme != "torch_fp32" and metrics is not None and record.get("scheme") not in (scheme, "torch_dynamic"):
-            metrics = None
+    metrics = scheme_metrics(record, scheme)
     if not metrics or split not in metrics:
         return None
     return float(metrics[split]["primary"])

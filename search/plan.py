@@ -1,78 +1,79 @@
-"""One search's settings, read from the environment the search scripts document (``script/search.sh
---help``), checked before anything is written, and turned into the command lines of its steps.
+"""One search's settings, read once from the environment the search scripts document (``script/search.sh
+--help``), every one checked -- type, range, finiteness, names that stay inside their directory --
+before anything is written, and turned into the typed configurations of the search
+(``search_config``) and of its evaluations (``evaluation_config``).
 
-``run_search.py`` runs the steps in one process (a fine-tune costs seconds; starting Python with
-torch and transformers for every step cost about as much again), ``script/search.sh`` and
+``run_search.py`` runs the steps in one process (``search.chain``); ``script/search.sh`` and
 ``script/run_search.sh`` are its shell faces. Every setting is an environment variable with a
-default relative to the repository root; one-line errors name the variable.
+default relative to the repository root; one-line errors name the variable. ``SEARCH_ARGS`` and
+``EVAL_ARGS`` (extra flags of searcher.py and of the evaluator) are parsed here, once.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 import os
 import re
-import shlex
 
-from quantize_utils import describe_short_names, resolve_scheme
-from utils import UserError
+from quantize_utils import Scheme, describe_short_names, resolve_scheme
+from search.config import (
+    DEFAULT_BUDGET_MS,
+    Predictor,
+    SearchConfig,
+    SearchSizes,
+    Supernet,
+    build_search_config,
+    search_settings,
+)
+from search.evolution import EvolutionSettings, LatencyWindow
+from search.identity import STRATEGIES
+from utils import RANGE_FLAGS, UserError
 
 OPS = ("cand", "rand", "fast", "eval", "evol", "final")
+# A name from the settings names files inside CANDS_DIR and OUTPUT_ROOT: no separator, no "..".
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
-def _int(env: dict, name: str, default: int, low: int) -> int:
-    text = env.get(name) or str(default)
-    if not re.fullmatch(r"-?[0-9]+", text.strip()):
-        raise UserError(f"{name} must be an integer, got {text!r}")
-    value = int(text)
-    if value < low:
-        raise UserError(f"{name} must be >= {low}, got {value}")
-    return value
-
-
-def _choice(env: dict, name: str, default: str, choices) -> str:
-    value = env.get(name) or default
-    if value not in choices:
-        raise UserError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _path(env: dict, name: str, default: str, root: str) -> str:
-    """``$name`` as given (relative to the working directory, as in the shell), else ``default``
-    relative to the repository root."""
-    return env.get(name) or os.path.join(root, default)
-
-
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class SearchPlan:
     root: str
-    type: str  # fp | ptq | ort | fakequant
-    evaluator: str  # fp | ptq
-    latency_constraint: str
+    scheme: Scheme
+    budget_ms: float
+    budget_text: str  # LATENCY_CONSTRAINT as typed: it names the search (kd_<short>_<budget_text>)
     task_name: str
     data_dir: str
     predictor: str
     model_dir: str
-    space: str
+    space: str  # SPACE: a name, family or JSON space file; empty = the one the supernet records
     gen_size: int
     population: int
     seed: int
-    seeds: list[int]
+    seeds: tuple[int, ...]
     top_k: int
     strategy: str
-    num_train_epochs: str
+    num_train_epochs: float
     num_threads: int
     do_lower_case: bool
-    extra_schemes: list[str]
+    extra_schemes: tuple[Scheme, ...]
     cands_dir: str
     output_root: str
     search_name: str
     generation: int | None
     arches_file: str | None
-    search_args: list[str]
-    eval_args: list[str]
+    search_args: dict  # the searcher flags SEARCH_ARGS gives (dest -> value)
+    eval_args: dict  # the evaluator flags EVAL_ARGS gives (dest -> value)
     force: bool
     save_models: bool
+    generations: int = 3
+    first_generation_index: int = 1
+    first_generation: str = "fast"  # fast | rand
+    final: bool = True
+
+    @property
+    def type(self) -> str:
+        return self.scheme.short
 
     # ---- files
     @property
@@ -102,93 +103,185 @@ class SearchPlan:
     def results(self) -> str:
         return os.path.join(self.output_dir, "subbert.results")
 
-    # ---- command lines
-    def searcher_argv(self, *extra: str) -> list[str]:
-        argv = ["--ckpt_path", self.predictor, "--latency_constraint", self.latency_constraint, "--candidate_file",
-                self.candidate_file, "--model", "KD", "--supernet", self.model_dir, "--scheme", self.type,
-                "--task_name", self.task_name, "--strategy", self.strategy, "--results_dir", self.output_dir,
-                "--seed", str(self.seed)]
-        if self.space:
-            argv += ["--space", self.space]
-        return argv + list(extra) + self.search_args
+    def at_generation(self, generation: int | None) -> "SearchPlan":
+        return dataclasses.replace(self, generation=generation)
 
-    def evaluator_argv(self, arches: str, seeds: list[int], *extra: str) -> list[str]:
-        argv = ["--model", self.model_dir, "--data_dir", self.data_dir, "--task_name", self.task_name,
-                "--arches_file", arches, "--output_dir", self.output_dir, "--num_train_epochs", self.num_train_epochs,
-                "--seed", *[str(seed) for seed in seeds], "--num_threads", str(self.num_threads)]
-        if self.evaluator == "ptq":
-            argv += ["--scheme", self.type]
-        if self.extra_schemes:
-            argv += ["--extra_schemes", *self.extra_schemes]
-        if self.space:
-            argv += ["--space", self.space]
-        if self.do_lower_case:
-            argv.append("--do_lower_case")
-        return argv + list(extra) + self.eval_args
+    # ---- the typed configurations
+    def search_config(self, predictor: Predictor, supernet: Supernet | None) -> SearchConfig:
+        """The search's ``SearchConfig`` (SEARCH_ARGS over the plan's sizes and seed)."""
+        values = {"gen_size": self.gen_size, "population": self.population, "top_k": self.top_k, "seed": self.seed,
+                  **self.search_args}
+        settings = search_settings(values)
+        window = LatencyWindow(self.budget_ms, *settings.pop("window"))
+        space_args = argparse.Namespace(space=self.search_args.get("space") or self.space or None,
+                                        **{flag: self.search_args.get(flag) for flag, _ in RANGE_FLAGS})
+        return build_search_config(predictor, window, self.candidate_file, space_args, scheme=self.scheme,
+                                   supernet=supernet, task=self.task_name, strategy=self.strategy,
+                                   results_dir=self.output_dir, **settings)
 
-    def save_argv(self) -> list[str]:
+    def evaluation_config(self):
+        """The ``EvaluationConfig`` of the search's evaluations (EVAL_ARGS over the plan's settings)."""
+        from evaluation.config import EvaluationConfig, TaskInput
+        from evaluation.runner import recipe_settings
+        from glue.tasks import get_task
+        from utils import resolve_space
+
+        given = self.eval_args
+        space = given.get("space") or self.space
+        return EvaluationConfig(
+            model_dir=self.model_dir, tasks=(TaskInput(get_task(self.task_name), self.data_dir),), scheme=self.scheme,
+            output_dir=self.output_dir, recipe=recipe_settings({"num_train_epochs": self.num_train_epochs, **given}),
+            extra_schemes=tuple(given.get("extra_schemes", self.extra_schemes)),
+            do_lower_case=self.do_lower_case or bool(given.get("do_lower_case")),
+            space=resolve_space(space, "search", flag="SPACE") if space else None,
+            num_threads=given.get("num_threads", self.num_threads), no_cuda=bool(given.get("no_cuda")),
+            restart=bool(given.get("restart")))
+
+    def final_save_seeds(self) -> tuple[int, ...]:
         """The final step keeps the models of one newly trained seed (the search seed's exist)."""
-        if not self.save_models:
-            return []
         fresh = [seed for seed in self.seeds if seed != self.seed]
-        return ["--save_model_flag", "1", "--save_seeds", str(fresh[0])] if fresh else []
+        return (fresh[0],) if self.save_models and fresh else ()
+
+
+# --------------------------------------------------------------------------------------
+# Reading and checking the settings
+# --------------------------------------------------------------------------------------
+
+
+def _int(env: dict, name: str, default: int, low: int) -> int:
+    text = env.get(name) or str(default)
+    if not re.fullmatch(r"-?[0-9]+", text.strip()):
+        raise UserError(f"{name} must be an integer, got {text!r}")
+    value = int(text)
+    if value < low:
+        raise UserError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+def _float(env: dict, name: str, default: float, low: float, what: str) -> float:
+    text = env.get(name) or str(default)
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{name} must be {what}, got {text!r}") from None
+    if not math.isfinite(value) or value < low:
+        raise UserError(f"{name} must be {what} (finite, >= {low:g}), got {text!r}")
+    return value
+
+
+def _choice(env: dict, name: str, default: str, choices) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _path(env: dict, name: str, default: str, root: str) -> str:
+    """``$name`` as given (relative to the working directory, as in the shell), else ``default``
+    relative to the repository root."""
+    return env.get(name) or os.path.join(root, default)
+
+
+def _name(env: dict, name: str, default: str) -> str:
+    value = env.get(name) or default
+    if not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise UserError(f"{name} must be a plain name (letters, digits, '.', '_', '+', '-'; no '/' or '..'): it "
+                        f"names files inside CANDS_DIR and OUTPUT_ROOT; got {value!r}")
+    return value
+
+
+def _seeds(env: dict) -> tuple[int, ...]:
+    text = env.get("SEEDS") or "42 43 44"
+    try:
+        seeds = tuple(int(token) for token in text.split())
+    except ValueError:
+        raise UserError(f"SEEDS must be integers, got {text!r}") from None
+    if not seeds:
+        raise UserError('SEEDS is empty; give the final step\'s seeds, e.g. SEEDS="42 43 44"')
+    return seeds
+
+
+def _scheme(env: dict) -> Scheme:
+    typed = env.get("TYPE") or "ptq"
+    try:
+        return resolve_scheme(typed, "TYPE")
+    except UserError:
+        raise UserError(f"TYPE must be {describe_short_names()} (a scheme of quantize_utils.SCHEMES), "
+                        f"got {typed!r}") from None
+
+
+def _budget(env: dict) -> tuple[float, str]:
+    text = env.get("LATENCY_CONSTRAINT") or f"{DEFAULT_BUDGET_MS:g}"
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) or float(text) <= 0:
+        raise UserError(f"LATENCY_CONSTRAINT must be a positive number of ms, got {text!r}")
+    return float(text), text
+
+
+def _default_model(root: str) -> str:
+    model = os.path.join("model", "SUPER-KD-S1", "epoch_3")
+    if not os.path.isdir(os.path.join(root, model)) and os.path.isdir(os.path.join(root, "model", "SUPER-KD-S1",
+                                                                                   "final")):
+        model = os.path.join("model", "SUPER-KD-S1", "final")  # a step-limited pre-training writes final/ only
+    return model
+
+
+def _extra_args(env: dict) -> tuple[dict, dict]:
+    """SEARCH_ARGS and EVAL_ARGS as the flags they give, checked now."""
+    from evaluation.runner import parse_overrides as eval_overrides
+    from search.cli import parse_overrides as search_overrides
+
+    search = vars(search_overrides(env.get("SEARCH_ARGS") or ""))
+    search.pop("_space_role", None)
+    return search, eval_overrides(env.get("EVAL_ARGS") or "")
 
 
 def plan_from_env(env: dict, root: str, op: str | None = None, positional: list[str] | None = None) -> SearchPlan:
     """The settings of one search from the environment (positional TYPE LAT DATA_DIR TASK win),
     checked in the order a user would fix them; nothing is written."""
+    from evaluation.recipe import RecipeSettings
     from glue.tasks import TASKS
 
     env = dict(env)
     for name, value in zip(("TYPE", "LATENCY_CONSTRAINT", "DATA_DIR", "TASK_NAME"), positional or []):
         if value:
             env[name] = value
-    typed = env.get("TYPE") or "ptq"
-    try:
-        scheme = resolve_scheme(typed, "TYPE")
-    except UserError:
-        raise UserError(f"TYPE must be {describe_short_names()} (a scheme of quantize_utils.SCHEMES), "
-                        f"got {typed!r}") from None
-    short, evaluator = scheme.short, scheme.evaluator
-    latency = env.get("LATENCY_CONSTRAINT") or "10"
-    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", latency):
-        raise UserError(f"LATENCY_CONSTRAINT must be a number of ms, got {latency!r}")
+    scheme = _scheme(env)
+    budget, budget_text = _budget(env)
     task = (env.get("TASK_NAME") or "rte").lower()
     if task not in TASKS:
         raise UserError(f"TASK_NAME={task} is not a GLUE task; choose one of {', '.join(TASKS)}")
-    strategy = _choice(env, "STRATEGY", "evolution", ("evolution", "random"))
-    default_model = os.path.join("model", "SUPER-KD-S1", "epoch_3")
-    if not os.path.isdir(os.path.join(root, default_model)) and os.path.isdir(os.path.join(root, "model", "SUPER-KD-S1",
-                                                                                         "final")):
-        default_model = os.path.join("model", "SUPER-KD-S1", "final")  # a step-limited pre-training writes final/ only
-    seeds_text = env.get("SEEDS") or "42 43 44"
-    try:
-        seeds = [int(token) for token in seeds_text.split()]
-    except ValueError:
-        raise UserError(f"SEEDS must be integers, got {seeds_text!r}") from None
-    if not seeds:
-        raise UserError('SEEDS is empty; give the final step\'s seeds, e.g. SEEDS="42 43 44"')
+    strategy = _choice(env, "STRATEGY", "evolution", STRATEGIES)
     generation_text = env.get("GENERATION") or ""
     if generation_text and not generation_text.isdigit():
         raise UserError(f"GENERATION must be a generation number, got {generation_text!r}")
-    default_name = f"kd_{short}_{latency}" + ("_random" if strategy == "random" else "")
-    extra_default = "torch_dynamic_int8" if short == "fp" else ""
+    extra_default = "torch_dynamic_int8" if not scheme.quantized else ""
+    extra = (env["EXTRA_SCHEMES"] if "EXTRA_SCHEMES" in env else extra_default).split()
+    search_args, eval_args = _extra_args(env)
     plan = SearchPlan(
-        root=root, type=short, evaluator=evaluator, latency_constraint=latency, task_name=task,
+        root=root, scheme=scheme, budget_ms=budget, budget_text=budget_text, task_name=task,
         data_dir=_path(env, "DATA_DIR", os.path.join("data", "glue", TASKS[task].directory), root),
         predictor=env.get("PREDICTOR") or os.path.join(_path(env, "PREDICTOR_DIR", "conf_datasets", root),
                                                        scheme.predictor_file),
-        model_dir=_path(env, "MODEL_DIR", default_model, root), space=env.get("SPACE") or "",
-        gen_size=_int(env, "GEN_SIZE", 10, 1), population=_int(env, "POPULATION", 25, 1), seed=_int(env, "SEED", 42, 0),
-        seeds=seeds, top_k=_int(env, "TOP_K", 3, 1), strategy=strategy,
-        num_train_epochs=env.get("NUM_TRAIN_EPOCHS") or "1", num_threads=_int(env, "NUM_THREADS", 0, 0),
+        model_dir=_path(env, "MODEL_DIR", _default_model(root), root), space=env.get("SPACE") or "",
+        gen_size=_int(env, "GEN_SIZE", SearchSizes.gen_size, 1),
+        population=_int(env, "POPULATION", EvolutionSettings.population, 1),
+        seed=_int(env, "SEED", SearchConfig.seed, 0), seeds=_seeds(env), top_k=_int(env, "TOP_K", SearchSizes.top_k, 1),
+        strategy=strategy, num_train_epochs=_float(env, "NUM_TRAIN_EPOCHS", RecipeSettings.num_train_epochs, 0,
+                                                   "a number of epochs"),
+        num_threads=_int(env, "NUM_THREADS", 0, 0),
         do_lower_case=_choice(env, "DO_LOWER_CASE", "1", ("0", "1")) == "1",
-        extra_schemes=(env["EXTRA_SCHEMES"] if "EXTRA_SCHEMES" in env else extra_default).split(),
+        extra_schemes=tuple(resolve_scheme(name, "EXTRA_SCHEMES") for name in extra),
         cands_dir=_path(env, "CANDS_DIR", "cands", root), output_root=_path(env, "OUTPUT_ROOT", "output", root),
-        search_name=env.get("SEARCH_NAME") or default_name,
+        search_name=_name(env, "SEARCH_NAME", f"kd_{scheme.short}_{budget_text}"
+                          + ("_random" if strategy == "random" else "")),
         generation=int(generation_text) if generation_text else None, arches_file=env.get("ARCHES_FILE") or None,
-        search_args=shlex.split(env.get("SEARCH_ARGS") or ""), eval_args=shlex.split(env.get("EVAL_ARGS") or ""),
-        force=_choice(env, "FORCE", "0", ("0", "1")) == "1", save_models=_choice(env, "SAVE_MODELS", "1", ("0", "1")) == "1")
+        search_args=search_args, eval_args=eval_args,
+        force=_choice(env, "FORCE", "0", ("0", "1")) == "1",
+        save_models=_choice(env, "SAVE_MODELS", "0", ("0", "1")) == "1",
+        generations=_int(env, "GENERATIONS", 3, 0), first_generation_index=_int(env, "FIRST_GENERATION_INDEX", 1, 1),
+        first_generation=_choice(env, "FIRST_GENERATION", "rand" if strategy == "random" else "fast", ("fast", "rand")),
+        final=_choice(env, "FINAL", "1", ("0", "1")) == "1")
+    plan.evaluation_config()  # the recipe, the extra schemes and the evaluation's space, checked now
     check(plan, op)
     return plan
 

@@ -42,7 +42,7 @@ def workspace(tmp_path_factory):
 def run(argv, quantize=True):
     """The CLI in-process, through run_cli (one-line errors, exit codes)."""
     with pytest.raises(SystemExit) as info:
-        run_cli(lambda args: runner.main(args, quantize=quantize), argv)
+        run_cli(lambda args: runner.main(args, default_scheme="ptq" if quantize else "fp"), argv)
     return info.value.code
 
 

@@ -330,7 +330,7 @@ def prepare(options: RunOptions) -> tuple[Context, list[dict]]:
 
 def _extract_pretrained(context: Context) -> None:
     """A supernet --model: write the chosen arch as a plain HF directory once (the rewind point)."""
-    from submodel_extractor import save_hf_directory
+    from transformer.checkpoint import save_hf_directory
     from transformer.checkpoint import load_supernet
     from transformer.hf_converter import to_hf_model
 
@@ -422,7 +422,7 @@ def _copy(model):
 
 def save_ticket(plain, directory: str, vocab_file: str, info: dict) -> None:
     """The ticket (pruning made permanent: zeros stored) as a Hugging Face directory + ticket.json."""
-    from submodel_extractor import save_hf_directory
+    from transformer.checkpoint import save_hf_directory
 
     with quiet_transformers():
         save_hf_directory(plain, directory, vocab_file, overwrite=True)

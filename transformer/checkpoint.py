@@ -2,7 +2,8 @@
 ``model_type: superbert``), ``model.safetensors`` and ``vocab.txt``.
 
 ``load_supernet`` also accepts a plain Hugging Face BERT directory (converted by name through
-``hf_converter``), so every stage's ``--model`` takes either kind.
+``hf_converter``), so every stage's ``--model`` takes either kind. ``save_hf_directory`` writes an
+extracted plain model's directory the same atomic way.
 """
 
 from __future__ import annotations
@@ -100,3 +101,32 @@ def load_supernet(directory: str, model_class=SuperBertForPreTraining, num_label
 def vocab_path(directory: str) -> str | None:
     path = os.path.join(directory, VOCAB_NAME)
     return path if os.path.isfile(path) else None
+
+
+def save_hf_directory(hf_model, output: str, vocab_file: str | None, overwrite: bool = False,
+                      tokenizer=None) -> None:
+    """``save_pretrained`` into a staging directory, then rename: no half-written output. With a
+    ``tokenizer``, its files (vocab.txt, tokenizer.json, tokenizer_config.json with the casing) go
+    along, so ``AutoTokenizer.from_pretrained(output)`` rebuilds the evaluation's tokenizer."""
+    output = os.path.abspath(output)
+    if os.path.exists(output) and os.listdir(output) and not overwrite:
+        raise UserError(f"--output: {output} exists and is not empty (pass --overwrite to replace it)")
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix="." + os.path.basename(output) + ".", dir=parent)
+    try:
+        hf_model.save_pretrained(staging, safe_serialization=True)
+        if vocab_file:
+            shutil.copyfile(vocab_file, os.path.join(staging, "vocab.txt"))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+            if not vocab_file:  # transformers 5 writes tokenizer.json only; our readers take vocab.txt
+                ordered = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+                with open(os.path.join(staging, "vocab.txt"), "w", encoding="utf-8") as handle:
+                    handle.write("".join(token + "\n" for token, _ in ordered))
+        if os.path.exists(output):
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -4,16 +4,22 @@ write ``from utils import arch_key, SPACES, ...``:
 
 * ``utils.cli``      -- ``UserError`` / ``ArchError``, ``run_cli`` (one line, exit 2), logging, seeding;
 * ``utils.files``    -- atomic writes, kill-safe JSON lines, one writer per output directory;
-* ``utils.arch``     -- the arch dict: schema, validation, ``arch_key``, arch files;
-* ``utils.space``    -- search spaces, their families and files, coverage, sampling and mutation;
+* ``utils.arch``     -- the arch dict: schema, validation, ``arch_key``, parsing;
+* ``utils.arch_files`` -- arch files (JSON lines, the original's repr lines), read and written;
+* ``utils.space``    -- a search space: grids, validation, sampling, enumeration, mutation;
+* ``utils.space_catalog`` -- the named spaces, their families, space files and the records artefacts keep;
+* ``utils.stage_space``   -- how a stage picks its space (one rule), the --space flags, coverage checks;
 * ``utils.features`` -- the latency predictor's features;
 * ``utils.vocab``    -- the vocab file (``load_vocab``, ``SPECIAL_TOKENS``).
 """
 
 from utils.arch import *  # noqa: F401,F403
 from utils.arch import _is_int  # noqa: F401
+from utils.arch_files import *  # noqa: F401,F403
 from utils.cli import *  # noqa: F401,F403
 from utils.features import *  # noqa: F401,F403
 from utils.files import *  # noqa: F401,F403
 from utils.space import *  # noqa: F401,F403
+from utils.space_catalog import *  # noqa: F401,F403
+from utils.stage_space import *  # noqa: F401,F403
 from utils.vocab import *  # noqa: F401,F403

@@ -1,19 +1,14 @@
 """The arch dict (SPEC section 3): schema, validation with one-line errors naming the field,
-canonical identity (``arch_key``) and arch files (JSON lines; the original's Python-repr lines are
-read with ``ast.literal_eval``, never ``eval``)."""
+canonical identity (``arch_key``) and parsing (JSON, or the original's Python-repr lines read with
+``ast.literal_eval``, never ``eval``). Arch files are in ``utils.arch_files``."""
 
 from __future__ import annotations
 
 import ast
 import json
-import os
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any
 
-from utils.cli import ArchError, UserError
-from utils.files import atomic_write
-
-if TYPE_CHECKING:
-    from utils.space import SearchSpace
+from utils.cli import ArchError
 
 # --------------------------------------------------------------------------------------
 # The arch dict
@@ -130,58 +125,3 @@ def parse_arch(text: str, where: str = "") -> dict:
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise ArchError(f"{prefix}not a JSON or Python-literal arch dict: {text[:80]!r}") from None
     return check_arch_schema(value, where)
-
-
-def iter_arch_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict, list[str]]]:
-    """Yield ``(line_number, arch, extra_fields)`` for every non-blank line of an arch file.
-
-    A line is an arch (JSON or Python repr) optionally followed by TAB-separated fields, which
-    covers ``.cands`` files and the original latency tables (``<arch>\\t<ms>``).
-    """
-    path = os.fspath(path)
-    try:
-        handle = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected an arch file") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            arch_text, *extra = line.rstrip("\n").split("\t")
-            yield number, parse_arch(arch_text, where=f"{path}:{number}"), extra
-
-
-def read_arch_file(path: str | os.PathLike, space: "SearchSpace | None" = None,
-                   allow_duplicates: bool = True) -> list[dict]:
-    """Read every arch of a file; validate against ``space`` when given."""
-    archs, seen = [], {}
-    for number, arch, _extra in iter_arch_lines(path):
-        if space is not None:
-            space.validate(arch, where=f"{path}:{number}")
-        key = arch_key(arch)
-        if key in seen and not allow_duplicates:
-            raise ArchError(f"{path}:{number}: duplicate arch (first seen on line {seen[key]})")
-        seen.setdefault(key, number)
-        archs.append(arch)
-    return archs
-
-
-def write_arch_file(path: str | os.PathLike, archs: Iterable[dict]) -> None:
-    """Write archs as JSON lines, atomically."""
-    with atomic_write(path) as handle:
-        for arch in archs:
-            handle.write(arch_to_json(arch) + "\n")
-
-
-def load_arch_argument(value: str, flag: str = "--arch") -> dict:
-    """A CLI arch argument: an inline JSON/repr dict, or a file holding exactly one arch."""
-    if value.lstrip().startswith("{"):
-        return parse_arch(value, where=flag)
-    if not os.path.exists(value):
-        raise UserError(f"{flag}: {value!r} is neither an arch dict nor an existing file")
-    archs = read_arch_file(value)
-    if len(archs) != 1:
-        raise UserError(f"{flag}: {value} holds {len(archs)} archs; pass a file with exactly one")
-    return archs[0]

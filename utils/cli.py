@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import random
@@ -36,6 +37,25 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
         print("interrupted; finished work is kept and a re-run resumes", file=sys.stderr)
         sys.exit(130)
     sys.exit(int(code or 0))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser for flags that come from a variable (a search's ``EVAL_ARGS``): a usage error
+    is a one-line ``UserError`` naming the variable, not argparse's usage text and exit."""
+
+    def __init__(self, *args, where: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.where = where
+
+    def error(self, message: str):
+        raise UserError(f"{self.where}: {message}")
+
+    def only_given(self) -> "OneLineParser":
+        """Parse to the flags given and nothing else: every default becomes ``argparse.SUPPRESS``."""
+        for action in self._actions:
+            action.default = argparse.SUPPRESS
+        self._defaults.clear()  # set_defaults values (e.g. a stage's space role) are not flags given
+        return self
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -1,0 +1,247 @@
+"""The typed evaluation call: ``evaluate_archs(config, archs, seeds)``.
+
+For every (task, arch, seed) not yet in ``<output_dir>/subbert.results.jsonl`` with the same settings:
+extract the sub-model from the supernet, fine-tune it with the task's recipe, evaluate it on dev (MNLI:
+matched and mismatched) and score it with its scheme (plus the extra schemes on the same weights);
+append the result to ``subbert.results`` (original layout) and its JSONL twin. The supernet is loaded
+and the data tokenised once per task, not per arch. Every input is checked before any training.
+Under ``torchrun`` the evaluations are shared out over the ranks (one GPU each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Sequence
+
+from evaluation.config import SETTING_FIELDS, EvaluationConfig, TaskInput, check_archs
+from evaluation.results import ResultsStore
+from glue.tasks import read_split
+from utils import (
+    UserError,
+    arch_key,
+    arch_summary,
+    atomic_write,
+    get_logger,
+    output_lock,
+    read_space_record,
+    set_seed,
+)
+
+logger = get_logger("candidate_evaluation")
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """What the checks before any training read once: the supernet's shape and recorded spaces, the
+    tokenizer and every task's examples."""
+
+    supernet_config: object
+    spaces: dict
+    tokenizer: object
+    examples: dict[str, dict]  # task -> split -> examples
+
+
+class Evaluator:
+    """The evaluations of one ``EvaluationConfig``. Its inputs are checked and read once (``check_inputs``)
+    and each task's tokenised data and supernet are kept, so a search that evaluates generation after
+    generation in one process pays for them once."""
+
+    def __init__(self, config: EvaluationConfig):
+        self.config = config
+        self._inputs: _Inputs | None = None
+        self._tasks: dict[str, tuple] = {}  # task -> (TaskData, supernet)
+
+    def check_inputs(self) -> _Inputs:
+        """Every input but the archs checked and read before anything is written (one line naming it)."""
+        if self._inputs is None:
+            self._inputs = _read_inputs(self.config)
+        return self._inputs
+
+    def evaluate(self, archs: Sequence[dict], seeds: Sequence[int], origins: Sequence[str] | None = None,
+                 save_seeds: Sequence[int] | None = None) -> list[dict]:
+        """Evaluate every (task, arch, seed) not done yet; returns the result record of every (task, arch,
+        seed) asked for, in that order (a done one as recorded). ``origins`` names where each arch came
+        from (``file:line``) in messages. ``save_seeds``: save the models of these seeds (default: as the
+        config says)."""
+        config = self.config
+        if save_seeds is None:
+            save, save_seeds = config.save_models, config.save_seeds
+        else:
+            save, save_seeds = bool(save_seeds), tuple(save_seeds)
+        if not seeds:
+            raise UserError("--seed: no seed given")
+        inputs = self.check_inputs()
+        archs = check_archs(archs, origins, inputs.supernet_config, config.space, trained=inputs.spaces.get("supernet"))
+        if not archs:
+            raise UserError("no arch to evaluate")
+        # Under torchrun every rank evaluates its own share (no process group is needed: each result is
+        # one appended write to the shared files); rank 0 holds the directory.
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        store = ResultsStore(config.output_dir)
+        lock = output_lock(config.output_dir, "evaluation output directory") if rank == 0 else contextlib.nullcontext()
+        with lock:
+            _start(config, store, rank)
+            for item in config.tasks:
+                self._evaluate_task(item, archs, list(seeds), store, rank, world, save, save_seeds)
+        logger.info("results: %s and %s", store.results_path, store.jsonl_path)
+        index = store.index()
+        return [index.get(store.key(item.task.name, arch, seed, config.scheme.name))
+                for item in config.tasks for arch in archs for seed in seeds]
+
+    def _task_data(self, item: TaskInput, seed: int):
+        """The task tokenised and its supernet loaded, once per evaluator."""
+        if item.task.name not in self._tasks:
+            from evaluation.candidate import TaskData
+            from evaluation.data import encode_examples
+            from transformer.checkpoint import load_supernet
+            from transformer.modeling_super import SuperBertForSequenceClassification
+
+            task, recipe, inputs = item.task, self.config.recipe_for(item.task), self.check_inputs()
+            set_seed(seed)
+            splits, tokenizer = inputs.examples[task.name], inputs.tokenizer
+            data = TaskData(task, encode_examples(tokenizer, splits["train"], task, recipe.max_seq_length),
+                            {name: encode_examples(tokenizer, splits[name], task, recipe.max_seq_length)
+                             for name in task.dev_files})
+            supernet = load_supernet(self.config.model_dir, SuperBertForSequenceClassification,
+                                     num_labels=task.num_labels).eval()
+            self._tasks[task.name] = (data, supernet)
+        return self._tasks[item.task.name]
+
+    def _evaluate_task(self, item: TaskInput, archs: list[dict], seeds: list[int], store: ResultsStore, rank: int,
+                       world: int, save: bool, save_seeds: tuple[int, ...] | None) -> None:
+        import torch
+        from tqdm import tqdm
+
+        from evaluation.candidate import evaluate_candidate
+
+        config, task = self.config, item.task
+        settings, recipe = config.settings(item), config.recipe_for(task)
+        done, legacy = store.done_keys(), store.legacy_archs()
+        todo = []
+        for arch in archs:
+            if (task.name, arch_key(arch)) in legacy:
+                logger.info("%s: %s already has a block without a JSONL twin; skipped", task.name, arch_summary(arch))
+                continue
+            todo += [(arch, seed) for seed in seeds if store.key(task.name, arch, seed, config.scheme.name) not in done]
+        skipped = len(archs) * len(seeds) - len(todo)
+        todo = todo[rank::world]
+        logger.info("%s: %d evaluation(s) to run%s, %d already done with the same settings (resume)", task.name,
+                    len(todo), f" on rank {rank} of {world}" if world > 1 else "", skipped)
+        if not todo:
+            return
+        if config.num_threads > 0:
+            torch.set_num_threads(config.num_threads)
+        device = torch.device("cpu")
+        if torch.cuda.is_available() and not config.no_cuda:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        threads = config.num_threads if config.num_threads > 0 else torch.get_num_threads()
+        save_dir = os.path.join(config.output_dir, "models") if save else None
+        data, supernet = self._task_data(item, seeds[0])
+        tokenizer = self.check_inputs().tokenizer
+        progress = tqdm(todo, desc=f"{task.name} candidates", unit="arch", disable=None)
+        for arch, seed in progress:
+            keep = save_dir if save_dir and (save_seeds is None or seed in save_seeds) else None
+            record = evaluate_candidate(supernet, arch, data, recipe.for_seed(seed), device, config.scheme, keep,
+                                        tokenizer=tokenizer, extra_schemes=config.extra_schemes, threads=threads)
+            record.update(max_seq_length=recipe.max_seq_length, train_examples=len(data.train), settings=settings,
+                          dev_examples={name: len(split) for name, split in data.dev.items()})
+            store.append(record)
+            text = " ".join(f"{name} {value:.4f}" for name, value in record["best_by_scheme"].items())
+            progress.set_postfix_str(f"{arch_summary(arch)} {text}")
+            logger.info("%s seed %d %s: %s (%.1f s)", task.name, seed, arch_summary(arch), text,
+                        record["elapsed_seconds"])
+
+
+def evaluate_archs(config: EvaluationConfig, archs: Sequence[dict], seeds: Sequence[int],
+                   origins: Sequence[str] | None = None) -> list[dict]:
+    """``Evaluator(config).evaluate(archs, seeds, origins)``: the typed evaluation call."""
+    return Evaluator(config).evaluate(archs, seeds, origins)
+
+
+def _read_inputs(config: EvaluationConfig) -> _Inputs:
+    from evaluation.data import load_tokenizer
+    from transformer.config import SuperBertConfig
+
+    if os.path.exists(config.output_dir) and not os.path.isdir(config.output_dir):
+        raise UserError(f"--output_dir: {config.output_dir} exists and is not a directory")
+    supernet_config = SuperBertConfig.load(config.model_dir)
+    spaces = read_space_record(config.model_dir) if os.path.isdir(config.model_dir) else {}
+    tokenizer = load_tokenizer(config.model_dir, config.do_lower_case)
+    if len(tokenizer) != supernet_config.vocab_size:
+        raise UserError(f"--model {config.model_dir}: vocab.txt has {len(tokenizer)} tokens but the supernet's "
+                        f"embedding has {supernet_config.vocab_size} rows; the vocabulary must be the one the "
+                        "supernet was trained with")
+    # read every task's files first: a missing file or bad row stops the run before training
+    examples = {}
+    for item in config.tasks:
+        recipe = config.recipe_for(item.task)
+        splits = {"train": read_split(item.task, item.data_dir, "train", recipe.max_train_examples)}
+        for name in item.task.dev_files:
+            splits[name] = read_split(item.task, item.data_dir, name, recipe.max_eval_examples)
+        examples[item.task.name] = splits
+    return _Inputs(supernet_config, spaces, tokenizer, examples)
+
+
+def _start(config: EvaluationConfig, store: ResultsStore, rank: int) -> None:
+    """Clean up after killed runs, refuse results of other settings, record the run."""
+    if rank == 0:
+        remove_stale_staging(os.path.join(config.output_dir, "models"))
+        if config.restart:
+            _move_aside(store)
+    for item in config.tasks:
+        check_settings(store, item.task.name, config.settings(item))
+    if rank == 0:
+        store.reconcile()
+        with atomic_write(os.path.join(config.output_dir, "run_args.json")) as handle:
+            json.dump(dict(config.describe(), settings={item.task.name: config.settings(item)
+                                                        for item in config.tasks}), handle, indent=2, sort_keys=True)
+
+
+def check_settings(store: ResultsStore, task_name: str, settings: dict) -> None:
+    """Refuse to add to results made with other settings (one line naming the first difference)."""
+    for number, record in store.numbered_records():
+        if record.get("task_name") != task_name:
+            continue
+        where = f"{store.jsonl_path}:{number}"
+        theirs = record.get("settings")
+        if theirs is None:
+            raise UserError(f"{where}: this result does not say which settings made it (older format); "
+                            "use another --output_dir or pass --restart")
+        for field in ("model_identity",) + SETTING_FIELDS:
+            if theirs.get(field) != settings.get(field):
+                shown = "model" if field == "model_identity" else field
+                mine = settings.get("model") if field == "model_identity" else settings.get(field)
+                old = theirs.get("model") if field == "model_identity" else theirs.get(field)
+                detail = " (same path, other weights)" if field == "model_identity" and mine == old else ""
+                raise UserError(f"{where}: evaluated with {shown}={old!r}, this run has {shown}={mine!r}{detail}; "
+                                "results of other settings are never reused: use another --output_dir or pass "
+                                "--restart")
+
+
+def _move_aside(store: ResultsStore) -> None:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in (store.jsonl_path, store.results_path, os.path.join(store.output_dir, "run_args.json")):
+        if os.path.exists(path):
+            os.replace(path, f"{path}.before-{stamp}")
+            logger.warning("--restart: moved %s to %s.before-%s", path, path, stamp)
+
+
+def remove_stale_staging(models_dir: str) -> int:
+    """Remove what killed runs left under ``models/``: ``save_hf_directory`` stages a model in
+    ``.<name>.<random>`` and renames it into place, so a hidden directory there is a fragment
+    (only the lock holder calls this, so no live staging is touched). Returns how many."""
+    if not os.path.isdir(models_dir):
+        return 0
+    stale = [name for name in os.listdir(models_dir) if name.startswith(".")
+             and os.path.isdir(os.path.join(models_dir, name))]
+    for name in stale:
+        shutil.rmtree(os.path.join(models_dir, name), ignore_errors=True)
+    if stale:
+        logger.warning("%s: removed %d staging director%s left by a killed run", models_dir, len(stale),
+                       "y" if len(stale) == 1 else "ies")
+    return len(stale)

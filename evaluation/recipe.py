@@ -1,0 +1,100 @@
+"""The fine-tune recipe of a candidate evaluation as one typed value, and where its defaults live.
+
+A ``Recipe`` is everything besides (task, arch, seed, scheme) that a fine-tuned result depends on in
+training: the optimiser settings (``FinetuneConfig`` without its seed), the sequence length and the
+example caps. ``RecipeSettings`` holds what a user set (flags, ``EVAL_ARGS``); ``recipe_for(task)``
+fills the rest from the task's original table (``glue.tasks``) and the defaults below. Every number
+is checked -- type, range, finiteness -- before any work, naming its flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from evaluation.finetune import FinetuneConfig
+from glue.tasks import TaskSpec
+from utils import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How one (task, arch, seed) is fine-tuned; ``finetune.seed`` is replaced per seed (``for_seed``)."""
+
+    finetune: FinetuneConfig
+    max_seq_length: int
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+    def for_seed(self, seed: int) -> FinetuneConfig:
+        return dataclasses.replace(self.finetune, seed=seed)
+
+    def settings(self) -> dict:
+        """The recipe's part of a result's ``settings`` (what ``check_settings`` compares)."""
+        config = self.finetune
+        return {"learning_rate": config.learning_rate, "num_train_epochs": config.num_train_epochs,
+                "train_batch_size": config.train_batch_size, "eval_batch_size": config.eval_batch_size,
+                "eval_step": config.eval_step, "warmup_proportion": config.warmup_proportion,
+                "weight_decay": config.weight_decay, "max_seq_length": self.max_seq_length,
+                "max_train_examples": self.max_train_examples, "max_eval_examples": self.max_eval_examples}
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeSettings:
+    """What the user set; ``None`` takes the task's original value (learning rate, batch size,
+    sequence length, evaluation interval). The other defaults are the original evaluator's."""
+
+    num_train_epochs: float = 1.0
+    learning_rate: float | None = None
+    train_batch_size: int | None = None
+    eval_batch_size: int = 32
+    max_seq_length: int | None = None
+    eval_step: int | None = None
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+    def __post_init__(self):
+        check_recipe_numbers(self)
+
+    def recipe_for(self, task: TaskSpec) -> Recipe:
+        table = task.hparams
+        config = FinetuneConfig(learning_rate=self.learning_rate or table.learning_rate,
+                                num_train_epochs=self.num_train_epochs,
+                                train_batch_size=self.train_batch_size or table.train_batch_size,
+                                eval_batch_size=self.eval_batch_size, eval_step=self.eval_step or table.eval_step,
+                                warmup_proportion=self.warmup_proportion, weight_decay=self.weight_decay, seed=0)
+        return Recipe(config, self.max_seq_length or table.max_seq_length, self.max_train_examples,
+                      self.max_eval_examples)
+
+
+# (field, lowest allowed value, whether the lowest is allowed): the floats are also checked finite
+_FLOATS = (("num_train_epochs", 0.0, True), ("learning_rate", 0.0, False), ("warmup_proportion", 0.0, True),
+           ("weight_decay", 0.0, True))
+_INTS = ("train_batch_size", "eval_batch_size", "max_seq_length", "eval_step", "max_train_examples",
+         "max_eval_examples")
+
+
+def check_recipe_numbers(settings: RecipeSettings) -> None:
+    """One line naming the flag for a value of the wrong type, out of range or not finite."""
+    for field, low, inclusive in _FLOATS:
+        value = getattr(settings, field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"--{field}: must be a finite number, got {value!r}")
+        if value < low:
+            raise UserError(f"--{field}: must be >= {low:g}, got {value}")
+        if value == low and not inclusive:
+            raise UserError(f"--{field}: must be > {low:g} ({low:g} would train nothing)")
+    if settings.warmup_proportion > 1:
+        raise UserError(f"--warmup_proportion: must be <= 1, got {settings.warmup_proportion}")
+    for field in _INTS:
+        value = getattr(settings, field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"--{field}: must be an integer, got {value!r}")
+        if value < 1:
+            raise UserError(f"--{field}: must be >= 1, got {value}")

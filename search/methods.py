@@ -1,0 +1,163 @@
+"""The typed search call: ``run_method(config, method, ...)`` runs one method of a search
+(``SearchConfig``) and writes its file.
+
+* ``Candidate``: every grid arch of the space whose predicted latency is in the window -> the
+  candidate file;
+* ``Random`` / ``Fast``: ``gen_size`` archs drawn from the candidates (Fast: the original's fast
+  shapes first); with a results file, a later generation of unevaluated candidates (the random-search
+  baseline spends the same evaluations as evolution);
+* ``Evolved``: ``population`` new archs bred from the best evaluated ones;
+* ``TopK``: the ``top_k`` fittest evaluated archs, for the final re-evaluation with several seeds.
+
+Every generation is logged (``search.history``); the search's identity is checked before anything is
+written (``search.identity``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+import numpy as np
+
+from evaluation.results import load_fitness
+from search.config import SearchConfig, logger
+from search.evolution import METHODS, evolve, filter_by_window, first_generation, generate_candidates, rule_archs
+from search.history import fitness_by_generation, read_search_log, record_generation
+from search.identity import check_identity
+from utils import UserError, arch_key, arch_summary, read_arch_file, write_arch_file
+
+ALL_METHODS = METHODS + ("TopK",)
+
+
+def run_method(config: SearchConfig, method: str, output_file: str | None = None, fitness_file: str | None = None,
+               generation: int | None = None) -> list[dict]:
+    """Run ``method`` (``ALL_METHODS``) of the search ``config``; returns the archs it wrote
+    (``Candidate``: to the candidate file, the others: to ``output_file``). ``fitness_file``: the
+    search's ``subbert.results`` (needed by Evolved and TopK; Random with it draws a later generation)."""
+    check_method(method, output_file, fitness_file)
+    metadata = config.predictor.metadata
+    logger.info("predictor %s (%s); window %s; space %s (from %s)", config.predictor.path,
+                ", ".join(f"{k}={metadata[k]}" for k in sorted(metadata) if not isinstance(metadata[k], (dict, list))),
+                config.window.describe(), config.space.name, config.space_source)
+    check_identity(config.identity_path, config.identity())
+    if method == "Candidate":
+        return write_candidates(config)
+    candidates = read_candidates(config)
+    fitness = load_fitness(fitness_file, config.task, config.scheme.name if config.scheme else None) \
+        if fitness_file else None
+    if method == "TopK":
+        return write_top_k(config, fitness, fitness_file, output_file)
+    record = {"method": method, "output_file": os.path.realpath(output_file), "strategy": config.strategy,
+              "latency_constraint": config.window.constraint, "window_ms": list(config.window.bounds),
+              "seed": config.seed, "space": config.space.name, "model": config.model, "candidates": len(candidates),
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if method in ("Random", "Fast"):
+        archs = _draw(config, method, candidates, fitness, record)
+    else:
+        archs = _evolve(config, candidates, fitness, fitness_file, record)
+    write_arch_file(output_file, archs)
+    number = record_generation(config.log_path, record, generation)
+    logger.info("generation %d: wrote %d archs to %s (log %s)", number, len(archs), output_file, config.log_path)
+    for arch, latency in zip(archs, record["pred_latency_ms"]):
+        logger.debug("  %s  %.3f ms", arch_summary(arch), latency)
+    return archs
+
+
+def check_method(method: str, output_file: str | None, fitness_file: str | None) -> None:
+    """The files a method needs, named (before any work)."""
+    if method not in ALL_METHODS:
+        raise UserError(f"--method: unknown method {method!r}; choose one of {', '.join(ALL_METHODS)}")
+    if method == "Evolved" and not fitness_file:
+        raise UserError("--arch_perfs_file: required by --method Evolved")
+    if method == "TopK" and not fitness_file:
+        raise UserError("--method TopK needs --arch_perfs_file and --top_k >= 1")
+    if method != "Candidate" and not output_file:
+        raise UserError(f"--output_file: required by --method {method}")
+
+
+def write_candidates(config: SearchConfig) -> list[dict]:
+    """``Candidate``: every grid arch whose predicted latency fits the window."""
+    archs, latencies = generate_candidates(config.space, config.predictor.predict, config.window, config.rule())
+    if len(archs) < 2 * config.sizes.gen_size:
+        logger.warning("only %d candidates inside %s (first generation %d): the search has little to choose "
+                       "from; widen the window or use a finer space", len(archs), config.window.describe(),
+                       config.sizes.gen_size)
+    write_arch_file(config.candidate_file, archs)
+    logger.info("wrote %d candidates to %s (predicted %.3f..%.3f ms)", len(archs), config.candidate_file,
+                float(latencies.min()), float(latencies.max()))
+    return archs
+
+
+def read_candidates(config: SearchConfig) -> list[dict]:
+    """The candidate file, validated, ruled and re-checked against the window (a file made for
+    another budget loses its out-of-window archs, with a warning)."""
+    path, space, window = config.candidate_file, config.space, config.window
+    if not os.path.isfile(path):
+        raise UserError(f"--candidate_file: {path}: no such file (run --method Candidate first)")
+    archs = rule_archs(read_arch_file(path, space), config.rule())
+    if not archs:
+        raise UserError(f"--candidate_file: {path} holds no arch of the {space.name} space")
+    kept, _ = filter_by_window(archs, config.predictor.predict, window, f"--candidate_file {path}")
+    if len(kept) < len(archs):
+        logger.warning("%d of %d candidates are outside %s and were dropped", len(archs) - len(kept), len(archs),
+                       window.describe())
+    return kept
+
+
+def _no_result(fitness_file: str, task: str | None) -> UserError:
+    return UserError(f"--arch_perfs_file: {fitness_file} holds no result" + (f" for task {task}" if task else ""))
+
+
+def write_top_k(config: SearchConfig, fitness: dict | None, fitness_file: str, output_file: str) -> list[dict]:
+    """``TopK``: the ``top_k`` fittest evaluated archs of the search's task."""
+    if not fitness:
+        raise _no_result(fitness_file, config.task)
+    ranked = sorted(fitness.items(), key=lambda item: (-item[1], item[0]))[:config.sizes.top_k]
+    archs = [json.loads(key) for key, _ in ranked]
+    write_arch_file(output_file, archs)
+    logger.info("wrote the %d fittest of %d evaluated archs to %s: %s", len(archs), len(fitness), output_file,
+                ", ".join(f"{arch_summary(a)} {f:.4f}" for a, (_, f) in zip(archs, ranked)))
+    return archs
+
+
+def _draw(config: SearchConfig, method: str, candidates: list[dict], fitness: dict | None, record: dict) -> list[dict]:
+    """Random / Fast: a first generation, or (with fitness) a later one of unevaluated candidates."""
+    rng = random.Random(f"{method}:{config.seed}" + (f":{len(fitness)}" if fitness else ""))
+    pool = [arch for arch in candidates if not fitness or arch_key(arch) not in fitness]
+    if not pool:
+        raise UserError(f"every candidate inside {config.window.describe()} is evaluated; nothing new to draw")
+    archs, origins = first_generation(pool, config.sizes.gen_size, method, rng, with_origins=True)
+    latencies = [float(x) for x in config.predictor.predict(archs)]
+    record.update(archs=[arch_key(a) for a in archs], pred_latency_ms=latencies, origins=origins)
+    if fitness:
+        record.update(evaluated=len(fitness), best_fitness=max(fitness.values()),
+                      mean_fitness=float(np.mean(list(fitness.values()))))
+    return archs
+
+
+def _evolve(config: SearchConfig, candidates: list[dict], fitness: dict | None, fitness_file: str,
+            record: dict) -> list[dict]:
+    """Evolved: ``population`` children of the best evaluated archs (see ``search.evolution.evolve``)."""
+    if not fitness:
+        raise _no_result(fitness_file, config.task)
+    # The seed mixes in how much has been evaluated, so each generation draws differently
+    # while a re-run on the same results reproduces the same generation.
+    rng = random.Random(f"Evolved:{config.seed}:{len(fitness)}")
+    outcome = evolve(config.space, fitness, candidates, config.predictor.predict, config.window, rng,
+                     config.evolution, config.rule())
+    history = fitness_by_generation(read_search_log(config.log_path), fitness)
+    for row in history:
+        if row["evaluated"]:
+            logger.info("generation %d (%s): %d/%d evaluated, best %.4f, mean %.4f", row["generation"],
+                        row["method"], row["evaluated"], row["proposed"], row["best"], row["mean"])
+    record.update(archs=[arch_key(a) for a in outcome.archs], pred_latency_ms=outcome.latencies,
+                  origins=outcome.origins, evaluated=len(fitness), best_fitness=max(fitness.values()),
+                  mean_fitness=float(np.mean(list(fitness.values()))), previous_generations=history,
+                  **outcome.summary())
+    if not outcome.archs:
+        raise UserError(f"no new arch could be found inside {config.window.describe()}: all candidates are "
+                        "evaluated and mutation finds nothing new; widen the window or the space")
+    return outcome.archs
