@@ -138,8 +138,8 @@ def check_authors(s: Settings) -> None:
     value = check_dir(s, "AUTHORS_TABLES", "directory of the authors' latency tables")
     for name in (AUTHORS_FP32, AUTHORS_INT8):
         if not os.path.isfile(os.path.join(value, name)):
-            raise UserError(f"AUTHORS_TABLES={value}: no {name} (LATENCY_TABLES=authors reads lat_.tmp and "
-                            "lat_quant_.tmp)")
+            raise UserError(f"AUTHORS_TABLES={value}: no {name} (LATENCY_TABLES=authors reads {AUTHORS_FP32} and "
+                            f"{AUTHORS_INT8})")
 
 
 def _made_by(s: Settings, stage: str, path: str, what: str) -> None:

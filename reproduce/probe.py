@@ -27,7 +27,7 @@ import sys
 import time
 
 from reproduce.costs import finetune_seconds, latency_arch_seconds, pretraining_step_seconds
-from reproduce.settings import Settings
+from reproduce.settings import FP32_TABLE, INT8_TABLE, Settings
 from utils import UserError, atomic_write, get_logger, write_arch_file
 
 logger = get_logger("reproduce.probe")
@@ -147,8 +147,7 @@ def run_probe(s: Settings) -> dict:
             "REFERENCES": "auto", "SEED": 0, "THREADS": s.get("LAT_THREADS", "1"), "INFER_CNT": s.get("INFER_CNT"),
             "WARMUP": s.get("WARMUP"), "VOCAB_SIZE": vocab_size(s.get("BERT_MODEL")), "SHARD": "", "LEGACY": 0,
             "EXTRA_ARGS": "--remeasure_cap 0"}, "latency")
-        latency = latency_arch_seconds([os.path.join(latency_dir, "lat_torch_fp32.jsonl"),
-                                        os.path.join(latency_dir, "lat_torch_dynamic_int8.jsonl")])
+        latency = latency_arch_seconds([os.path.join(latency_dir, FP32_TABLE), os.path.join(latency_dir, INT8_TABLE)])
 
     if want_finetune:
         # 4. a short fine-tune of the same arch (on the probe's supernet, or the run's own)

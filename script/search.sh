@@ -29,9 +29,13 @@
 #   torch_dynamic_int8, the "AutoTinyBERT + int8 PTQ" row), CANDS_DIR (cands), OUTPUT_ROOT (output),
 #   SEARCH_NAME (kd_<TYPE>_<LAT>, with _random for STRATEGY=random), ARCHES_FILE (eval input; default the
 #   first generation, or the GENERATION's file), GENERATION (generation number), SEARCH_ARGS / EVAL_ARGS
-#   (extra flags for searcher.py / the evaluator, split on spaces), FORCE (1: redo a step whose output exists),
-#   SAVE_MODELS (1: the final step keeps the fine-tuned and int8 models of one new seed under
-#   output/<SEARCH_NAME>/models/, an ONNX file for ort).
+#   (extra flags for searcher.py / the evaluator, split as the shell does; read once, before any step; a flag
+#   the search sets itself, e.g. --output_dir, is refused naming its variable), FORCE (1: redo a step whose
+#   output exists),
+#   SAVE_MODELS (0; opt-in: 1 makes the final step keep the fine-tuned and int8 models of one new seed under
+#   output/<SEARCH_NAME>/models/, an ONNX file for ort). SEARCH_NAME and the other names stay inside their
+#   directories (no '/' or '..'); every number is checked (type, range, finite) before anything is written.
+#   The latency window is [0.85c, 1.0c] (SEARCH_ARGS="--latency_window_high 1.1" for the original's).
 # Steps that write a .cands file skip when it exists (re-runs resume); eval skips evaluated archs.
 # Every input is checked before the step writes anything; a step of another task, scheme, budget,
 # space or predictor than the search was started with is refused (cands/<SEARCH_NAME>.search.json).

@@ -107,12 +107,16 @@ class SearchPlan:
         return dataclasses.replace(self, generation=generation)
 
     # ---- the typed configurations
-    def search_config(self, predictor: Predictor, supernet: Supernet | None) -> SearchConfig:
-        """The search's ``SearchConfig`` (SEARCH_ARGS over the plan's sizes and seed)."""
+    def search_settings(self) -> tuple[LatencyWindow, dict]:
+        """The window and the other ``SearchConfig`` fields: SEARCH_ARGS over the plan's sizes and seed."""
         values = {"gen_size": self.gen_size, "population": self.population, "top_k": self.top_k, "seed": self.seed,
                   **self.search_args}
         settings = search_settings(values)
-        window = LatencyWindow(self.budget_ms, *settings.pop("window"))
+        return LatencyWindow(self.budget_ms, *settings.pop("window")), settings
+
+    def search_config(self, predictor: Predictor, supernet: Supernet | None) -> SearchConfig:
+        """The search's ``SearchConfig``."""
+        window, settings = self.search_settings()
         space_args = argparse.Namespace(space=self.search_args.get("space") or self.space or None,
                                         **{flag: self.search_args.get(flag) for flag, _ in RANGE_FLAGS})
         return build_search_config(predictor, window, self.candidate_file, space_args, scheme=self.scheme,
@@ -281,6 +285,7 @@ def plan_from_env(env: dict, root: str, op: str | None = None, positional: list[
         generations=_int(env, "GENERATIONS", 3, 0), first_generation_index=_int(env, "FIRST_GENERATION_INDEX", 1, 1),
         first_generation=_choice(env, "FIRST_GENERATION", "rand" if strategy == "random" else "fast", ("fast", "rand")),
         final=_choice(env, "FINAL", "1", ("0", "1")) == "1")
+    plan.search_settings()  # the window and the evolution's numbers, checked now
     plan.evaluation_config()  # the recipe, the extra schemes and the evaluation's space, checked now
     check(plan, op)
     return plan
