@@ -44,7 +44,7 @@ from utils import (
     get_logger,
     make_arch,
     read_space_record,
-    space_from_args,
+    stage_space,
 )
 
 logger = get_logger("subnet_quality")
@@ -336,10 +336,8 @@ def main(argv=None) -> int:
     shard_vocab = os.path.join(args.shards, VOCAB_NAME)
     if os.path.isfile(shard_vocab) and tuple(load_vocab(shard_vocab)) != tuple(tokens):
         raise UserError(f"--shards: {shard_vocab} differs from the supernet's vocab; token ids would not match")
-    recorded = read_space_record(args.supernet).get("search")
-    if args.space is None and recorded is None:
-        args.space = search_space_name(split.get("space", "demo_supernet").split("+")[0])
-    space = space_from_args(args, recorded)
+    space, _ = stage_space("search", args, supernet=read_space_record(args.supernet), supernet_name=args.supernet,
+                           default=search_space_name(split.get("space", "demo_supernet").split("+")[0]))
     from pretraining.models import check_space_fits
 
     check_space_fits(space, config)

@@ -83,9 +83,13 @@ def arch_to_bert_config(arch: dict, config: SuperBertConfig | None = None, **ove
 
 def extract_state_dict(model: SuperBertPreTrainedModel, arch: dict, head: str = "none") -> dict[str, torch.Tensor]:
     """The sub-model's weights under Hugging Face names (``bert.``-prefixed unless ``head='none'``)."""
+    return _sliced_state(model, check_arch_fits(arch, model.config), head)
+
+
+def _sliced_state(model: SuperBertPreTrainedModel, arch: dict, head: str) -> dict[str, torch.Tensor]:
+    """``extract_state_dict`` for an arch already checked against ``model``."""
     if head not in HEADS:
         raise UserError(f"--head: unknown head {head!r}; choose one of {', '.join(HEADS)}")
-    arch = check_arch_fits(arch, model.config)
     bert = _base(model)
     hidden = arch["sample_hidden_size"]
     emb = bert.embeddings
@@ -146,7 +150,7 @@ def to_hf_model(model: SuperBertPreTrainedModel, arch: dict, head: str = "none",
     bert_config = arch_to_bert_config(arch, model.config, **config_overrides)
     hf_class = {"none": BertModel, "mlm": BertForMaskedLM, "cls": BertForSequenceClassification}[head]
     hf_model = hf_class(bert_config)
-    state = extract_state_dict(model, arch, head)
+    state = _sliced_state(model, arch, head)
     missing, unexpected = hf_model.load_state_dict(state, strict=False)
     missing = [key for key in missing if not (head == "cls" and key.startswith("classifier."))]
     if missing or unexpected:
