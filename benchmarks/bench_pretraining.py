@@ -34,7 +34,8 @@ import torch  # noqa: E402
 
 import pre_training  # noqa: E402
 from pretraining.distributed import DistContext  # noqa: E402
-from pretraining.loop import Trainer, make_optimizer  # noqa: E402
+from pretraining.loop import Trainer  # noqa: E402
+from pretraining.step import make_optimizer  # noqa: E402
 from pretraining.models import archs_for_step  # noqa: E402
 from transformer.hf_converter import arch_to_bert_config  # noqa: E402
 from utils import arch_summary  # noqa: E402

@@ -11,7 +11,10 @@
 * ``sliced_updates`` masked AdamW updates: only the slices a step's archs read move
 * ``quality``       held-out MLM loss per sub-model (a ladder of archs) and its rank agreement with
                     fine-tuned accuracy (``python -m pretraining.quality``)
-* ``loop``          the training loop
+* ``preflight``     every flag and the vocabulary checked before anything is read or written
+* ``setup``         what an invocation does (resume, restart or nothing; data; schedule), resumed positions
+* ``step``          one optimizer step and its pieces (loss sums, counts, optimizer, mixed precision)
+* ``loop``          the training loop (``Trainer``) and ``train``
 
 This package must not import torch at import time: ``generate_data.py`` spawns worker
 processes that import ``pretraining.shards`` only.

@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import math
 import os
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
@@ -45,32 +42,18 @@ from pretraining.checkpointing import (
     LOSS_LOG,
     LOSS_PLOT,
     QUALITY_JSON,
-    Checkpoint,
     capture_rng,
     has_run,
-    newest_intact_checkpoint,
     plot_loss_curve,
     prune_step_checkpoints,
-    read_final_info,
     remove_run,
     remove_stale_staging,
-    restore_rng,
     save_checkpoint,
     save_final,
     supernet_extra_files,
-    truncate_loss_log,
 )
-from pretraining.data import (
-    PretrainingDataset,
-    RankBatches,
-    batches_per_epoch,
-    examples_per_rank,
-    heldout_split,
-    make_loader,
-)
+from pretraining.data import RankBatches, make_loader
 from pretraining.distributed import DistContext, init_distributed
-from pretraining.losses import kd_counts, kd_loss_sums
-from pretraining.masking import MaskingConfig, Vocabulary
 from pretraining.models import (
     CONFIG_FLAGS,
     archs_for_step,
@@ -80,27 +63,29 @@ from pretraining.models import (
     parse_config_overrides,
     teacher_width,
 )
-from pretraining.quality import DEFAULT_HELDOUT_FRACTION, heldout_batches, quality_report, write_report
-from pretraining.shards import MANIFEST_NAME, VOCAB_NAME, ShardIndex, find_shards, load_vocab, resolve_vocab
-from pretraining.sliced_updates import SlicedAdamW, check_known_parameters, step_regions
-from transformer.checkpoint import load_supernet, vocab_path
+from pretraining.preflight import quality_space, shard_manifest, validate_args
+from pretraining.quality import heldout_batches, quality_report, write_report
+from pretraining.shards import VOCAB_NAME
+from pretraining.setup import RunPlan, plan_run, restore_position
+from pretraining.sliced_updates import check_known_parameters
+from pretraining.step import PreTrainingStep, amp_settings, make_optimizer, run_step
+from transformer.checkpoint import load_supernet
 from utils import (
-    SearchSpace,
     UserError,
     append_jsonl,
     arch_summary,
     atomic_write,
     get_logger,
-    get_space,
     output_lock,
     recorded_roles,
     set_seed,
-    space_from_args,
+    stage_space,
 )
 
 logger = get_logger("pre_training")
 
 LOSS_KEYS = ("mlm_loss", "kd_att_loss", "kd_rep_loss")
+_ONCE = ("resume", "final_info", "vocab_tokens", "vocab_bytes")  # RunPlan fields used while building only
 
 
 @dataclasses.dataclass
@@ -111,248 +96,33 @@ class TrainResult:
     last_checkpoint: str | None
 
 
-class PreTrainingStep(nn.Module):
-    """The student's loss *sums* for one batch and the active arch (what DDP wraps): the MLM
-    cross-entropy summed over masked tokens, the KD squared differences summed over real
-    (query, key) pairs / real tokens. The loop divides them by the step's counts."""
-
-    def __init__(self, student: nn.Module, mlm: bool, kd: bool):
-        super().__init__()
-        self.student, self.mlm, self.kd = student, mlm, kd
-
-    def forward(self, batch: dict, teacher_hidden=None, teacher_scores=None) -> dict:
-        labels = batch["labels"]
-        out = self.student(batch["input_ids"], attention_mask=batch["attention_mask"],
-                           token_type_ids=batch["token_type_ids"], labels=labels if self.mlm else None,
-                           mlm=self.mlm, kd=self.kd)
-        sums = {}
-        if self.mlm:  # mlm_logits are the masked positions' (labels >= 0), in order
-            sums["mlm_loss"] = F.cross_entropy(out.mlm_logits.float(), labels[labels >= 0], reduction="sum")
-        if self.kd:
-            sums["kd_att_loss"], sums["kd_rep_loss"] = kd_loss_sums(
-                out.kd_scores, teacher_scores, out.kd_hidden, teacher_hidden, batch["attention_mask"])
-        return sums
-
-
-def part_counts(batch: dict, parts: tuple[str, ...], kd_heads: int = 0, kd_width: int = 0) -> list[float]:
-    """The number of terms each loss part of ``PreTrainingStep`` sums over in ``batch``."""
-    counts = []
-    att, rep = kd_counts(batch["attention_mask"], kd_heads, kd_width) if "kd_att_loss" in parts else (0.0, 0.0)
-    for part in parts:
-        counts.append({"mlm_loss": lambda: float((batch["labels"] >= 0).sum()), "kd_att_loss": lambda: att,
-                       "kd_rep_loss": lambda: rep}[part]())
-    return counts
-
-
-def teacher_outputs(teacher: nn.Module, batch: dict):
-    """The teacher's last hidden state and last-layer pre-softmax scores (no gradient)."""
-    with torch.no_grad():
-        out = teacher.bert(batch["input_ids"], attention_mask=batch["attention_mask"],
-                           token_type_ids=batch["token_type_ids"], return_last_scores=True)
-    return out.last_hidden_state, out.last_attention_scores
-
-
-def _decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
-    """Names of the trainable parameters with and without weight decay (none on biases and
-    LayerNorm parameters: the original's rule), in the optimizer's order."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(name)
-    return decay, no_decay
-
-
-def optimizer_parameter_names(model: nn.Module) -> list[str]:
-    """Parameter name of each index of the optimizer's state dict (``make_optimizer``'s order)."""
-    decay, no_decay = _decay_split(model)
-    return decay + no_decay
-
-
-def make_optimizer(model: nn.Module, args, masked: bool = False) -> torch.optim.Optimizer:
-    """AdamW with decoupled weight decay except on biases and LayerNorm parameters.
-    ``masked``: ``SlicedAdamW`` (only the sampled slices move; see ``pretraining.sliced_updates``)."""
-    params = dict(model.named_parameters())
-    decay, no_decay = _decay_split(model)
-    groups = [{"params": [params[name] for name in decay], "weight_decay": args.weight_decay},
-              {"params": [params[name] for name in no_decay], "weight_decay": 0.0}]
-    if masked:
-        return SlicedAdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, betas=(0.9, 0.999))
-    return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, betas=(0.9, 0.999))
-
-
-def amp_settings(precision: str, device: torch.device) -> tuple[bool, torch.dtype | None, bool]:
-    """``(autocast on, autocast dtype, use a GradScaler)`` for ``--precision``."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp32":
-        return False, None, False
-    if precision == "bf16":
-        return True, torch.bfloat16, False
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise UserError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
-        return True, torch.float16, True
-    raise UserError(f"--precision: expected auto, fp32, bf16 or fp16, got {precision!r}")
-
-
-def _validate(args) -> None:
-    """Every flag checked before anything is read or written (one line each)."""
-    if not args.mlm and not args.teacher_model:
-        raise UserError("nothing to train: pass --mlm and/or --teacher_model DIR (knowledge distillation)")
-    for flag, value, low in (("--train_batch_size", args.train_batch_size, 1),
-                             ("--gradient_accumulation_steps", args.gradient_accumulation_steps, 1),
-                             ("--num_train_epochs", args.num_train_epochs, 1),
-                             ("--sample_times_per_batch", args.sample_times_per_batch, 1),
-                             ("--max_seq_length", args.max_seq_length, 5), ("--num_workers", args.num_workers, 0),
-                             ("--logging_steps", args.logging_steps, 1), ("--save_steps", args.save_steps, 0),
-                             ("--save_total_limit", args.save_total_limit, 0),
-                             ("--stop_after_steps", args.stop_after_steps, 0),
-                             ("--quality_ladder", args.quality_ladder, 0),
-                             ("--quality_sequences", args.quality_sequences, 1)):
-        if value < low:
-            raise UserError(f"{flag} must be at least {low}, got {value}")
-    if args.max_steps == 0 or args.max_steps < -1:
-        raise UserError(f"--max_steps must be positive, or -1 to let --num_train_epochs decide; got {args.max_steps}")
-    if args.quality_ladder == 1:
-        raise UserError("--quality_ladder must be 0 (no report) or at least 2 (smallest and largest)")
-    for flag, value in (("--learning_rate", args.learning_rate), ("--adam_epsilon", args.adam_epsilon),
-                        ("--max_grad_norm", args.max_grad_norm)):
-        if not value > 0:
-            raise UserError(f"{flag} must be positive, got {value}")
-    if not args.weight_decay >= 0:
-        raise UserError(f"--weight_decay must be >= 0, got {args.weight_decay}")
-    if not 0.0 <= args.warmup_proportion <= 1.0:
-        raise UserError(f"--warmup_proportion must be in [0, 1], got {args.warmup_proportion}")
-    if args.warmup_steps is not None and args.warmup_steps < 0:
-        raise UserError(f"--warmup_steps must be >= 0, got {args.warmup_steps}")
-    if args.heldout_fraction is not None and not 0.0 <= args.heldout_fraction < 0.5:
-        raise UserError(f"--heldout_fraction must be in [0, 0.5), got {args.heldout_fraction}")
-    if args.masked_lm_prob is not None and not 0.0 <= args.masked_lm_prob <= 1.0:
-        raise UserError(f"--masked_lm_prob must be in [0, 1], got {args.masked_lm_prob}")
-    if args.precision == "fp16" and (args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())):
-        raise UserError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
-    if args.mlm and args.masked_lm_prob == 0:
-        raise UserError("--mlm with --masked_lm_prob 0 has nothing to predict")
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        raise UserError(f"--output_dir {args.output_dir}: exists and is not a directory")
-    if not os.path.isdir(args.pregenerated_data):
-        raise UserError(f"--pregenerated_data {args.pregenerated_data}: no such shards directory "
-                        "(run generate_data.py first)")
-    if args.quality_space:
-        get_space(args.quality_space)  # one line for an unknown name
-
-
-def _choose_vocab(args, resume_dir: str | None) -> str:
-    """--vocab, else the model's vocab.txt, else the shards' vocab.txt."""
-    if args.vocab:
-        return resolve_vocab(args.vocab, "--vocab")
-    for directory in (resume_dir, args.student_model):
-        if directory and vocab_path(directory):
-            return vocab_path(directory)
-    shard_vocab = os.path.join(args.pregenerated_data, VOCAB_NAME)
-    if os.path.isfile(shard_vocab):
-        return shard_vocab
-    raise UserError("no vocabulary: pass --vocab (vocab.txt or a BERT dir); neither the model nor the shards "
-                    f"({args.pregenerated_data}) hold one")
-
-
-def _shard_manifest(args) -> dict:
-    manifest = os.path.join(args.pregenerated_data, MANIFEST_NAME)
-    if not os.path.isfile(manifest):
-        return {}
-    try:
-        with open(manifest, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{manifest}: not valid JSON ({err.msg})") from None
-
-
-def _check_shard_vocab(args, vocab_tokens) -> None:
-    shard_vocab = os.path.join(args.pregenerated_data, VOCAB_NAME)
-    if os.path.isfile(shard_vocab) and tuple(load_vocab(shard_vocab)) != tuple(vocab_tokens):
-        raise UserError(f"--pregenerated_data: the shards were tokenised with {shard_vocab}, which differs from "
-                        "the model's vocab; token ids would not match")
-    longest = _shard_manifest(args).get("max_tokens_per_sequence", 0)
-    if longest > args.max_seq_length - 2:
-        logger.warning("the shards hold sequences of up to %d tokens; --max_seq_length %d truncates them to %d",
-                       longest, args.max_seq_length, args.max_seq_length - 2)
-
-
-def _resolve_quality_space(args, space: SearchSpace) -> SearchSpace:
-    """The space of the quality ladder: --quality_space, else the search space matching the sampler
-    space, else (custom spaces) the sampler space itself."""
-    if args.quality_space:
-        return get_space(args.quality_space)
-    search = recorded_roles(args.space, "supernet", space).get("search")
-    return search if search is not None else space
-
-
 class Trainer:
     """State and steps of one pre-training invocation (built by ``train``)."""
 
     def __init__(self, args, ctx: DistContext):
         self.args, self.ctx = args, ctx
-        self.space = space_from_args(args)
-        self.quality_space = _resolve_quality_space(args, self.space)
+        self.space, _ = stage_space("supernet", args)
+        self.quality_space = quality_space(args, self.space)
         self.output_dir = args.output_dir
         self.log_path = os.path.join(self.output_dir, LOSS_LOG)
         self.use_mlm, self.use_kd = bool(args.mlm), bool(args.teacher_model)
-        self.shards = ShardIndex(find_shards(args.pregenerated_data))  # before the vocab: names the shards
+        plan = plan_run(args, ctx, self.output_dir, self.use_mlm)
+        for field in dataclasses.fields(plan):  # the plan's decisions are the trainer's state (not the
+            if field.name not in _ONCE:  # resumed checkpoint's tensors: those are freed once used)
+                setattr(self, field.name, getattr(plan, field.name))
+        self._build(plan)
+        self._set_position(plan)
 
-        resume: Checkpoint | None = None
-        self.restart = False  # --resume before the first checkpoint: start again from step 0
-        final_info = read_final_info(self.output_dir) if args.resume else None
-        if args.resume:
-            resume = newest_intact_checkpoint(self.output_dir, warn=ctx.is_main)
-            self.restart = resume is None
-        elif has_run(self.output_dir) and not args.overwrite_output_dir:
-            raise UserError(f"--output_dir: {self.output_dir} already holds a run; pass --resume to continue it "
-                            "or --overwrite_output_dir to start over")
-        self.masked_updates, self.heldout_fraction = self._resume_settings(resume.info if resume else None)
-
-        vocab_file = _choose_vocab(args, resume.path if resume else None)
-        vocab_tokens = load_vocab(vocab_file)
-        with open(vocab_file, "rb") as handle:
-            vocab_bytes = handle.read()
-        self.vocab = Vocabulary.from_tokens(vocab_tokens)
-        _check_shard_vocab(args, vocab_tokens)
-        self.train_indices, self.heldout_indices = heldout_split(self.shards, self.heldout_fraction)
-        if len(self.train_indices) == 0:
-            raise UserError(f"--heldout_fraction {self.heldout_fraction} leaves no training sequence "
-                            f"(of {len(self.shards)})")
-
-        prob = args.masked_lm_prob if args.masked_lm_prob is not None else (0.15 if self.use_mlm else 0.0)
-        self.masking = MaskingConfig(prob=prob, max_predictions=args.max_predictions_per_seq)
-        self.dataset = PretrainingDataset(self.shards, self.vocab, args.max_seq_length, self.masking, args.seed,
-                                          indices=self.train_indices)
-        per_rank = examples_per_rank(len(self.dataset), ctx.world_size)
-        self.batches_per_epoch = batches_per_epoch(per_rank, args.train_batch_size)
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / args.gradient_accumulation_steps)
-        if args.max_steps > 0:
-            self.total_steps = args.max_steps
-            self.num_epochs = math.ceil(args.max_steps / self.steps_per_epoch)
-        else:
-            self.total_steps = args.num_train_epochs * self.steps_per_epoch
-            self.num_epochs = args.num_train_epochs
-        warmup = args.warmup_steps if args.warmup_steps is not None else int(args.warmup_proportion * self.total_steps)
-        self.warmup_steps = min(warmup, self.total_steps)
-
-        # A finished run (final/ holds this run's last step) has nothing to do.
-        self.already_finished = bool(final_info and int(final_info.get("global_step", -1)) == self.total_steps
-                                     and (resume is None or resume.global_step <= self.total_steps))
-        if self.restart and not self.already_finished and os.path.isdir(os.path.join(self.output_dir, FINAL_DIR)):
-            raise UserError(f"--resume: {os.path.join(self.output_dir, FINAL_DIR)} holds a finished supernet of "
-                            f"{(final_info or {}).get('global_step', 'an unknown number of')} steps (this run: "
-                            f"{self.total_steps}) and no checkpoint to continue from; pass --overwrite_output_dir "
-                            "to start over")
-
+    def _build(self, plan: RunPlan) -> None:
+        """The student (fresh, resumed or final), the teacher, the optimizer and the step module."""
+        args, ctx = self.args, self.ctx
         set_seed(args.seed)  # identical initialisation on every rank
         kd_width = teacher_width(args.teacher_model) if self.use_kd else None
         overrides = parse_config_overrides(args.supernet_config, {flag: getattr(args, flag) for flag in CONFIG_FLAGS})
         if self.already_finished:
             self.model = load_supernet(os.path.join(self.output_dir, FINAL_DIR))
-        elif resume:
-            self.model = resume.model
+        elif plan.resume:
+            self.model = plan.resume.model
         else:
             self.model = build_student(self.space, len(self.vocab), args.student_model, overrides,
                                        args.max_seq_length, kd_width)
@@ -367,7 +137,7 @@ class Trainer:
         self.teacher = None
         if self.use_kd:
             self.teacher = load_teacher(args.teacher_model, self.model, self.space, args.max_seq_length,
-                                        vocab_tokens).to(ctx.device)
+                                        plan.vocab_tokens).to(ctx.device)
         self.kd_heads = self.teacher.config.num_attention_heads if self.teacher is not None else 0
         self.kd_width = self.model.config.kd_hidden_size
         self.fixed_arch = self.model.config.largest_arch() if args.further_train else None
@@ -388,13 +158,16 @@ class Trainer:
         else:
             self.step_module = step_module
 
+    def _set_position(self, plan: RunPlan) -> None:
+        """Where the run starts: the final step, the resumed checkpoint's, or step 0 on a cleared directory."""
+        ctx, final_info = self.ctx, plan.final_info
         self.global_step, self.epoch, self.step_in_epoch = 0, 0, 0
         self.last_checkpoint, self.saved_step = None, None
         if self.already_finished:
             self.global_step = self.total_steps
             self.epoch, self.step_in_epoch = int(final_info.get("epoch", 0)), int(final_info.get("step_in_epoch", 0))
-        elif resume:
-            self._resume(resume)
+        elif plan.resume:
+            restore_position(self, plan.resume)
         elif ctx.is_main:
             if self.restart and has_run(self.output_dir):
                 logger.warning("--resume: %s holds no checkpoint yet (interrupted before the first save); "
@@ -404,34 +177,11 @@ class Trainer:
             # Checkpoints copy the vocab from OUTPUT_DIR/vocab.txt: the source may be a step
             # checkpoint that pruning deletes later.
             with atomic_write(os.path.join(self.output_dir, VOCAB_NAME), "wb") as handle:
-                handle.write(vocab_bytes)
+                handle.write(plan.vocab_bytes)
         ctx.barrier()
         self.vocab_file = os.path.join(self.output_dir, VOCAB_NAME)
 
     # ----- resume
-    def _resume_settings(self, info: dict | None) -> tuple[bool, float]:
-        """``(masked updates, held-out fraction)``: the flags, else the checkpoint's, else the defaults."""
-        args = self.args
-        if info is None:
-            masked = True if args.masked_updates is None else args.masked_updates
-            fraction = DEFAULT_HELDOUT_FRACTION if args.heldout_fraction is None else args.heldout_fraction
-            return masked, fraction
-        # Checkpoints made before these settings existed: dense AdamW, no held-out lines.
-        recorded_masked = bool(info.get("masked_updates", False))
-        recorded_fraction = float(info.get("heldout_fraction", 0.0))
-        fraction = recorded_fraction if args.heldout_fraction is None else args.heldout_fraction
-        if fraction != recorded_fraction:
-            raise UserError(f"--heldout_fraction {fraction}: the checkpoint was trained with {recorded_fraction}; "
-                            "another split would train on held-out lines (omit the flag to keep the checkpoint's)")
-        masked = recorded_masked if args.masked_updates is None else args.masked_updates
-        if recorded_masked and not masked:
-            raise UserError("--no_masked_updates: the checkpoint was trained with masked updates (per-entry optimizer "
-                            "state); continue it with --masked_updates")
-        if masked and not recorded_masked and self.ctx.is_main:
-            logger.warning("--masked_updates: the checkpoint was trained with plain AdamW; every entry starts with "
-                           "its tensor's step count")
-        return masked, fraction
-
     def _position_info(self) -> dict:
         return {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "world_size": self.ctx.world_size, "train_batch_size": self.args.train_batch_size,
@@ -442,42 +192,7 @@ class Trainer:
     def _data_split(self) -> dict:
         return {"heldout_fraction": self.heldout_fraction, "rule": "pretraining.data.heldout_split",
                 "sequences": len(self.shards), "heldout_sequences": int(len(self.heldout_indices)),
-                "shards_fingerprint": _shard_manifest(self.args).get("fingerprint"), "space": self.space.name}
-
-    def _resume(self, checkpoint: Checkpoint) -> None:
-        info, state = checkpoint.info, checkpoint.state
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        rng_states = state.get("rng") or []
-        if len(rng_states) == self.ctx.world_size:
-            restore_rng(rng_states[self.ctx.rank])
-        else:
-            logger.warning("the checkpoint holds RNG state for %d rank(s), this run has %d: dropout is reseeded",
-                           len(rng_states), self.ctx.world_size)
-        self.global_step, self.epoch, self.step_in_epoch = (int(info["global_step"]), int(info["epoch"]),
-                                                            int(info["step_in_epoch"]))
-        same_layout = all(info.get(key) == value for key, value in (
-            ("world_size", self.ctx.world_size), ("train_batch_size", self.args.train_batch_size),
-            ("gradient_accumulation_steps", self.args.gradient_accumulation_steps), ("seed", self.args.seed),
-            ("num_examples", len(self.dataset))))
-        if not same_layout:
-            # Map the position by examples consumed; the batch order is exact only with the same layout.
-            consumed = (self.step_in_epoch * info.get("gradient_accumulation_steps", 1)
-                        * info.get("train_batch_size", 1) * info.get("world_size", 1))
-            per_step = self.args.gradient_accumulation_steps * self.args.train_batch_size * self.ctx.world_size
-            self.step_in_epoch = min(self.steps_per_epoch, consumed // per_step)
-            logger.warning("resuming with a different world size / batch size / accumulation / seed / data than "
-                           "the checkpoint: continuing at step %d of epoch %d, not bit-identical",
-                           self.step_in_epoch, self.epoch)
-        if self.step_in_epoch >= self.steps_per_epoch:
-            self.epoch, self.step_in_epoch = self.epoch + 1, 0
-        if self.ctx.is_main:
-            kept = truncate_loss_log(self.log_path, self.global_step)
-            logger.info("resumed from %s at step %d (epoch %d, step %d in it); loss log keeps %d rows",
-                        checkpoint.path, self.global_step, self.epoch, self.step_in_epoch, kept)
-        self.last_checkpoint, self.saved_step = checkpoint.path, self.global_step
+                "shards_fingerprint": shard_manifest(self.args).get("fingerprint"), "space": self.space.name}
 
     # ----- checkpoints
     def _extra_files(self) -> dict[str, bytes]:
@@ -504,64 +219,14 @@ class Trainer:
         return info
 
     # ----- one optimizer step
-    def _autocast(self):
+    def autocast(self):
         return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
     def train_step(self, micro_batches: list[dict], archs: list[dict]) -> dict:
-        """Forward/backward every (micro-batch, arch) pair, then one optimizer step.
+        """One optimizer step over every (micro-batch, arch) pair (``pretraining.step.run_step``)."""
+        return run_step(self, micro_batches, archs)
 
-        Each loss part is divided by its count over the whole step (all micro-batches, all ranks),
-        so the gradient is the token-weighted mean however the step's examples are split."""
-        device = self.ctx.device
-        parts = self._active_parts()
-        local = torch.tensor([part_counts(batch, parts, self.kd_heads, self.kd_width) + [float(batch["attention_mask"].sum())]
-                              for batch in micro_batches], dtype=torch.float64).sum(dim=0)
-        counts = self.ctx.sum(local)  # one all-reduce: the step's totals over every rank
-        normalisers = [max(float(count), 1.0) for count in counts[:-1]]
-        scale = self.ctx.world_size / len(archs)  # DDP averages the ranks' gradients
-        pairs = len(micro_batches) * len(archs)
-        totals = torch.zeros(len(parts), dtype=torch.float64, device=device)
-        done = 0
-        for batch in micro_batches:
-            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            teacher_hidden = teacher_scores = None
-            if self.teacher is not None:
-                with self._autocast():
-                    teacher_hidden, teacher_scores = teacher_outputs(self.teacher, batch)
-            for arch in archs:
-                self.model.set_sample_config(arch)
-                done += 1
-                sync = done == pairs or not self.ctx.enabled
-                context = contextlib.nullcontext() if sync else self.step_module.no_sync()
-                with context:
-                    with self._autocast():
-                        sums = self.step_module(batch, teacher_hidden, teacher_scores)
-                    weighted = [sums[part].float() / normaliser for part, normaliser in zip(parts, normalisers)]
-                    loss = sum(weighted) * scale
-                    (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-                totals += torch.stack([value.detach().double() for value in weighted]) / len(archs)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
-        lr = self.scheduler.get_last_lr()[0]
-        if self.masked_updates:
-            regions = step_regions(self.model, archs, self.use_mlm, self.use_kd)
-            self.optimizer.set_regions({self.params_by_name[name]: region for name, region in regions.items()})
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)  # skips the step itself on inf/nan gradients
-            self.scaler.update()
-        elif torch.isfinite(grad_norm):
-            self.optimizer.step()
-        else:
-            logger.warning("step %d: non-finite gradient norm; update skipped", self.global_step)
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        step_loss = self.ctx.sum(totals)  # the token-weighted loss of the whole step
-        record = {part: float(step_loss[i]) for i, part in enumerate(parts)}
-        record.update(loss=float(step_loss.sum()), lr=lr, grad_norm=float(grad_norm), tokens=int(counts[-1]))
-        return record
-
-    def _active_parts(self) -> tuple[str, ...]:
+    def active_parts(self) -> tuple[str, ...]:
         return (("mlm_loss",) if self.use_mlm else ()) + (("kd_att_loss", "kd_rep_loss") if self.use_kd else ())
 
     # ----- the loop
@@ -582,7 +247,7 @@ class Trainer:
         logger.info("rank %d/%d on %s; %d sequences (%d held out), %d steps/epoch, %d steps in total (warm-up %d); "
                     "objectives: %s; %s updates; space %s; supernet L%d/H%d/F%d/Q%d/A%d", ctx.rank, ctx.world_size,
                     ctx.device, len(self.dataset), len(self.heldout_indices), self.steps_per_epoch, self.total_steps,
-                    self.warmup_steps, "+".join(self._active_parts()),
+                    self.warmup_steps, "+".join(self.active_parts()),
                     "masked" if self.masked_updates else "dense (plain AdamW)", self.space.name,
                     config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.qkv_size,
                     config.num_attention_heads)
@@ -719,7 +384,7 @@ def _main_rank_lock(ctx: DistContext, output_dir: str):
 
 def train(args) -> TrainResult:
     """Run (or resume) pre-training as ``args`` (``pre_training.build_parser``) describe."""
-    _validate(args)
+    validate_args(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     ctx = init_distributed(args.device)

@@ -74,7 +74,7 @@ def changed_outside_step(before_dir: str, after_dir: str, archs: list[dict], mlm
     from safetensors.torch import load_file
 
     from pretraining.checkpointing import load_training_state
-    from pretraining.loop import optimizer_parameter_names
+    from pretraining.step import optimizer_parameter_names
     from pretraining.sliced_updates import step_regions
     from transformer.checkpoint import load_supernet
 

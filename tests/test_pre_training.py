@@ -16,7 +16,7 @@ import pre_training
 from pretraining.checkpointing import TRAINER_FILE, load_training_state
 from pretraining.data import RankBatches, epoch_order
 from pretraining.losses import kd_losses
-from pretraining.loop import PreTrainingStep, part_counts, teacher_outputs
+from pretraining.step import PreTrainingStep, part_counts, teacher_outputs
 from pretraining.masking import IGNORE_INDEX, MaskingConfig, Vocabulary, collate, example_rng, frame, mask_tokens
 from pretraining.models import archs_for_step, check_space_fits
 from pretraining.shards import GenerateSettings, generate_shards

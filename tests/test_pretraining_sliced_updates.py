@@ -16,7 +16,7 @@ import torch
 import pre_training
 from pretraining import quality
 from pretraining.data import heldout_split
-from pretraining.loop import make_optimizer
+from pretraining.step import make_optimizer
 from pretraining.models import archs_for_step
 from pretraining.shards import GenerateSettings, ShardIndex, find_shards, generate_shards
 from pretraining.sliced_updates import Region, SlicedAdamW, check_known_parameters, step_regions
