@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from pretraining.shards import GenerateSettings, generate_shards, resolve_vocab
+from pretraining.shards import GenerateSettings, generate_shards
+from pretraining.tokenizing import resolve_vocab
 from utils import UserError, get_logger, run_cli
 
 logger = get_logger("generate_data")

@@ -1,6 +1,8 @@
 """Stages 1-2 of Bigger&Faster: raw text -> training shards -> pre-trained supernet.
 
-* ``shards``        tokenising, packing and writing shards; lazy reading of shards
+* ``shards``        the work plan, packing and writing of shards (``generate_shards``)
+* ``tokenizing``    the vocabulary, the fast WordPiece tokenizer and the tokenising worker processes
+* ``shard_index``   the shards' file names and their lazy reading (``ShardIndex``)
 * ``masking``       [CLS]/[SEP] framing and 80/10/10 masked-LM masking, batching
 * ``data``          the per-epoch dataset and the rank-aware (DistributedSampler-style) batch order
 * ``losses``        the knowledge-distillation loss
@@ -17,5 +19,5 @@
 * ``loop``          the training loop (``Trainer``) and ``train``
 
 This package must not import torch at import time: ``generate_data.py`` spawns worker
-processes that import ``pretraining.shards`` only.
+processes that import ``pretraining.shards`` (and ``tokenizing``, ``shard_index``) only.
 """

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pretraining.masking import MaskingConfig, Vocabulary, collate, example_rng, frame, mask_tokens
-from pretraining.shards import ShardIndex
+from pretraining.shard_index import ShardIndex
 
 
 def epoch_order(num_examples: int, world_size: int, rank: int, seed: int, epoch: int) -> np.ndarray:

@@ -65,7 +65,7 @@ from pretraining.models import (
 )
 from pretraining.preflight import quality_space, shard_manifest, validate_args
 from pretraining.quality import heldout_batches, quality_report, write_report
-from pretraining.shards import VOCAB_NAME
+from pretraining.shard_index import VOCAB_NAME
 from pretraining.setup import RunPlan, plan_run, restore_position
 from pretraining.sliced_updates import check_known_parameters
 from pretraining.step import PreTrainingStep, amp_settings, make_optimizer, run_step

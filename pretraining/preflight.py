@@ -8,9 +8,10 @@ import os
 
 import torch
 
-from pretraining.shards import MANIFEST_NAME, VOCAB_NAME, load_vocab, resolve_vocab
+from pretraining.shard_index import MANIFEST_NAME, VOCAB_NAME
+from pretraining.tokenizing import resolve_vocab
 from transformer.checkpoint import vocab_path
-from utils import SearchSpace, UserError, get_logger, get_space, recorded_roles
+from utils import SearchSpace, UserError, get_logger, get_space, load_vocab, recorded_roles
 
 logger = get_logger("pre_training")
 

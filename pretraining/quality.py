@@ -33,7 +33,7 @@ import numpy as np
 from pretraining.checkpointing import QUALITY_JSON, QUALITY_PLOT, read_data_split
 from pretraining.data import PretrainingDataset, heldout_split
 from pretraining.masking import MaskingConfig, Vocabulary
-from pretraining.shards import MANIFEST_NAME, VOCAB_NAME, ShardIndex, find_shards, load_vocab
+from pretraining.shard_index import MANIFEST_NAME, VOCAB_NAME, ShardIndex, find_shards
 from utils import (
     SearchSpace,
     UserError,
@@ -42,6 +42,7 @@ from utils import (
     arch_summary,
     atomic_write,
     get_logger,
+    load_vocab,
     make_arch,
     read_space_record,
     stage_space,

@@ -22,7 +22,8 @@ from pretraining.distributed import DistContext
 from pretraining.masking import MaskingConfig, Vocabulary
 from pretraining.preflight import check_shard_vocab, choose_vocab
 from pretraining.quality import DEFAULT_HELDOUT_FRACTION
-from pretraining.shards import ShardIndex, find_shards, load_vocab
+from pretraining.shard_index import ShardIndex, find_shards
+from utils import load_vocab
 from utils import UserError, get_logger
 
 logger = get_logger("pre_training")

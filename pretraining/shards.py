@@ -18,82 +18,31 @@ order, so the output is identical whatever the number of workers or the block si
 stays bounded by a few blocks in flight. Shards are written into a hidden staging directory and
 renamed into place only when every shard is complete.
 
-Reading (``ShardIndex``): one pass finds each line's byte offset; a line is read (``os.pread``)
-and parsed only when training asks for it, so a corpus far larger than RAM trains fine.
+Tokenising (the vocabulary, the tokenizer, the worker processes) is in ``pretraining.tokenizing``;
+the shards' names and their lazy reading (``ShardIndex``) in ``pretraining.shard_index``.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import glob
 import hashlib
-import itertools
 import json
-import multiprocessing
 import os
-import re
 import shutil
-import sys
 import tempfile
 import time
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
-
-from utils import SPECIAL_TOKENS, UserError, atomic_write, get_logger, load_vocab, output_lock  # noqa: F401 (re-exported)
+from pretraining.shard_index import MANIFEST_NAME, SHARD_PATTERN, SHARD_TEMPLATE, VOCAB_NAME  # noqa: F401 (re-exported)
+from pretraining.tokenizing import file_sha256, ordered_map
+from utils import UserError, atomic_write, get_logger, load_vocab, output_lock  # noqa: F401 (re-exported)
 
 logger = get_logger(__name__)
 
-SHARD_TEMPLATE = "train_doc_tokens_ngrams_{}.json"
-SHARD_PATTERN = re.compile(r"^train_doc_tokens_ngrams_(\d+)\.json$")
-MANIFEST_NAME = "data_manifest.json"
-VOCAB_NAME = "vocab.txt"
 MIN_TOKENS = 3  # the original drops sequences shorter than this
 FORMAT_VERSION = 1
 _STAGING_PREFIX = ".generate_data."
-
-
-# --------------------------------------------------------------------------------------
-# Vocabulary and tokenizer
-# --------------------------------------------------------------------------------------
-
-
-def resolve_vocab(path: str, flag: str = "--bert_model") -> str:
-    """``path`` may be a vocab.txt file or a directory holding one (a BERT checkpoint dir)."""
-    if not path:
-        raise UserError(f"{flag}: no vocabulary given")
-    if os.path.isdir(path):
-        candidate = os.path.join(path, VOCAB_NAME)
-        if not os.path.isfile(candidate):
-            raise UserError(f"{flag}: directory {path} has no {VOCAB_NAME}")
-        return candidate
-    if not os.path.isfile(path):
-        raise UserError(f"{flag}: {path}: no such vocab file or directory (models are never downloaded)")
-    return path
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def build_tokenizer(vocab_file: str, do_lower_case: bool):
-    """The fast WordPiece tokenizer configured like the original's ``BertTokenizer``
-    (clean text, CJK spacing, lower-casing and accent stripping iff ``do_lower_case``)."""
-    from tokenizers import BertWordPieceTokenizer
-
-    return BertWordPieceTokenizer(vocab_file, lowercase=do_lower_case, strip_accents=None, clean_text=True,
-                                  handle_chinese_chars=True, wordpieces_prefix="##")
-
-
-def split_lines(text: str) -> list[str]:
-    """Non-blank stripped lines, with the line ends of Python's text mode (\\n, \\r\\n, \\r)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return [stripped for line in text.split("\n") if (stripped := line.strip())]
 
 
 # --------------------------------------------------------------------------------------
@@ -148,115 +97,6 @@ def plan_tasks(documents: Sequence[str], block_bytes: int) -> Iterator[list[Segm
                 task, size = [], 0
     if task:
         yield task
-
-
-# --------------------------------------------------------------------------------------
-# Worker side: tokenise a task
-# --------------------------------------------------------------------------------------
-
-class CachedEncoder:
-    """Lines -> (token count, JSON fragment) through the fast tokenizer, memoised per chunk.
-
-    The fragment of a line is its tokens JSON-encoded and joined by ", ", so a shard line is
-    ``'{"tokens": [' + ", ".join(fragments) + ']}'`` -- byte-identical to ``json.dumps`` of the
-    token list, with all per-token work done here, in the worker processes.
-
-    BERT's text cleaning, lower-casing, accent stripping, punctuation splitting and WordPiece
-    never look across a space (U+0020), so the tokens of a line are the concatenated tokens of
-    its space-separated chunks: each distinct chunk ("word," / "the") is tokenised once and looked
-    up afterwards. Chunks holding other whitespace (tabs, NBSP...) go through the tokenizer
-    whole, so the result is exactly the tokenizer's (the tests and the benchmark compare it with
-    the slow Python tokenizer on real text). The memo is cleared past ``max_entries``.
-    """
-
-    def __init__(self, tokenizer, vocab: Sequence[str], max_entries: int = 500_000):
-        self.tokenizer = tokenizer._tokenizer  # the Rust tokenizer: skips the Python wrapper
-        self.encoded = [json.dumps(token) for token in vocab]
-        self.max_entries = max_entries
-        self.fragments: dict[str, str] = {}
-        self.sizes: dict[str, int] = {}
-
-    def encode_lines(self, lines: Sequence[str]) -> tuple[list[int], list[str]]:
-        """Token count and fragment of every line that has at least one token."""
-        fragments, sizes, encoded = self.fragments, self.sizes, self.encoded
-        if len(fragments) > self.max_entries:
-            fragments.clear()
-            sizes.clear()
-        chunked = [line.split(" ") for line in lines]
-        missing = list(set(itertools.chain.from_iterable(chunked)).difference(fragments))
-        if missing:
-            for chunk, encoding in zip(missing, self.tokenizer.encode_batch_fast(missing, add_special_tokens=False)):
-                fragments[chunk] = ", ".join([encoded[i] for i in encoding.ids])
-                sizes[chunk] = len(encoding.ids)
-        counts, line_fragments = [], []
-        for chunks in chunked:  # per line; the per-chunk work runs in C (map/filter/join)
-            count = sum(map(sizes.__getitem__, chunks))
-            if count:
-                counts.append(count)
-                line_fragments.append(", ".join(filter(None, map(fragments.__getitem__, chunks))))
-        return counts, line_fragments
-
-
-_WORKER_ENCODER: CachedEncoder | None = None
-
-
-def _init_worker(vocab_file: str, do_lower_case: bool) -> None:
-    global _WORKER_ENCODER
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # processes give the parallelism
-    _WORKER_ENCODER = CachedEncoder(build_tokenizer(vocab_file, do_lower_case), load_vocab(vocab_file))
-
-
-@dataclasses.dataclass
-class TokenizedSegment:
-    doc: int
-    nbytes: int
-    lines: int  # non-blank lines read
-    counts: list[int]  # tokens per line that has tokens
-    fragments: list[str]  # those lines' JSON fragments
-    undecodable: bool
-
-
-def tokenize_task(task: list[Segment]) -> list[TokenizedSegment]:
-    results = []
-    for segment in task:
-        with open(segment.path, "rb") as handle:
-            handle.seek(segment.start)
-            data = handle.read(segment.end - segment.start)
-        try:
-            text, undecodable = data.decode("utf-8"), False
-        except UnicodeDecodeError:
-            text, undecodable = data.decode("utf-8", errors="replace"), True
-        lines = split_lines(text)
-        counts, fragments = _WORKER_ENCODER.encode_lines(lines)
-        results.append(TokenizedSegment(segment.doc, len(data), len(lines), counts, fragments, undecodable))
-    return results
-
-
-def _start_method() -> str:
-    """``fork`` on Linux: workers are up in a fraction of a second, where ``spawn`` costs about a
-    second of interpreter start-up. The children only run ``tokenize_task`` (file reads and the
-    tokenizer), so threads of the parent (tqdm's monitor, torch's pool) hold no lock they need.
-    Elsewhere (macOS, Windows) ``spawn``, the platform's safe choice."""
-    return "fork" if sys.platform.startswith("linux") else "spawn"
-
-
-def _ordered_map(tasks: Iterable[list[Segment]], num_workers: int, vocab_file: str,
-                 do_lower_case: bool) -> Iterator[list[TokenizedSegment]]:
-    """``map(tokenize_task, tasks)`` over worker processes, in order, with a bounded number of
-    tasks in flight (``Pool.imap`` would read the whole task list and queue unbounded results)."""
-    if num_workers <= 1:
-        _init_worker(vocab_file, do_lower_case)
-        yield from map(tokenize_task, tasks)
-        return
-    context = multiprocessing.get_context(_start_method())
-    with context.Pool(num_workers, initializer=_init_worker, initargs=(vocab_file, do_lower_case)) as pool:
-        pending: collections.deque = collections.deque()
-        for task in tasks:
-            pending.append(pool.apply_async(tokenize_task, (task,)))
-            if len(pending) >= 2 * num_workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
 
 
 # --------------------------------------------------------------------------------------
@@ -426,7 +266,7 @@ def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, voc
         current_doc, doc_undecodable = None, False
         tasks = plan_tasks(documents, settings.block_bytes)
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenising", disable=not progress) as bar:
-            for results in _ordered_map(tasks, settings.num_workers, vocab_file, settings.do_lower_case):
+            for results in ordered_map(tasks, settings.num_workers, vocab_file, settings.do_lower_case):
                 for segment in results:
                     if segment.doc != current_doc:
                         packer.end_document()
@@ -476,109 +316,3 @@ def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, voc
     return stats
 
 
-# --------------------------------------------------------------------------------------
-# Lazy reading
-# --------------------------------------------------------------------------------------
-
-
-def find_shards(directory: str, flag: str = "--pregenerated_data") -> list[str]:
-    """The shard files of ``directory`` in shard-number order."""
-    if not os.path.isdir(directory):
-        raise UserError(f"{flag}: {directory}: no such directory")
-    named = [(int(SHARD_PATTERN.match(name).group(1)), name) for name in os.listdir(directory)
-             if SHARD_PATTERN.match(name)]
-    if not named:
-        raise UserError(f"{flag}: {directory} holds no {SHARD_TEMPLATE.format('{i}')} shards "
-                        "(run generate_data.py first)")
-    return [os.path.join(directory, name) for _, name in sorted(named)]
-
-
-def _line_starts(path: str, chunk: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end byte offsets of the non-empty lines of ``path`` (one binary pass)."""
-    newline_positions = []
-    offset = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            newline_positions.append(np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10) + offset)
-            offset += len(block)
-    ends = np.concatenate(newline_positions) if newline_positions else np.zeros(0, dtype=np.int64)
-    ends = ends.astype(np.int64)
-    if offset and (len(ends) == 0 or ends[-1] != offset - 1):
-        ends = np.append(ends, offset)  # a last line without a newline
-    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64) if len(ends) else ends
-    keep = ends > starts  # drop blank lines
-    return starts[keep], ends[keep]
-
-
-class ShardIndex:
-    """Random access to the sequences of a set of shards without loading them.
-
-    ``tokens(i)`` reads and parses only line ``i`` (global order: shard 0's lines, then shard
-    1's, ...). A line that is not a ``{"tokens": [...]}`` JSON object raises a ``UserError``
-    naming the file and line. File descriptors are opened per process (DataLoader workers).
-    """
-
-    def __init__(self, paths: Sequence[str]):
-        self.paths = list(paths)
-        self.starts, self.ends = [], []
-        for path in self.paths:
-            starts, ends = _line_starts(path)
-            self.starts.append(starts)
-            self.ends.append(ends)
-        counts = np.array([len(s) for s in self.starts], dtype=np.int64)
-        self.offsets = np.concatenate(([0], np.cumsum(counts)))
-        self._fds: dict[int, int] = {}
-        self._pid = None
-        if self.offsets[-1] == 0:
-            raise UserError(f"{os.path.dirname(self.paths[0]) or '.'}: the shards hold no sequences")
-
-    @classmethod
-    def from_directory(cls, directory: str, flag: str = "--pregenerated_data") -> "ShardIndex":
-        return cls(find_shards(directory, flag))
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_fds"], state["_pid"] = {}, None  # descriptors do not travel to other processes
-        return state
-
-    def _fd(self, shard: int) -> int:
-        if self._pid != os.getpid():
-            self._fds, self._pid = {}, os.getpid()
-        if shard not in self._fds:
-            self._fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
-        return self._fds[shard]
-
-    def locate(self, index: int) -> tuple[int, int]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        shard = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        return shard, index - int(self.offsets[shard])
-
-    def _line_number(self, shard: int, local: int) -> int:
-        """1-based line number in the file (blank lines count), for error messages."""
-        start = int(self.starts[shard][local])
-        with open(self.paths[shard], "rb") as handle:
-            return handle.read(start).count(b"\n") + 1
-
-    def tokens(self, index: int) -> list[str]:
-        shard, local = self.locate(index)
-        start, end = int(self.starts[shard][local]), int(self.ends[shard][local])
-        raw = os.pread(self._fd(shard), end - start, start)
-        where = lambda: f"{self.paths[shard]}:{self._line_number(shard, local)}"  # noqa: E731
-        try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8"
-            raise UserError(f"{where()}: not valid JSON ({reason})") from None
-        tokens = record.get("tokens") if isinstance(record, dict) else None
-        if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens):
-            raise UserError(f'{where()}: expected {{"tokens": [strings]}}')
-        return tokens
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds = {}

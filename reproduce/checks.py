@@ -50,7 +50,7 @@ def check_dir(s: Settings, name: str, what: str) -> str:
 
 def vocab_tokens(s: Settings, name: str) -> tuple[str, list[str]]:
     """The vocab file a variable names (a vocab.txt or a directory holding one) and its tokens."""
-    from pretraining.shards import load_vocab
+    from utils import load_vocab
 
     value = _value(s, name)
     path = os.path.join(value, "vocab.txt") if os.path.isdir(value) else value

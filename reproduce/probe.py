@@ -80,7 +80,8 @@ def link_first_documents(raw_dir: str, output_dir: str, need_bytes: int) -> int:
 
 
 def vocab_size(bert_model: str) -> int:
-    from pretraining.shards import load_vocab, resolve_vocab
+    from pretraining.tokenizing import resolve_vocab
+    from utils import load_vocab
 
     return len(load_vocab(resolve_vocab(bert_model, "BERT_MODEL")))
 

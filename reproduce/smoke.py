@@ -42,7 +42,8 @@ def make_teacher(vocab_file: str, output_dir: str, seed: int = 0) -> bool:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
-    from pretraining.shards import load_vocab, resolve_vocab
+    from pretraining.tokenizing import resolve_vocab
+    from utils import load_vocab
 
     vocab_file = resolve_vocab(vocab_file, "--vocab")
     tokens = load_vocab(vocab_file)

@@ -10,16 +10,9 @@ import pickle
 import pytest
 
 import generate_data
-from pretraining.shards import (
-    MANIFEST_NAME,
-    CachedEncoder,
-    GenerateSettings,
-    ShardIndex,
-    build_tokenizer,
-    generate_shards,
-    pack_lines,
-    split_lines,
-)
+from pretraining.shard_index import MANIFEST_NAME, ShardIndex
+from pretraining.shards import GenerateSettings, generate_shards, pack_lines
+from pretraining.tokenizing import CachedEncoder, build_tokenizer, split_lines
 from pretraining_fixtures import SHARED_CORPUS, SHARED_VOCAB, lock_held_by_another_process, write_corpus, write_vocab
 from utils import LOCK_NAME, UserError, run_cli
 
@@ -258,7 +251,7 @@ def test_chunk_memo_equals_the_plain_tokenizer(corpus, lower):
 @pytest.mark.skipif(not os.path.isfile(SHARED_VOCAB) or not os.path.isdir(SHARED_CORPUS),
                     reason="shared data absent")
 def test_chunk_memo_equals_the_plain_tokenizer_on_real_text_and_tricky_lines():
-    from pretraining.shards import load_vocab
+    from utils import load_vocab
 
     vocab = load_vocab(SHARED_VOCAB)
     for lower in (True, False):

@@ -18,7 +18,8 @@ from pretraining import quality
 from pretraining.data import heldout_split
 from pretraining.step import make_optimizer
 from pretraining.models import archs_for_step
-from pretraining.shards import GenerateSettings, ShardIndex, find_shards, generate_shards
+from pretraining.shard_index import ShardIndex, find_shards
+from pretraining.shards import GenerateSettings, generate_shards
 from pretraining.sliced_updates import Region, SlicedAdamW, check_known_parameters, step_regions
 from pretraining_fixtures import changed_outside_step, tiny_space_args, write_corpus, write_vocab
 from transformer.checkpoint import save_supernet
