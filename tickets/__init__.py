@@ -6,6 +6,7 @@ by iterative magnitude pruning (IMP) with rewinding to the pre-trained weights.
 * ``tickets.storage``: mask files (safetensors) and the dense / sparse storage sizes;
 * ``tickets.timing``: the latency protocol of the tables (``latency.measure``) applied to any
   given HF model, fp32 and dynamic int8;
+* ``tickets.setup``: what a run is (options, files, model, recipe), checked before anything is written;
 * ``tickets.imp``: the IMP loop (fine-tune, prune, rewind, repeat), resumable per round;
 * ``tickets.report``: one row per round for the report, and the "matching" subnetwork.
 
