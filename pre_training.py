@@ -21,6 +21,17 @@ from utils import add_space_arguments, run_cli
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_io_arguments(parser)
+    _add_model_arguments(parser)
+    _add_objective_arguments(parser)
+    _add_sampling_arguments(parser)
+    _add_optim_arguments(parser)
+    _add_quality_arguments(parser)
+    _add_run_arguments(parser)
+    return parser
+
+
+def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
     io = parser.add_argument_group("data and output")
     io.add_argument("--pregenerated_data", required=True, help="directory of generate_data.py shards")
     io.add_argument("--output_dir", required=True, help="checkpoints, loss log and final supernet go here")
@@ -33,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--do_lower_case", action="store_true",
                     help="accepted for compatibility with the original scripts; the shards are already tokenised")
 
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("models")
     model.add_argument("--student_model", default=None,
                        help="start from a local BERT directory (Hugging Face or one of our supernets)")
@@ -47,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--further_train", action="store_true",
                        help="train only the supernet's full arch (no sampling), as the original's --further_train")
 
+
+
+def _add_objective_arguments(parser: argparse.ArgumentParser) -> None:
     objective = parser.add_argument_group("objectives")
     objective.add_argument("--mlm", "--mlm_loss", dest="mlm", action="store_true", help="masked-LM loss")
     objective.add_argument("--masked_lm_prob", type=float, default=None,
@@ -54,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     objective.add_argument("--max_predictions_per_seq", type=int, default=None,
                            help="cap on masked tokens per sequence (the original used 77 at length 512)")
 
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     sampling = parser.add_argument_group("arch sampling")
     sampling.add_argument("--sample_times_per_batch", type=int, default=1, help="archs sampled per step")
     sampling.add_argument("--sandwich", action="store_true",
@@ -66,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "read (the original's behaviour)")
     add_space_arguments(parser, default="paper_supernet", role="supernet")
 
+
+
+def _add_optim_arguments(parser: argparse.ArgumentParser) -> None:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--max_seq_length", type=int, default=512, help="with [CLS]/[SEP]; longer sequences are cut")
     optim.add_argument("--train_batch_size", type=int, default=16, help="sequences per micro-batch per process")
@@ -83,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="autocast: auto = bf16 on a GPU that has it, else fp32; fp16 uses a grad scaler")
     optim.add_argument("--seed", type=int, default=42)
 
+
+
+def _add_quality_arguments(parser: argparse.ArgumentParser) -> None:
     quality = parser.add_argument_group("held-out data and the sub-model quality report")
     quality.add_argument("--heldout_fraction", type=float, default=None,
                          help="fraction of the shard lines set aside, never trained on (a fixed rule per shard file: "
@@ -95,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "for demo_supernet, else --space)")
     quality.add_argument("--quality_sequences", type=int, default=512, help="held-out sequences it uses")
 
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("running")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
@@ -108,7 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="leave (with a checkpoint) after N steps of this invocation; --resume continues "
                           "(for time-limited jobs)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return parser
 
 
 def main(argv=None) -> int:

@@ -90,27 +90,54 @@ def latency_archs(settings: Settings) -> int:
     return min(sample, grid) if sample > 0 else grid
 
 
-def build_plan(settings: Settings, probe: dict | None) -> dict:
-    s = settings
-    stages = {row["stage"]: dict(row) for row in stage_table(s)}
-    pretrain_probe = (probe or {}).get("pretrain") or {}
-    latency_probe = (probe or {}).get("latency") or {}
-    finetune_probe = (probe or {}).get("finetune") or {}
-    shards_probe = (probe or {}).get("shards") or {}
+class _Probe:
+    """The timing probe's figures (``RUN/probe/probe.json``), each part empty when not probed."""
 
-    def latency_seconds(archs: int) -> float | None:
-        if not latency_probe.get("seconds_per_arch"):
+    def __init__(self, probe: dict | None):
+        self.raw = probe or {}
+        self.pretrain, self.latency = self.raw.get("pretrain") or {}, self.raw.get("latency") or {}
+        self.finetune, self.shards = self.raw.get("finetune") or {}, self.raw.get("shards") or {}
+        self.seconds = self.raw.get("seconds") or {}
+
+    def latency_seconds(self, archs: int) -> float | None:
+        if not self.latency.get("seconds_per_arch"):
             return None
-        every = latency_probe.get("reference_every") or 50
-        timed = lambda n: n * latency_probe["seconds_per_arch"] + (2 + n // every) * latency_probe["checkpoint_seconds"]
+        every = self.latency.get("reference_every") or 50
+        timed = lambda n: n * self.latency["seconds_per_arch"] + (2 + n // every) * self.latency["checkpoint_seconds"]
         # start-up (imports, building the references), capped: the probe may have waited for another latency job
-        overhead = min(max(((probe or {}).get("seconds") or {}).get("latency", 0.0) - timed(1), 0.0), 60.0)
+        overhead = min(max(self.seconds.get("latency", 0.0) - timed(1), 0.0), 60.0)
         return overhead + timed(archs)
 
+
+def build_plan(settings: Settings, probe: dict | None) -> dict:
+    s, measured = settings, _Probe(probe)
+    stages = {row["stage"]: dict(row) for row in stage_table(s)}
     if "inputs" in stages:
         stages["inputs"].update(units="teacher (110 M parameters), stand-in MNLI, corpus links", estimate_s=20.0)
+    manifest, tokens = _plan_shards(s, measured, stages)
+    _plan_pretraining(s, probe, measured, stages, manifest, tokens)
+    _plan_latency(s, measured, stages)
+    searches = _plan_searches(s, measured, stages)
+    if "report" in stages:
+        evaluated = len(searches) * (s.int("GEN_SIZE") + s.int("GENERATIONS") * s.int("POPULATION"))
+        seconds = measured.latency_seconds(evaluated)
+        stages["report"].update(units=f"up to {evaluated} evaluated archs re-measured in fp32 and int8",
+                                estimate_s=(seconds + 30) if seconds else None)
 
-    # shards
+    ordered = [stages[name] for name in s.stages if name in stages]
+    for row in ordered:  # a finished stage is skipped by a re-run with the same settings
+        row["done"] = os.path.isfile(s.path("stages", f"{row['stage']}.done"))
+        if row["done"]:
+            row["estimate_s"] = 0.0
+    known = [row.get("estimate_s") for row in ordered]
+    total = sum(value for value in known if value is not None) if any(v is not None for v in known) else None
+    return {"run_dir": s.run_dir, "smoke": s.smoke, "stages": ordered, "total_estimate_s": total,
+            "complete_estimate": all(value is not None for value in known),
+            "probe": {"device": (probe or {}).get("device"), "seconds": (probe or {}).get("seconds")} if probe else None}
+
+
+def _plan_shards(s: Settings, measured: _Probe, stages: dict) -> tuple[dict | None, float | None]:
+    """The shards stage's row; returns the shards' manifest (when they exist) and the corpus's tokens."""
     manifest_path = s.path("shards", "data_manifest.json")
     manifest = None
     if os.path.isfile(manifest_path):
@@ -120,23 +147,28 @@ def build_plan(settings: Settings, probe: dict | None) -> dict:
     tokens = float(manifest["tokens"]) if manifest else None
     if tokens is None and s.get("CORPUS_TOKENS"):  # a stated corpus size (the benchmark's full-scale estimate)
         tokens = s.float("CORPUS_TOKENS")
-    if tokens is None and corpus and shards_probe.get("tokens_per_byte"):
-        tokens = corpus * shards_probe["tokens_per_byte"]
+    if tokens is None and corpus and measured.shards.get("tokens_per_byte"):
+        tokens = corpus * measured.shards["tokens_per_byte"]
     if "shards" in stages:
         row = stages["shards"]
         if manifest:
             row.update(units=f"{manifest['tokens'] / 1e6:.1f} M tokens in {manifest['sequences']} sequences (done)",
                        estimate_s=0.0)
         else:
-            rate = (shards_probe.get("bytes", 0) / shards_probe["seconds"]) if shards_probe.get("seconds") else None
+            shards = measured.shards
+            rate = (shards.get("bytes", 0) / shards["seconds"]) if shards.get("seconds") else None
             workers = max(1, s.int("NUM_WORKERS", os.cpu_count() or 1))
             row.update(units=(f"{corpus / 1e6:.1f} MB of text" if corpus else "? MB of text")
                        + (f" (~{tokens / 1e6:.1f} M tokens)" if tokens else ""),
                        estimate_s=corpus / (rate * workers) if corpus and rate else None)
+    return manifest, tokens
 
-    # pre-training
+
+def _plan_pretraining(s: Settings, probe: dict | None, measured: _Probe, stages: dict, manifest: dict | None,
+                      tokens: float | None) -> None:
     batch, seq, nproc = s.int("BATCH_SIZE"), s.int("MAX_SEQ_LENGTH"), max(1, s.int("NPROC", 1))
     accumulation = max(1, s.int("ACC_STEPS", 1))
+    pretrain_probe, shards_probe = measured.pretrain, measured.shards
     if "pretrain" in stages:
         from pretraining.quality import DEFAULT_HELDOUT_FRACTION
 
@@ -174,7 +206,8 @@ def build_plan(settings: Settings, probe: dict | None) -> dict:
                                     per_unit="the probe's step x the ratio of tokens; attention grows faster" if per_step
                                     else None)
 
-    # latency
+
+def _plan_latency(s: Settings, measured: _Probe, stages: dict) -> None:
     archs = latency_archs(s)
     if "latency" in stages:
         if s.get("LATENCY_TABLES") == "authors":
@@ -182,81 +215,76 @@ def build_plan(settings: Settings, probe: dict | None) -> dict:
                                      estimate_s=0.0)
         else:
             which = f"a seeded sample of {archs}" if s.int("SAMPLE", 0) > 0 else f"all {archs:,}"
+            latency_probe = measured.latency
             stages["latency"].update(
                 units=f"{which} archs of paper_latency x fp32 + int8, {s.int('INFER_CNT')} runs each, 1 thread",
-                estimate_s=latency_seconds(archs),
+                estimate_s=measured.latency_seconds(archs),
                 per_unit=(f"{latency_probe['seconds_per_arch']:.2f} s/arch (both backends) + "
                           f"{latency_probe['checkpoint_seconds']:.1f} s per reference checkpoint"
                           if latency_probe.get("seconds_per_arch") else None))
     if "predictors" in stages:
         stages["predictors"].update(units="2 predictors", estimate_s=60.0, per_unit="about 30 s each (BENCHMARKS.md)")
 
-    # searches
-    budgets = s.budgets
-    auto = budgets == ["auto"]
-    searches = s.searches(["<auto>"] * max(1, len(s.words("BUDGET_PERCENTILES"))) if auto else budgets)
-    per_search = s.candidates_per_search()
+
+def _finetune_seconds(s: Settings, measured: _Probe) -> tuple[float | None, int | None]:
+    """``(seconds per candidate fine-tune, training examples)`` from the probe and MNLI's sizes."""
     sizes = _mnli_sizes(s.get("GLUE_DIR")) if os.path.isdir(s.get("GLUE_DIR")) else {}
     if s.get("MNLI_SIZES"):  # "TRAIN DEV_MATCHED DEV_MISMATCHED": stated sizes instead of GLUE_DIR's
         counts = [int(word) for word in s.words("MNLI_SIZES")]
         sizes = dict(zip(("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv"), counts))
-    if "searches" in stages:
-        train = sizes.get("train.tsv")
-        max_train = _eval_arg(s, "--max_train_examples")
-        if train is not None and max_train:
-            train = min(train, max_train)
-        dev_m, dev_mm = sizes.get("dev_matched.tsv"), sizes.get("dev_mismatched.tsv")
-        max_eval = _eval_arg(s, "--max_eval_examples")
-        if max_eval and dev_m is not None:
-            dev_m, dev_mm = min(dev_m, max_eval), min(dev_mm or 0, max_eval)
-        candidate_s = None
-        if finetune_probe.get("train_seconds_per_1k_examples") and train is not None and dev_m is not None:
-            from glue.tasks import get_task
+    train = sizes.get("train.tsv")
+    max_train = _eval_arg(s, "--max_train_examples")
+    if train is not None and max_train:
+        train = min(train, max_train)
+    dev_m, dev_mm = sizes.get("dev_matched.tsv"), sizes.get("dev_mismatched.tsv")
+    max_eval = _eval_arg(s, "--max_eval_examples")
+    if max_eval and dev_m is not None:
+        dev_m, dev_mm = min(dev_m, max_eval), min(dev_mm or 0, max_eval)
+    finetune_probe = measured.finetune
+    if not (finetune_probe.get("train_seconds_per_1k_examples") and train is not None and dev_m is not None):
+        return None, train
+    from glue.tasks import get_task
 
-            hp = get_task("mnli").hparams
-            batch_ft = _eval_arg(s, "--train_batch_size") or hp.train_batch_size
-            eval_step = _eval_arg(s, "--eval_step") or hp.eval_step
-            epochs = s.float("NUM_TRAIN_EPOCHS", 1.0)
-            steps_ft = math.ceil(train / batch_ft) * epochs
-            evaluations = math.ceil(steps_ft / eval_step)
-            fp32 = finetune_probe.get("eval_fp32_seconds_per_1k_examples") or 0.0
-            int8 = finetune_probe.get("eval_int8_seconds_per_1k_examples") or 0.0
-            candidate_s = (train * epochs * finetune_probe["train_seconds_per_1k_examples"]
-                           + evaluations * dev_m * fp32 + (dev_m + (dev_mm or 0)) * (fp32 + int8)) / 1000.0
-        total = len(searches) * per_search
-        jobs = max(1, min(s.int("JOBS", 1), len(searches)))
-        # each evaluator invocation (first generation, every later one, the final re-evaluation) starts up once
-        startup = max(((probe or {}).get("seconds") or {}).get("finetune", 0.0)
-                      - (finetune_probe.get("seconds_per_candidate") or 0.0), 0.0)
-        invocations = len(searches) * (2 + s.int("GENERATIONS"))
-        budget_text = ("budgets chosen after the latency stage at the int8 table's percentiles "
-                       f"{' '.join(s.words('BUDGET_PERCENTILES'))}" if auto else f"budgets {' '.join(budgets)} ms")
-        stages["searches"].update(
-            units=(f"{len(searches)} searches ({budget_text}; TYPES {' '.join(s.types)}"
-                   f"{' + random' if s.flag('RANDOM_BASELINE') else ''}) x {per_search} candidates "
-                   f"(GEN_SIZE {s.int('GEN_SIZE')} + GENERATIONS {s.int('GENERATIONS')} x POPULATION "
-                   f"{s.int('POPULATION')} + TOP_K {s.int('TOP_K')} x (seeds {len(s.seeds)} - 1)) = {total} fine-tunes"
-                   f" of {train if train is not None else '?'} MNLI examples, {jobs} at a time"),
-            estimate_s=(total * candidate_s + invocations * startup) / jobs if candidate_s else None,
-            per_unit=(f"{candidate_s:.0f} s per fine-tune + {startup:.0f} s per evaluator start, {invocations} starts"
-                      if candidate_s else None))
-        stages["searches"]["searches"] = searches
-        stages["searches"]["candidates_per_search"] = per_search
-    if "report" in stages:
-        evaluated = len(searches) * (s.int("GEN_SIZE") + s.int("GENERATIONS") * s.int("POPULATION"))
-        stages["report"].update(units=f"up to {evaluated} evaluated archs re-measured in fp32 and int8",
-                                estimate_s=(latency_seconds(evaluated) + 30) if latency_seconds(evaluated) else None)
+    hp = get_task("mnli").hparams
+    batch_ft = _eval_arg(s, "--train_batch_size") or hp.train_batch_size
+    eval_step = _eval_arg(s, "--eval_step") or hp.eval_step
+    epochs = s.float("NUM_TRAIN_EPOCHS", 1.0)
+    steps_ft = math.ceil(train / batch_ft) * epochs
+    evaluations = math.ceil(steps_ft / eval_step)
+    fp32 = finetune_probe.get("eval_fp32_seconds_per_1k_examples") or 0.0
+    int8 = finetune_probe.get("eval_int8_seconds_per_1k_examples") or 0.0
+    return (train * epochs * finetune_probe["train_seconds_per_1k_examples"]
+            + evaluations * dev_m * fp32 + (dev_m + (dev_mm or 0)) * (fp32 + int8)) / 1000.0, train
 
-    ordered = [stages[name] for name in s.stages if name in stages]
-    for row in ordered:  # a finished stage is skipped by a re-run with the same settings
-        row["done"] = os.path.isfile(s.path("stages", f"{row['stage']}.done"))
-        if row["done"]:
-            row["estimate_s"] = 0.0
-    known = [row.get("estimate_s") for row in ordered]
-    total = sum(value for value in known if value is not None) if any(v is not None for v in known) else None
-    return {"run_dir": s.run_dir, "smoke": s.smoke, "stages": ordered, "total_estimate_s": total,
-            "complete_estimate": all(value is not None for value in known),
-            "probe": {"device": (probe or {}).get("device"), "seconds": (probe or {}).get("seconds")} if probe else None}
+
+def _plan_searches(s: Settings, measured: _Probe, stages: dict) -> list[str]:
+    """The searches stage's row; returns the searches' names."""
+    budgets = s.budgets
+    auto = budgets == ["auto"]
+    searches = s.searches(["<auto>"] * max(1, len(s.words("BUDGET_PERCENTILES"))) if auto else budgets)
+    per_search = s.candidates_per_search()
+    if "searches" not in stages:
+        return searches
+    candidate_s, train = _finetune_seconds(s, measured)
+    total = len(searches) * per_search
+    jobs = max(1, min(s.int("JOBS", 1), len(searches)))
+    # each evaluator invocation (first generation, every later one, the final re-evaluation) starts up once
+    startup = max(measured.seconds.get("finetune", 0.0) - (measured.finetune.get("seconds_per_candidate") or 0.0), 0.0)
+    invocations = len(searches) * (2 + s.int("GENERATIONS"))
+    budget_text = ("budgets chosen after the latency stage at the int8 table's percentiles "
+                   f"{' '.join(s.words('BUDGET_PERCENTILES'))}" if auto else f"budgets {' '.join(budgets)} ms")
+    stages["searches"].update(
+        units=(f"{len(searches)} searches ({budget_text}; TYPES {' '.join(s.types)}"
+               f"{' + random' if s.flag('RANDOM_BASELINE') else ''}) x {per_search} candidates "
+               f"(GEN_SIZE {s.int('GEN_SIZE')} + GENERATIONS {s.int('GENERATIONS')} x POPULATION "
+               f"{s.int('POPULATION')} + TOP_K {s.int('TOP_K')} x (seeds {len(s.seeds)} - 1)) = {total} fine-tunes"
+               f" of {train if train is not None else '?'} MNLI examples, {jobs} at a time"),
+        estimate_s=(total * candidate_s + invocations * startup) / jobs if candidate_s else None,
+        per_unit=(f"{candidate_s:.0f} s per fine-tune + {startup:.0f} s per evaluator start, {invocations} starts"
+                  if candidate_s else None))
+    stages["searches"]["searches"] = searches
+    stages["searches"]["candidates_per_search"] = per_search
+    return searches
 
 
 def render(plan: dict, settings: Settings) -> str:

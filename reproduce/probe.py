@@ -104,7 +104,6 @@ def run_probe(s: Settings) -> dict:
         logger.info("probe: %s holds this probe's results; reused", result_path)
         return previous
     seconds = {}
-    batch, seq, steps = wanted["batch_size"], wanted["max_seq_length"], wanted["steps"]
     stages = s.stages
     supernet = s.path("supernet", "final")
     want_pretrain = bool({"pretrain", "paper_step"} & set(stages)) or (
@@ -113,60 +112,15 @@ def run_probe(s: Settings) -> dict:
     want_finetune = "searches" in stages
     manifest = pretrain = latency = finetune = None
     corpus_bytes = 0
-
     if want_pretrain:
-        # 1. shards of the first documents
-        need = max(200_000, int((steps + 2) * batch * seq * BYTES_PER_TOKEN_GUESS * 1.1))
-        corpus_dir, shards_dir = os.path.join(probe_dir, "corpus"), os.path.join(probe_dir, f"shards_s{seq}")
-        corpus_bytes = link_first_documents(s.get("RAW_DIR"), corpus_dir, need)
-        seconds["shards"] = run_script("generate_data.sh", {
-            "RAW_DIR": corpus_dir, "GENERATED_DIR": shards_dir, "BERT_MODEL": s.get("BERT_MODEL"),
-            "MAX_SEQ_LEN": seq, "NUM_SHARDS": 1, "NUM_WORKERS": 1, "OVERWRITE": 1, "EXTRA_ARGS": "--no_progress"},
-            "shards")
-        with open(os.path.join(shards_dir, "data_manifest.json"), encoding="utf-8") as handle:
-            manifest = json.load(handle)
-        # 2. pre-training steps
-        pretrain_dir = os.path.join(probe_dir, f"pretrain_b{batch}_s{seq}")
-        seconds["pretrain"] = run_script("pre_training.sh", {
-            "GENERATED_DIR": shards_dir, "OUTPUT_DIR": pretrain_dir, "TEACHER_MODEL": s.get("TEACHER_MODEL"),
-            "STUDENT_MODEL": s.get("STUDENT_MODEL"), "MLM": 0, "SPACE": s.get("SPACE", "paper"), "SUPERNET_CONFIG": "",
-            "EPOCHS": 1, "MAX_STEPS": steps, "BATCH_SIZE": batch, "ACC_STEPS": 1, "LR": s.get("LR", "1e-4"),
-            "MAX_SEQ_LENGTH": seq, "PRECISION": s.get("PRECISION", "auto"), "SEED": s.get("SEED", "42"),
-            "SAVE_STEPS": 0, "LOGGING_STEPS": 1, "THREADS": s.get("THREADS", "0"), "NPROC": 1, "RESUME": "auto",
-            "MASKED_UPDATES": "auto", "EXTRA_ARGS": "--quality_ladder 0 --no_progress"}, "pre-training")
-        pretrain = pretraining_step_seconds(pretrain_dir)
-        supernet = os.path.join(pretrain_dir, "final")  # the fine-tune probe's supernet (same shape)
-
+        manifest, pretrain, supernet, corpus_bytes = _probe_pretraining(s, probe_dir, wanted, seconds)
     arch = probe_arch()
     arch_file = os.path.join(probe_dir, "probe_arch.cands")
     write_arch_file(arch_file, [arch])
     if want_latency:
-        # 3. latency of one mid-size arch, both backends, with the table's reference checkpoints
-        latency_dir = os.path.join(probe_dir, "latency")
-        seconds["latency"] = run_script("lat_dataset_gen.sh", {
-            "BACKEND": "fp32 int8", "SAVE_DIR": latency_dir, "SPACE": "", "SAMPLE": "", "ARCH_FILE": arch_file,
-            "REFERENCES": "auto", "SEED": 0, "THREADS": s.get("LAT_THREADS", "1"), "INFER_CNT": s.get("INFER_CNT"),
-            "WARMUP": s.get("WARMUP"), "VOCAB_SIZE": vocab_size(s.get("BERT_MODEL")), "SHARD": "", "LEGACY": 0,
-            "EXTRA_ARGS": "--remeasure_cap 0"}, "latency")
-        latency = latency_arch_seconds([os.path.join(latency_dir, FP32_TABLE), os.path.join(latency_dir, INT8_TABLE)])
-
+        latency = _probe_latency(s, probe_dir, arch_file, seconds)
     if want_finetune:
-        # 4. a short fine-tune of the same arch (on the probe's supernet, or the run's own)
-        finetune_dir = os.path.join(probe_dir, "finetune")
-        started = time.perf_counter()
-        command = [sys.executable, os.path.join(ROOT, "superbert_run_en_classifier_ptq.py"),
-                   "--model", supernet, "--data_dir", s.get("GLUE_DIR"), "--task_name", "mnli",
-                   "--arches_file", arch_file, "--output_dir", finetune_dir, "--num_train_epochs", "1", "--seed", "42",
-                   "--do_lower_case", "--max_train_examples", str(wanted["finetune_examples"]),
-                   "--max_eval_examples", str(wanted["eval_examples"]), "--eval_step", "1000000",
-                   "--num_threads", s.get("NUM_THREADS", "0")]
-        logger.info("probe: candidate fine-tune")
-        done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
-        if done.returncode != 0:
-            raise UserError(f"probe (fine-tune): the ptq evaluator failed with exit status {done.returncode} (its "
-                            "message is above); PROBE=0 skips the probe")
-        seconds["finetune"] = time.perf_counter() - started
-        finetune = finetune_seconds([os.path.join(finetune_dir, "subbert.results.jsonl")])
+        finetune = _probe_finetune(s, probe_dir, arch_file, supernet, wanted, seconds)
 
     result = {"settings": wanted, "complete": True, "seconds": {k: round(v, 2) for k, v in seconds.items()},
               "arch": arch,
@@ -179,6 +133,62 @@ def run_probe(s: Settings) -> dict:
         json.dump(result, handle, indent=2, sort_keys=True)
         handle.write("\n")
     return result
+
+
+def _probe_pretraining(s: Settings, probe_dir: str, wanted: dict, seconds: dict):
+    """Shards of the first documents, then a few pre-training steps: ``(manifest, step figures, the
+    supernet the fine-tune probe uses, corpus bytes)``."""
+    batch, seq, steps = wanted["batch_size"], wanted["max_seq_length"], wanted["steps"]
+    need = max(200_000, int((steps + 2) * batch * seq * BYTES_PER_TOKEN_GUESS * 1.1))
+    corpus_dir, shards_dir = os.path.join(probe_dir, "corpus"), os.path.join(probe_dir, f"shards_s{seq}")
+    corpus_bytes = link_first_documents(s.get("RAW_DIR"), corpus_dir, need)
+    seconds["shards"] = run_script("generate_data.sh", {
+        "RAW_DIR": corpus_dir, "GENERATED_DIR": shards_dir, "BERT_MODEL": s.get("BERT_MODEL"),
+        "MAX_SEQ_LEN": seq, "NUM_SHARDS": 1, "NUM_WORKERS": 1, "OVERWRITE": 1, "EXTRA_ARGS": "--no_progress"},
+        "shards")
+    with open(os.path.join(shards_dir, "data_manifest.json"), encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    pretrain_dir = os.path.join(probe_dir, f"pretrain_b{batch}_s{seq}")
+    seconds["pretrain"] = run_script("pre_training.sh", {
+        "GENERATED_DIR": shards_dir, "OUTPUT_DIR": pretrain_dir, "TEACHER_MODEL": s.get("TEACHER_MODEL"),
+        "STUDENT_MODEL": s.get("STUDENT_MODEL"), "MLM": 0, "SPACE": s.get("SPACE", "paper"), "SUPERNET_CONFIG": "",
+        "EPOCHS": 1, "MAX_STEPS": steps, "BATCH_SIZE": batch, "ACC_STEPS": 1, "LR": s.get("LR", "1e-4"),
+        "MAX_SEQ_LENGTH": seq, "PRECISION": s.get("PRECISION", "auto"), "SEED": s.get("SEED", "42"),
+        "SAVE_STEPS": 0, "LOGGING_STEPS": 1, "THREADS": s.get("THREADS", "0"), "NPROC": 1, "RESUME": "auto",
+        "MASKED_UPDATES": "auto", "EXTRA_ARGS": "--quality_ladder 0 --no_progress"}, "pre-training")
+    # the fine-tune probe's supernet: this one (same shape)
+    return manifest, pretraining_step_seconds(pretrain_dir), os.path.join(pretrain_dir, "final"), corpus_bytes
+
+
+def _probe_latency(s: Settings, probe_dir: str, arch_file: str, seconds: dict) -> dict:
+    """The latency of one mid-size arch, both backends, with the table's reference checkpoints."""
+    latency_dir = os.path.join(probe_dir, "latency")
+    seconds["latency"] = run_script("lat_dataset_gen.sh", {
+        "BACKEND": "fp32 int8", "SAVE_DIR": latency_dir, "SPACE": "", "SAMPLE": "", "ARCH_FILE": arch_file,
+        "REFERENCES": "auto", "SEED": 0, "THREADS": s.get("LAT_THREADS", "1"), "INFER_CNT": s.get("INFER_CNT"),
+        "WARMUP": s.get("WARMUP"), "VOCAB_SIZE": vocab_size(s.get("BERT_MODEL")), "SHARD": "", "LEGACY": 0,
+        "EXTRA_ARGS": "--remeasure_cap 0"}, "latency")
+    return latency_arch_seconds([os.path.join(latency_dir, FP32_TABLE), os.path.join(latency_dir, INT8_TABLE)])
+
+
+def _probe_finetune(s: Settings, probe_dir: str, arch_file: str, supernet: str, wanted: dict, seconds: dict) -> dict:
+    """A short fine-tune of the same arch (on the probe's supernet, or the run's own), timed as the
+    evaluator's own process: its start-up is part of what a search pays."""
+    finetune_dir = os.path.join(probe_dir, "finetune")
+    started = time.perf_counter()
+    command = [sys.executable, os.path.join(ROOT, "superbert_run_en_classifier_ptq.py"),
+               "--model", supernet, "--data_dir", s.get("GLUE_DIR"), "--task_name", "mnli",
+               "--arches_file", arch_file, "--output_dir", finetune_dir, "--num_train_epochs", "1", "--seed", "42",
+               "--do_lower_case", "--max_train_examples", str(wanted["finetune_examples"]),
+               "--max_eval_examples", str(wanted["eval_examples"]), "--eval_step", "1000000",
+               "--num_threads", s.get("NUM_THREADS", "0")]
+    logger.info("probe: candidate fine-tune")
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    if done.returncode != 0:
+        raise UserError(f"probe (fine-tune): the ptq evaluator failed with exit status {done.returncode} (its "
+                        "message is above); PROBE=0 skips the probe")
+    seconds["finetune"] = time.perf_counter() - started
+    return finetune_seconds([os.path.join(finetune_dir, "subbert.results.jsonl")])
 
 
 def _device_name() -> str:
