@@ -1,8 +1,15 @@
 """Candidate evaluation (stage 6): extract a sub-model from the supernet, fine-tune it on a GLUE
-task, evaluate it in fp32 and (ptq) in int8, and record the result.
+task, evaluate it in fp32 and with its scheme (int8), and record the result.
 
-* ``evaluation.results``: the ``subbert.results`` block writer/parser and its JSONL twin;
-* ``evaluation.data``: tokenise a task once and batch it with dynamic padding;
-* ``evaluation.finetune``: fine-tune one HF sub-model and evaluate it (fp32, int8);
-* ``evaluation.runner``: the shared command line behind ``superbert_run_en_classifier_{fp,ptq}.py``.
+* ``evaluation.config``   -- ``EvaluationConfig``: one evaluation run, typed; the arch gate (``check_archs``);
+* ``evaluation.recipe``   -- ``Recipe`` (the fine-tune of one (task, arch, seed)) and ``RecipeSettings``
+  (what a user set; the defaults), every number checked;
+* ``evaluation.evaluate`` -- the typed call: ``Evaluator(config).evaluate(archs, seeds)`` /
+  ``evaluate_archs``, resumable (``ResultsStore.is_done``);
+* ``evaluation.candidate``-- the per-arch protocol (extract, fine-tune, score with each scheme);
+* ``evaluation.results``  -- the ``subbert.results`` block writer/parser, its JSONL twin (the record),
+  the one score accessor (``score``, ``scheme_metrics``);
+* ``evaluation.data``     -- tokenise a task once and batch it with dynamic padding;
+* ``evaluation.finetune`` -- fine-tune one HF sub-model and evaluate it;
+* ``evaluation.runner``   -- the command line behind ``superbert_run_en_classifier_{fp,ptq}.py``.
 """

@@ -58,6 +58,11 @@ class RecipeSettings:
     def __post_init__(self):
         check_recipe_numbers(self)
 
+    @classmethod
+    def from_values(cls, values: dict) -> "RecipeSettings":
+        """The recipe fields among ``values`` (flags by name; others ignored), absent ones at their defaults."""
+        return cls(**{field: values[field] for field in cls.__dataclass_fields__ if field in values})
+
     def recipe_for(self, task: TaskSpec) -> Recipe:
         table = task.hparams
         config = FinetuneConfig(learning_rate=self.learning_rate or table.learning_rate,

@@ -102,12 +102,6 @@ def _add_scheme_arguments(parser, default) -> None:
                               "e.g. torch_dynamic_int8 for the fp32 search's 'quantize the winner' row")
 
 
-def recipe_settings(values: dict) -> RecipeSettings:
-    """The recipe fields of parsed flags (absent ones keep their defaults), checked."""
-    fields = {field: values[field] for field in RecipeSettings.__dataclass_fields__ if field in values}
-    return RecipeSettings(**fields)
-
-
 def parse_overrides(text: str, variable: str = "EVAL_ARGS") -> dict:
     """The evaluator flags in ``text`` (a search's ``EVAL_ARGS``) as ``{dest: value}``, the recipe checked;
     a flag the search sets itself is refused naming the variable to use instead."""
@@ -115,7 +109,7 @@ def parse_overrides(text: str, variable: str = "EVAL_ARGS") -> dict:
     for dest, owner in PLAN_FLAGS.items():
         if dest in values:
             raise UserError(f"{variable}: --{dest} is set by the search; use {owner}")
-    recipe_settings(values)
+    RecipeSettings.from_values(values)  # checked now
     if "extra_schemes" in values:
         values["extra_schemes"] = [resolve_scheme(name, "--extra_schemes") for name in values["extra_schemes"]]
     return values
@@ -127,7 +121,7 @@ def config_from_args(args: argparse.Namespace, default_scheme: str) -> Evaluatio
     extras = tuple(resolve_scheme(name, "--extra_schemes") for name in args.extra_schemes)
     if len(args.data_dir) != len(args.task_name):
         raise UserError(f"--data_dir has {len(args.data_dir)} value(s) but --task_name has {len(args.task_name)}")
-    recipe = recipe_settings(vars(args))
+    recipe = RecipeSettings.from_values(vars(args))
     tasks = tuple(TaskInput(get_task(name), data_dir) for name, data_dir in zip(args.task_name, args.data_dir))
     return EvaluationConfig(
         model_dir=args.model, tasks=tasks, scheme=scheme, output_dir=args.output_dir, recipe=recipe,

@@ -126,7 +126,7 @@ class SearchPlan:
     def evaluation_config(self):
         """The ``EvaluationConfig`` of the search's evaluations (EVAL_ARGS over the plan's settings)."""
         from evaluation.config import EvaluationConfig, TaskInput
-        from evaluation.runner import recipe_settings
+        from evaluation.recipe import RecipeSettings
         from glue.tasks import get_task
         from utils import resolve_space
 
@@ -134,7 +134,7 @@ class SearchPlan:
         space = given.get("space") or self.space
         return EvaluationConfig(
             model_dir=self.model_dir, tasks=(TaskInput(get_task(self.task_name), self.data_dir),), scheme=self.scheme,
-            output_dir=self.output_dir, recipe=recipe_settings({"num_train_epochs": self.num_train_epochs, **given}),
+            output_dir=self.output_dir, recipe=RecipeSettings.from_values({"num_train_epochs": self.num_train_epochs, **given}),
             extra_schemes=tuple(given.get("extra_schemes", self.extra_schemes)),
             do_lower_case=self.do_lower_case or bool(given.get("do_lower_case")),
             space=resolve_space(space, "search", flag="SPACE") if space else None,
