@@ -13,6 +13,7 @@ import torch
 from evaluation.candidate import TaskData
 from evaluation.data import encode_examples, load_tokenizer
 from evaluation.finetune import FinetuneConfig
+from evaluation.recipe import RecipeSettings
 from glue.tasks import TaskSpec, get_task, read_split
 from tickets.pruning import SCHEDULES
 from tickets.report import RECORDS_NAME
@@ -231,23 +232,16 @@ def prepare(options: RunOptions) -> tuple[Context, list[dict]]:
     if len(tokenizer) > raw_config["vocab_size"]:
         raise UserError(f"--model: {options.model}/vocab.txt has {len(tokenizer)} tokens, more than the model's "
                         f"vocab_size {raw_config['vocab_size']}")
-    table = task.hparams
-    max_seq = options.max_seq_length or table.max_seq_length
+    # the recipe by the evaluator's rule: the task's original values where the options leave them open
+    recipe = RecipeSettings.from_values(dataclasses.asdict(options)).recipe_for(task)
+    max_seq = recipe.max_seq_length
     if max_seq > raw_config.get("max_position_embeddings", 512):
         raise UserError(f"--max_seq_length {max_seq} exceeds the model's max_position_embeddings "
                         f"{raw_config.get('max_position_embeddings')}")
     splits = {"train": read_split(task, options.data_dir, "train", options.max_train_examples)}
     for name in task.dev_files:
         splits[name] = read_split(task, options.data_dir, name, options.max_eval_examples)
-    configs = {seed: FinetuneConfig(
-        learning_rate=options.learning_rate or table.learning_rate,
-        num_train_epochs=options.num_train_epochs,
-        train_batch_size=options.train_batch_size or table.train_batch_size,
-        eval_batch_size=options.eval_batch_size,
-        eval_step=options.eval_step or table.eval_step,
-        warmup_proportion=options.warmup_proportion,
-        weight_decay=options.weight_decay,
-        seed=seed) for seed in options.seeds}
+    configs = {seed: recipe.for_seed(seed) for seed in options.seeds}
     protocol = None
     if options.latency:
         from types import SimpleNamespace
