@@ -10,8 +10,8 @@ Kendall tau to ``<ckpt>.metrics.json`` and a predicted-vs-measured PNG to ``<ckp
 
 Other stages use the checkpoint through::
 
-    from latency_predictor import LatencyPredictor
-    p = LatencyPredictor.load("conf_datasets/lat_predictor_quant.pt")
+    from latency.predictor import load_predictor
+    p = load_predictor("conf_datasets/lat_predictor_quant.pt")
     p.predict(arch) -> ms;  p.predict_many(archs) -> numpy array;  p.metadata -> dict
 """
 
@@ -22,10 +22,12 @@ import dataclasses
 import json
 import os
 
+from latency.drift import drift_summary, reference_values
 from latency.noise import second_difference_noise
 from latency.predictor import RECIPES, LatencyPredictor, plot_predictions, train_predictor
-from latency.drift import drift_summary, reference_values
-from latency.table import check_writable, read_latency_table, read_latency_tables, table_environment, table_pairs, table_space
+from latency.predictor.lock import writing
+from latency.table import (check_writable, read_latency_table, read_latency_tables, table_environment, table_pairs,
+                           table_space)
 from utils import UserError, atomic_write, get_logger, get_space, run_cli
 
 __all__ = ["LatencyPredictor", "main"]
@@ -89,7 +91,11 @@ def main(argv=None) -> int:
     check_writable(os.path.dirname(os.path.abspath(args.ckpt_path)), "--ckpt_path", "nothing was trained")
     if args.plot_path and not args.no_plot:
         check_writable(os.path.dirname(os.path.abspath(args.plot_path)), "--plot_path", "nothing was trained")
+    with writing(os.path.dirname(os.path.abspath(args.ckpt_path))):  # one writer; never while searches read it
+        return train_and_write(args, recipe)
 
+
+def train_and_write(args, recipe) -> int:
     records = read_latency_tables(args.lat_dataset_path)
     drifts = {}
     for path in args.lat_dataset_path:

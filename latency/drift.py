@@ -32,6 +32,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from latency.table import read_latency_table  # drift reads tables; table.py never imports drift
 from utils import UserError, arch_key, check_arch_schema, make_arch, read_arch_file
 
 DEFAULT_DRIFT_THRESHOLD_PCT = 5.0
@@ -84,8 +85,6 @@ def read_reference_source(path: str) -> list[dict]:
     if not os.path.isfile(path):
         raise UserError(f"--references {path}: no such table or arch file")
     if _is_table(path):
-        from latency.table import read_latency_table
-
         keys = reference_keys(read_latency_table(path))
         if not keys:
             raise UserError(f"--references {path}: this latency table has no reference measurements "

@@ -25,7 +25,6 @@ import math
 import os
 import tempfile
 
-from latency.drift import comparability_factor, drift_summary, make_comparable, reference_values  # noqa: F401
 from utils import (
     ArchError,
     SearchSpace,

@@ -161,7 +161,7 @@ def load_measured(paths: list[str], predictors: dict | None = None) -> tuple[dic
 
 def load_predictors(paths: list[str]) -> dict:
     """``{backend: LatencyPredictor}``, keyed by the backend each predictor was trained on."""
-    from latency_predictor import LatencyPredictor
+    from latency.predictor import load_predictor
 
     predictors = {}
     for path in paths:
@@ -169,7 +169,7 @@ def load_predictors(paths: list[str]) -> dict:
             continue
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such predictor checkpoint")
-        predictor = LatencyPredictor.load(path)
+        predictor = load_predictor(path)
         backend = predictor.metadata.get("backend", "unknown")
         predictors[backend] = predictor
     return predictors

@@ -63,7 +63,7 @@ def reference_source(metadata: dict, save_dir: str, backend: str) -> str | None:
 
 def main(argv=None) -> int:
     from latency.dataset import run as run_stage
-    from latency_predictor import LatencyPredictor
+    from latency.predictor import load_predictor
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictors", nargs="+", required=True, help="predictor checkpoints (one per backend)")
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     for path in args.predictors:
         if not os.path.isfile(path):
             raise UserError(f"--predictors: {path}: no such predictor checkpoint")
-        metadata = LatencyPredictor.load(path).metadata
+        metadata = load_predictor(path).metadata
         backend = metadata.get("backend")
         if backend not in ("torch_fp32", "torch_dynamic_int8", "ort_dynamic_int8"):
             raise UserError(f"--predictors: {path} does not say which backend its table timed ({backend!r})")
