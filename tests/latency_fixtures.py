@@ -12,8 +12,10 @@ from utils import arch_key
 # a 2 x 2 x 5 grid (lines of 5 FFN sizes); auto references: L2/H96/F256 (anchor), L1/H64/F192, L2/H96/F320
 GRID = ["--space", "demo_latency", "--layer_num_space", "1", "2", "--hidden_size_space", "64", "96", "32",
         "--intermediate_size_space", "128", "384", "64", "--head_num_space", "4", "4"]
-PROTOCOL = ["--vocab_size", "128", "--max_seq_length", "16", "--max_position_embeddings", "32", "--infer_cnt", "8",
-            "--warmup", "1", "--no_progress"]
+# the tests written for protocol baf-latency-2 (rounds, anchor, re-measurement) pin it; PAIRED for baf-latency-3
+SMALL_MODEL = ["--vocab_size", "128", "--max_seq_length", "16", "--max_position_embeddings", "32"]
+PROTOCOL = ["--protocol", "baf-latency-2"] + SMALL_MODEL + ["--infer_cnt", "8", "--warmup", "1", "--no_progress"]
+PAIRED = SMALL_MODEL + ["--infer_cnt", "6", "--warmup", "1", "--no_progress"]
 
 
 def law_ms(arch: dict, backend: str = "torch_fp32") -> float:
