@@ -20,6 +20,7 @@ import sys
 
 import searcher
 from evaluation import runner
+from latency.predictor.lock import reading
 from search.plan import OPS, SearchPlan, plan_from_env
 from utils import UserError, get_logger, run_cli
 
@@ -99,26 +100,33 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     if op in ("all", "generations"):
         plan = plan_from_env(env, ROOT, None, positional)
-        generations, first = _generations(env)
-        if op == "all":
-            first_op = env.get("FIRST_GENERATION") or ("rand" if plan.strategy == "random" else "fast")
-            if first_op not in ("fast", "rand"):
-                raise UserError(f"FIRST_GENERATION must be fast or rand, got {first_op!r}")
-            for current in ("cand", first_op, "eval"):
-                step(plan, current)
-        later = "rand" if plan.strategy == "random" else "evol"
-        for index in range(first, first + generations):
-            logger.info("generation %d of %s", index, plan.search_name)
-            at = plan_from_env(dict(env, GENERATION=str(index)), ROOT, None, positional)
-            step(at, later)
-            step(at, "eval")
-        if op == "all" and (env.get("FINAL") or "1") == "1":
-            step(plan, "final")
+        with reading([plan.predictor]):  # nobody rewrites the predictor while the search reads it
+            _all(plan, op, env, positional)
         return 0
     if op not in OPS:
         raise UserError(f"OP must be one of {', '.join(OPS)}, all or generations, got {op!r} (see --help)")
-    step(plan_from_env(env, ROOT, op, positional), op)
+    plan = plan_from_env(env, ROOT, op, positional)
+    with reading([plan.predictor]):
+        step(plan, op)
     return 0
+
+
+def _all(plan: SearchPlan, op: str, env: dict, positional: list[str]) -> None:
+    generations, first = _generations(env)
+    if op == "all":
+        first_op = env.get("FIRST_GENERATION") or ("rand" if plan.strategy == "random" else "fast")
+        if first_op not in ("fast", "rand"):
+            raise UserError(f"FIRST_GENERATION must be fast or rand, got {first_op!r}")
+        for current in ("cand", first_op, "eval"):
+            step(plan, current)
+    later = "rand" if plan.strategy == "random" else "evol"
+    for index in range(first, first + generations):
+        logger.info("generation %d of %s", index, plan.search_name)
+        at = plan_from_env(dict(env, GENERATION=str(index)), ROOT, None, positional)
+        step(at, later)
+        step(at, "eval")
+    if op == "all" and (env.get("FINAL") or "1") == "1":
+        step(plan, "final")
 
 
 if __name__ == "__main__":

@@ -267,11 +267,15 @@ def main(argv=None) -> int:
         if not fitness:
             raise UserError(f"--arch_perfs_file: {args.arch_perfs_file} holds no result"
                             + (f" for task {args.fitness_task}" if args.fitness_task else ""))
-        ranked = sorted(fitness.items(), key=lambda item: (-item[1], item[0]))[:args.top_k]
-        archs = [json.loads(key) for key, _ in ranked]
+        from latency.finalists import keep_within_budget
+
+        ranked = sorted(fitness.items(), key=lambda item: (-item[1], item[0]))
+        # the budget kept by measurement: the fittest archs that measure within it, in the table's unit
+        archs = keep_within_budget([(json.loads(key), value) for key, value in ranked], latency_fn, metadata,
+                                   args.latency_constraint, args.top_k, args.output_file, args.ckpt_path)
         write_arch_file(args.output_file, archs)
-        logger.info("wrote the %d fittest of %d evaluated archs to %s: %s", len(archs), len(fitness), args.output_file,
-                    ", ".join(f"{arch_summary(a)} {f:.4f}" for a, (_, f) in zip(archs, ranked)))
+        logger.info("wrote %d finalists of %d evaluated archs to %s: %s", len(archs), len(fitness), args.output_file,
+                    ", ".join(f"{arch_summary(a)} {fitness[arch_key(a)]:.4f}" for a in archs))
         return 0
     if args.method in ("Random", "Fast"):
         rng = random.Random(f"{args.method}:{args.seed}" + (f":{len(fitness)}" if fitness else ""))

@@ -286,8 +286,12 @@ def measure_tables(config: StageConfig, unit: dict | None = None) -> dict[str, B
         cpus = set_cpu_affinity(config.cpu_affinity)
         apply_threads(protocol.threads)
         tables = open_tables(config, unit)
-        for backend, base in ((unit or {}).get("base_ms") or {}).items():
-            tables[backend].base_ms = tables[backend].base_ms or base
+        for backend, base in ((unit or {}).get("base_ms") or {}).items():  # another table's unit
+            own = tables[backend].base_ms
+            if own is not None and abs(own - base) > 1e-9 * base:
+                raise UserError(f"{tables[backend].path}: holds archs in another unit (its reference measured "
+                                f"{own:.4g} ms at its start, not {base:.4g} ms); give another directory")
+            tables[backend].base_ms = base
         todo, done_everywhere, complete = _todo(config, tables)
         logger.info("%s: %d archs selected, %d already measured in %s, %d to measure now (%s%s)",
                     "+".join(config.backends), len(config.archs), done_everywhere, config.save_dir, len(todo),

@@ -30,7 +30,7 @@ import numpy as np
 from latency import backends
 from latency.measure import Protocol, load_average, time_pairs, time_runs, utc_now
 from latency.table import BackendTable, Item, unit_text
-from utils import append_jsonl, arch_key, arch_summary, get_logger
+from utils import UserError, append_jsonl, arch_key, arch_summary, get_logger
 
 logger = get_logger("latency")
 
@@ -117,11 +117,22 @@ class PairedSession:
         with tqdm(total=len(todo), unit="arch", desc="+".join(self.tables), dynamic_ncols=True,
                   disable=not self.progress) as bar:
             for item in todo:
-                records = self.measure(item)
+                records = self._measure_or_explain(item)
                 bar.update(1)
                 last = records[item.backends[-1]]
                 bar.set_postfix_str(f"{last['arch_summary']} {last['median_ms']:.2f} ms")
         self.finish()
+
+    def _measure_or_explain(self, item: Item) -> dict[str, dict]:
+        """``measure``, with a build or run that fails turned into one line (what is measured stays)."""
+        try:
+            return self.measure(item)
+        except UserError:
+            raise
+        except Exception as err:  # e.g. an arch too large for this machine's memory
+            path = self.tables[item.backends[0]].path
+            raise UserError(f"{path}: {arch_summary(item.arch)} cannot be measured ({type(err).__name__}: {err}); the "
+                            f"{self.archs_measured} arch(s) measured before it in this run are kept") from None
 
     def finish(self) -> None:
         seconds = time.perf_counter() - self.start_time
