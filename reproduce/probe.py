@@ -140,13 +140,13 @@ def run_probe(s: Settings) -> dict:
     arch_file = os.path.join(probe_dir, "probe_arch.cands")
     write_arch_file(arch_file, [arch])
     if want_latency:
-        # 3. latency of one mid-size arch, both backends, with the table's reference checkpoints
+        # 3. latency of one mid-size arch, both backends, paired with the table's reference
         latency_dir = os.path.join(probe_dir, "latency")
         seconds["latency"] = run_script("lat_dataset_gen.sh", {
             "BACKEND": "fp32 int8", "SAVE_DIR": latency_dir, "SPACE": "", "SAMPLE": "", "ARCH_FILE": arch_file,
             "REFERENCES": "auto", "SEED": 0, "THREADS": s.get("LAT_THREADS", "1"), "INFER_CNT": s.get("INFER_CNT"),
             "WARMUP": s.get("WARMUP"), "VOCAB_SIZE": vocab_size(s.get("BERT_MODEL")), "SHARD": "", "LEGACY": 0,
-            "EXTRA_ARGS": "--remeasure_cap 0"}, "latency")
+            "EXTRA_ARGS": ""}, "latency")
         latency = latency_arch_seconds([os.path.join(latency_dir, "lat_torch_fp32.jsonl"),
                                         os.path.join(latency_dir, "lat_torch_dynamic_int8.jsonl")])
 
