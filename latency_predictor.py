@@ -8,8 +8,8 @@ Reads our JSONL tables or the original ``lat_.tmp`` / ``lat_quant_.tmp`` unchang
 the shards of one grid, expressed in the first one's unit). The checkpoint records the table's unit
 (``metadata["table_unit"]``: its reference arch and that arch's latency at the table's start), so a
 predicted millisecond, a search's budget and the finalists' measurement all mean the same thing.
-Holds the checkpoint's directory as its one writer; refused while a search reads its predictors. Seeded 80/10/10 split; prints and writes test RMSE (ms), MAPD (%) and
-Kendall tau to ``<ckpt>.metrics.json`` and a predicted-vs-measured PNG to ``<ckpt>.png``.
+Holds the checkpoint's directory as its one writer; refused while a search reads its predictors.
+Seeded 80/10/10 split; prints and writes test RMSE (ms), MAPD (%) and Kendall tau to ``<ckpt>.metrics.json`` and a predicted-vs-measured PNG to ``<ckpt>.png``.
 
 Other stages use the checkpoint through::
 

@@ -52,7 +52,8 @@ DEFAULT_ROUNDS = 4  # baf-latency-2: rounds unless fewer runs are asked for
 # The stage's flag for each setting (error messages name the flag a user types).
 FLAGS = {"warmup": "--warmup", "timer": "--timer", "threads": "--threads", "batch_size": "--batch_size",
          "seq_len": "--max_seq_length", "vocab_size": "--vocab_size",
-         "max_position_embeddings": "--max_position_embeddings", "seed": "--seed", "runs": "--infer_cnt", "rounds": "--rounds", "interleave": "--interleave",
+         "max_position_embeddings": "--max_position_embeddings", "seed": "--seed", "runs": "--infer_cnt",
+         "rounds": "--rounds", "interleave": "--interleave",
          "drift_correction": "--drift_correction", "reference_every": "--reference_every",
          "max_round_spread_pct": "--max_round_spread_pct", "max_residual_pct": "--max_residual_pct",
          "stable_pct": "--stable_pct", "remeasure_cap": "--remeasure_cap",

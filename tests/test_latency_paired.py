@@ -66,7 +66,8 @@ def test_a_slow_period_over_several_pairs_moves_the_raw_figure_not_the_ratio(mon
     assert stats["raw_median_ms"] == pytest.approx(1.3 * law_ms(arch), rel=REL)  # the raw one does
     assert stats["reference_raw_ms"] == pytest.approx(1.3 * law_ms(ref), rel=REL)
     assert stats["reference_slowdown_pct"] == pytest.approx(30.0, rel=1e-6)
-    assert stats["ratio_spread_pct"] == pytest.approx(0.0, abs=1e-6) and stats["ratio_se_pct"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["ratio_spread_pct"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["ratio_se_pct"] == pytest.approx(0.0, abs=1e-6)
     assert len(stats["pair_ratios"]) == len(stats["times_ms"]) == len(stats["reference_times_ms"]) == 7
     assert sorted(stats["times_ms"])[3:] == pytest.approx([1.3 * law_ms(arch)] * 4, abs=6e-5)  # kept to 0.1 us
 
@@ -287,7 +288,8 @@ def test_a_failing_build_is_one_line_and_keeps_what_was_measured(tmp_path, monke
     out = tmp_path / "lat"
     stage(["--save_dir", str(out), "--order", "grid"] + GRID + PAIRED, expect=2)
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "L2/H96/F320/Q96/A4 cannot be measured (RuntimeError: can't allocate memory)" in err
+    assert len(err.splitlines()) == 1
+    assert "L2/H96/F320/Q96/A4 cannot be measured (RuntimeError: can't allocate memory)" in err
     assert str(out / "lat_torch_fp32.jsonl") in err
     kept = table.read_latency_table(str(out / "lat_torch_fp32.jsonl"))
     assert len(kept) == 18 and f"the {len(kept)} arch(s) measured before it in this run are kept" in err
