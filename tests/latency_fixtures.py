@@ -6,8 +6,27 @@ from __future__ import annotations
 
 import collections
 
+import pytest
+
 from latency import backends, measure
-from utils import arch_key
+from utils import arch_key, run_cli
+
+
+@pytest.fixture
+def private_timing_slot(tmp_path, monkeypatch):
+    """This test's own machine-wide timing slot (import it with ``autouse`` semantics: see
+    ``pytestmark`` in the test modules)."""
+    monkeypatch.setenv("BAF_TIMING_LOCK_DIR", str(tmp_path / "timing_slot"))
+
+
+def stage(argv, expect=0):
+    """The PyTorch latency stage in this process; asserts its exit code."""
+    import inference_time_evaluation_quant as torch_stage
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(torch_stage.main, argv)
+    assert info.value.code == expect
+    return info.value.code
 
 # a 2 x 2 x 5 grid (lines of 5 FFN sizes); auto references: L2/H96/F256 (anchor), L1/H64/F192, L2/H96/F320
 GRID = ["--space", "demo_latency", "--layer_num_space", "1", "2", "--hidden_size_space", "64", "96", "32",

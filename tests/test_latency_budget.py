@@ -13,29 +13,17 @@ import sys
 import numpy as np
 import pytest
 
-import inference_time_evaluation_quant as torch_stage
-import report
 from latency import table, units
 from latency.finalists import keep_within_budget, read_summary, summary_path, table_dir
-from latency_fixtures import GRID, PAIRED, PROTOCOL, FakeMachine, law_ms
+from latency_fixtures import GRID, PAIRED, PROTOCOL, FakeMachine, law_ms, private_timing_slot, stage  # noqa: F401
 from tests.test_report import BIG, MID, main as report_main, run  # noqa: F401 (run: the report's fixture)
-from utils import UserError, arch_key, make_arch, run_cli, write_arch_file
+from utils import UserError, arch_key, make_arch, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.usefixtures("private_timing_slot")  # a timing slot of its own per test
 REL = 1e-9
 # off the grid, the slowest first
 OFF_GRID = [make_arch(2, 96, 352, 4), make_arch(1, 64, 160, 4), make_arch(1, 80, 224, 4), make_arch(2, 80, 288, 4)]
-
-
-@pytest.fixture(autouse=True)
-def private_timing_slot(tmp_path, monkeypatch):
-    monkeypatch.setenv("BAF_TIMING_LOCK_DIR", str(tmp_path / "timing_slot"))
-
-
-def stage(argv, expect=0):
-    with pytest.raises(SystemExit) as info:
-        run_cli(torch_stage.main, argv)
-    assert info.value.code == expect
 
 
 @pytest.fixture

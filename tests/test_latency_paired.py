@@ -13,32 +13,16 @@ import sys
 import numpy as np
 import pytest
 
-import inference_time_evaluation_quant as torch_stage
 from latency import drift, measure, table
 from latency.protocol import Protocol
-from latency_fixtures import GRID, PAIRED, PROTOCOL, FakeMachine, law_ms
+from latency_fixtures import GRID, PAIRED, PROTOCOL, FakeMachine, law_ms, private_timing_slot, stage  # noqa: F401
 from utils import arch_key, make_arch, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.usefixtures("private_timing_slot")  # a timing slot of its own per test
 REL = 1e-9  # synthetic timings go through float clock arithmetic only
 # the auto reference of GRID (the middle of its 1..2 x 64..96 x 128..384 grid)
 REFERENCE = make_arch(2, 96, 256, 4)
-
-
-@pytest.fixture(autouse=True)
-def private_timing_slot(tmp_path, monkeypatch):
-    monkeypatch.setenv("BAF_TIMING_LOCK_DIR", str(tmp_path / "timing_slot"))
-
-
-def stage(argv, expect=0):
-    with pytest.raises(SystemExit) as info:
-        run_cli(torch_stage.main, argv)
-    assert info.value.code == expect
-    return info.value.code
-
-
-def reference_of(records) -> dict:
-    return records.references[0]["arch"]
 
 
 def test_a_slow_period_over_several_pairs_moves_the_raw_figure_not_the_ratio(monkeypatch):
