@@ -25,7 +25,6 @@ checkpoints, and the re-measurement of suspect archs, for one or several backend
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
