@@ -102,7 +102,10 @@ def keep_within_budget(ranked: list[tuple[dict, float]], predict, metadata: dict
         wanted = top_k - sum(e["within_budget"] for e in entries)
         batch = ranked[len(entries):min(limit, len(entries) + wanted)]
         archs = [arch for arch, _ in batch]
-        measured = measure_in_unit(archs, unit, table_dir(final_file), progress=progress)
+        try:
+            measured = measure_in_unit(archs, unit, table_dir(final_file), progress=progress)
+        except UserError as err:  # what was measured before stays in table_dir(final_file)
+            raise UserError(f"{final_file}: measuring the finalists for the {budget_ms:g} ms budget: {err}") from None
         predicted = predict(archs)
         for (arch, fitness), one, guess in zip(batch, measured, predicted):
             entry = _entry(arch, float(fitness), float(guess), one, budget_ms)
