@@ -1,7 +1,7 @@
 """Protocol baf-latency-3 (paired runs, cheap builds) against baf-latency-2, measured in the same run.
 
     python benchmarks/bench_latency_paired.py [--quick] [--out_dir reports/latency_paired] [--archs 24]
-        [--demo_holdout 40] [--skip_demo] [--skip_builds] [--max_load 1.2] [--force]
+        [--new_args "--infer_cnt 40"] [--demo_holdout 40] [--skip_demo] [--skip_builds] [--max_load 1.2] [--force]
 
 Run it on an idle machine with nothing else running (it prints the load average and refuses to
 start above --max_load unless --force). What it measures (issue 22's targets in brackets):
@@ -96,7 +96,7 @@ def repeat_part(args, archs: list[dict], common: list[str]) -> dict:
     dirs = {name: os.path.join(args.out_dir, name) for name in ("new_a", "old_a", "new_b", "old_b")}
     wall = {}
     for name in ("new_a", "old_a", "new_b", "old_b"):  # interleaved: a slow hour hits both protocols
-        wall[name] = stage(dirs[name], arch_file, common + (OLD if name.startswith("old") else []))
+        wall[name] = stage(dirs[name], arch_file, common + (OLD if name.startswith("old") else args.new_args))
     t = {name: tables(path) for name, path in dirs.items()}
     keys = [arch_key(arch) for arch in archs]
     out = {"wall_s": wall, "backends": {}}
@@ -256,12 +256,16 @@ def main() -> int:
     parser.add_argument("--demo_holdout", type=int, default=40, help="held-out demo_search archs")
     parser.add_argument("--demo_vocab", type=int, default=4000, help="the demo's vocab size (its WordPiece vocab)")
     parser.add_argument("--demo_runs", type=int, default=10, help="the demo's --infer_cnt (run_pipeline.sh LAT_RUNS)")
+    parser.add_argument("--new_args", default="",
+                        help="flags added to the new protocol's command line, e.g. \"--infer_cnt 40\" (the first-k "
+                             "figures then show every k up to 40 from one run); empty: the stage's defaults")
     parser.add_argument("--skip_demo", action="store_true")
     parser.add_argument("--skip_builds", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_load", type=float, default=1.2, help="refuse to start above this 1-minute load")
     parser.add_argument("--force", action="store_true", help="start even on a busy machine")
     args = parser.parse_args()
+    args.new_args = args.new_args.split()
     common: list[str] = []
     protocol_kwargs: dict = {}
     if args.quick:
