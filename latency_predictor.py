@@ -5,13 +5,16 @@ checkpoint.
         --ckpt_path conf_datasets/lat_predictor_quant.pt [--recipe default|original] [--seed 0]
 
 Reads our JSONL tables or the original ``lat_.tmp`` / ``lat_quant_.tmp`` unchanged (several paths:
-the shards of one grid). Seeded 80/10/10 split; prints and writes test RMSE (ms), MAPD (%) and
-Kendall tau to ``<ckpt>.metrics.json`` and a predicted-vs-measured PNG to ``<ckpt>.png``.
+the shards of one grid, expressed in the first one's unit). The checkpoint records the table's unit
+(``metadata["table_unit"]``: its reference arch and that arch's latency at the table's start), so a
+predicted millisecond, a search's budget and the finalists' measurement all mean the same thing.
+Holds the checkpoint's directory as its one writer; refused while a search reads its predictors.
+Seeded 80/10/10 split; prints and writes test RMSE (ms), MAPD (%) and Kendall tau to ``<ckpt>.metrics.json`` and a predicted-vs-measured PNG to ``<ckpt>.png``.
 
 Other stages use the checkpoint through::
 
-    from latency_predictor import LatencyPredictor
-    p = LatencyPredictor.load("conf_datasets/lat_predictor_quant.pt")
+    from latency.predictor import load_predictor
+    p = load_predictor("conf_datasets/lat_predictor_quant.pt")
     p.predict(arch) -> ms;  p.predict_many(archs) -> numpy array;  p.metadata -> dict
 """
 
@@ -22,11 +25,14 @@ import dataclasses
 import json
 import os
 
+from latency.drift import drift_summary, reference_values
 from latency.noise import second_difference_noise
 from latency.predictor import RECIPES, LatencyPredictor, plot_predictions, train_predictor
-from latency.drift import drift_summary, reference_values
-from latency.table import check_writable, read_latency_table, read_latency_tables, table_environment, table_pairs, table_space
-from utils import UserError, atomic_write, get_logger, get_space, run_cli
+from latency.predictor.lock import writing
+from latency.table import (check_consistent, check_writable, read_latency_table, table_environment, table_pairs,
+                           table_space)
+from latency.units import rescale_to_unit
+from utils import UserError, arch_summary, atomic_write, get_logger, get_space, run_cli
 
 __all__ = ["LatencyPredictor", "main"]
 
@@ -89,11 +95,18 @@ def main(argv=None) -> int:
     check_writable(os.path.dirname(os.path.abspath(args.ckpt_path)), "--ckpt_path", "nothing was trained")
     if args.plot_path and not args.no_plot:
         check_writable(os.path.dirname(os.path.abspath(args.plot_path)), "--plot_path", "nothing was trained")
+    with writing(os.path.dirname(os.path.abspath(args.ckpt_path))):  # one writer; never while searches read it
+        return train_and_write(args, recipe)
 
-    records = read_latency_tables(args.lat_dataset_path)
+
+def read_tables(args):
+    """The table(s) in one unit, their drift, space and backend (every check before training)."""
+    tables = [read_latency_table(path) for path in args.lat_dataset_path]
+    check_consistent([record for table in tables for record in list(table) + table.references])  # one machine, protocol
+    records, unit = rescale_to_unit(tables)
     drifts = {}
-    for path in args.lat_dataset_path:
-        drifts[os.path.abspath(path)] = drift = drift_summary(read_latency_table(path))
+    for path, table in zip(args.lat_dataset_path, tables):
+        drifts[os.path.abspath(path)] = drift = drift_summary(table)
         if drift["message"]:
             logger.warning("%s", drift["message"])
     space = get_space(args.space) if args.space else table_space(records)
@@ -103,8 +116,17 @@ def main(argv=None) -> int:
         space.validate(record["arch"], where=record["_where"])
     backends = {record.get("backend", "unknown") for record in records}
     backend = args.backend or (backends.pop() if len(backends) == 1 else "unknown")
-    pairs = table_pairs(records)
-    noise = second_difference_noise(pairs)
+    references = {}
+    for table in tables:
+        references.update(reference_values(table))
+    if unit is not None:
+        references = {unit.reference_key: unit.base_ms}  # the shards' references, in the first one's unit
+    return records, unit, drifts, space, backend, references
+
+
+def train_and_write(args, recipe) -> int:
+    records, unit, drifts, space, backend, references = read_tables(args)
+    noise = second_difference_noise(table_pairs(records))
     metadata = {
         "backend": backend,
         "source_table": ", ".join(os.path.abspath(path) for path in args.lat_dataset_path),
@@ -119,36 +141,48 @@ def main(argv=None) -> int:
         "table_noise": noise,
         "recipe_name": args.recipe,
         "table_drift": drifts,
-        "table_references": reference_values(records),
+        "table_references": references,
+        # what a predicted millisecond is (None: the table has no unit, e.g. an original .tmp)
+        "table_unit": unit.to_dict() if unit is not None else None,
+        "unit": unit.describe() if unit is not None else "raw ms of the table (no reference unit)",
     }
-    logger.info("%d records (%s, space %s); table noise (second differences) %.2f %% per point",
-                len(records), backend, space.name, noise["median_abs_pct"] or float("nan"))
+    logger.info("%d records (%s, space %s); unit: %s; table noise (second differences) %.2f %% per point",
+                len(records), backend, space.name, metadata["unit"], noise["median_abs_pct"] or float("nan"))
     predictor, data, metrics = train_predictor(records, recipe, seed=args.seed, metadata=metadata,
                                                progress=not args.quiet)
     test = metrics["test"]
     logger.info("test: RMSE %.4f ms, MAPD %.3f %%, Kendall tau %.4f (n=%d); val MAPD %.3f %%; %.1f s, %d steps",
                 test["rmse_ms"], test["mapd_pct"], test["kendall_tau"], test["n"], metrics["val"]["mapd_pct"],
                 metrics["train_seconds"], metrics["steps_run"])
+    write_outputs(args, predictor, data, metrics, metadata)
+    print(json.dumps({"test_rmse_ms": test["rmse_ms"], "test_mapd_pct": test["mapd_pct"],
+                      "train_mapd_pct": metrics["train_mapd_pct"], "val_mapd_pct": metrics["val_mapd_pct"],
+                      "test_kendall_tau": test["kendall_tau"], "test_n": test["n"],
+                      "train_seconds": metrics["train_seconds"], "unit": metadata["unit"]}))
+    return 0
 
+
+def write_outputs(args, predictor, data, metrics: dict, metadata: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(args.ckpt_path)), exist_ok=True)
     predictor.save(args.ckpt_path)
-    report = dict(metrics, backend=backend, recipe=args.recipe, space=space.name, table_noise=noise,
-                  source_tables=metadata["source_tables"], table_drift=drifts)
+    report = dict(metrics, backend=metadata["backend"], recipe=args.recipe, space=metadata["space"],
+                  table_noise=metadata["table_noise"], source_tables=metadata["source_tables"],
+                  table_drift=metadata["table_drift"], unit=metadata["unit"], table_unit=metadata["table_unit"])
     with atomic_write(args.ckpt_path + ".metrics.json") as handle:
         json.dump(report, handle, indent=2, sort_keys=True)
         handle.write("\n")
     if not args.no_plot:
         plot_path = args.plot_path or args.ckpt_path + ".png"
+        test = metrics["test"]
         archs = [data.archs[i] for i in data.test]
+        unit = metadata["table_unit"]
         plot_predictions(plot_path, data.ms[data.test], predictor.predict_many(archs),
-                         f"{backend} ({args.recipe}): test MAPD {test['mapd_pct']:.2f}%, "
-                         f"tau {test['kendall_tau']:.3f}, n={test['n']}")
+                         f"{metadata['backend']} ({args.recipe}): test MAPD {test['mapd_pct']:.2f} %, "
+                         f"Kendall tau {test['kendall_tau']:.3f}, n={test['n']}"
+                         + (f"; unit: reference {arch_summary(unit['reference'])} = {unit['base_ms']:.4g} ms at the "
+                            "table's start" if unit else ""),
+                         unit="ms, table unit" if unit else "ms")
         logger.info("wrote %s, %s.metrics.json and %s", args.ckpt_path, args.ckpt_path, plot_path)
-    print(json.dumps({"test_rmse_ms": test["rmse_ms"], "test_mapd_pct": test["mapd_pct"],
-                      "train_mapd_pct": metrics["train_mapd_pct"], "val_mapd_pct": metrics["val_mapd_pct"],
-                      "test_kendall_tau": test["kendall_tau"], "test_n": test["n"],
-                      "train_seconds": metrics["train_seconds"]}))
-    return 0
 
 
 if __name__ == "__main__":

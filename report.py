@@ -122,7 +122,10 @@ def render(summary: dict, args) -> str:
     text = [f"# {args.title}", "",
             "Per latency budget, the arch each search chose: the finalist with the best mean fitness over the "
             "final seeds. Accuracy in points on the primary dev split, mean ± std over seeds (n); latency "
-            "measured on this machine in the deployed scheme. `summary.json` holds every number.", "",
+            "measured on this machine in the deployed scheme, in ms of its table's unit (\"table unit\", raw ms "
+            "next to it) or as timed (\"raw\"). A finalist the search measured over its budget cannot win. "
+            "`summary.json` holds every number.", "", *(["Table units:", *views.unit_lines(summary), ""]
+                                                       if views.unit_lines(summary) else []),
             views.markdown_table(summary), "", "## What the numbers say", "", *claims.all_claims(summary), "",
             "## Settings (read from the records)", "", *claims.settings_text(summary), ""]
     if summary.get("tickets"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
+from latency.predictor.lock import reading
 from search.chain import SearchRun
 from search.plan import OPS, plan_from_env
 from utils import UserError, run_cli
@@ -32,13 +33,17 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     op, positional = argv[0], argv[1:5]
     if op in ("all", "generations"):
-        SearchRun(plan_from_env(dict(os.environ), ROOT, None, positional)).run(op)
+        plan = plan_from_env(dict(os.environ), ROOT, None, positional)
+        with reading([plan.predictor]):  # nobody rewrites the predictor while the search reads it
+            SearchRun(plan).run(op)
         return 0
     if op not in OPS:
         raise UserError(f"OP must be one of {', '.join(OPS)}, all or generations, got {op!r} (see --help)")
-    run = SearchRun(plan_from_env(dict(os.environ), ROOT, op, positional))
-    run.check((op,))
-    run.step(op)
+    plan = plan_from_env(dict(os.environ), ROOT, op, positional)
+    with reading([plan.predictor]):
+        run = SearchRun(plan)
+        run.check((op,))
+        run.step(op)
     return 0
 
 

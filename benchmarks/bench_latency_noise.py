@@ -1,7 +1,8 @@
-"""How repeatable are the latency tables measured here? The old protocol (baf-latency-1: 5 warm-up +
-20 runs in 4 rounds over chunks of 8, median of all runs, no anchor, no references, no re-measure)
-against the new one (baf-latency-2, the stage's default), measured in the same run, interleaved,
-each stage call a separate process as in the pipeline.
+"""How repeatable are the latency tables measured here? Protocol baf-latency-1 (5 warm-up + 20 runs
+in 4 rounds over chunks of 8, median of all runs, no anchor, no references, no re-measure) against
+baf-latency-2 (``--protocol baf-latency-2``), measured in the same run, interleaved, each stage call a
+separate process as in the pipeline. The default protocol since, baf-latency-3 (paired runs), is
+compared with baf-latency-2 by ``benchmarks/bench_latency_paired.py``.
 
     python benchmarks/bench_latency_noise.py [--quick] [--out_dir reports/latency_noise] [--timer wall]
         [--cpu_affinity 1] [--layers 1 3 5] [--hiddens 192 360 528] [--ffn 128 1016 48] [--repeat 30]
@@ -134,7 +135,8 @@ def main() -> int:
     grid_file, holdout_file = os.path.join(args.out_dir, "grid.archs"), os.path.join(args.out_dir, "holdout.archs")
     write_arch_file(grid_file, grid)
     write_arch_file(holdout_file, holdout)
-    common = ["--space", "paper_latency", "--infer_cnt", str(args.runs), "--warmup", str(args.warmup), "--timer",
+    common = ["--protocol", "baf-latency-2", "--space", "paper_latency", "--infer_cnt", str(args.runs), "--warmup",
+              str(args.warmup), "--timer",
               args.timer, "--seed", str(args.seed), "--vocab_size", str(args.vocab_size), "--threads", "1",
               "--max_seq_length", str(args.seq_len)]
     if args.cpu_affinity:

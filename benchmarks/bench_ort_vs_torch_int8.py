@@ -66,8 +66,8 @@ def main() -> int:
     supernet = load_supernet(args.supernet, SuperBertForSequenceClassification, num_labels=3).eval()
     heads = supernet.config.num_attention_heads
     print(f"CPU: {cpu_model()}; flags: {cpu_flags()}; torch {torch.__version__}; one thread")
-    protocol = Protocol(runs=args.runs, rounds=4, warmup=5, vocab_size=supernet.config.vocab_size,
-                        max_position_embeddings=supernet.config.max_position_embeddings)
+    protocol = Protocol(version="baf-latency-2", runs=args.runs, rounds=4, warmup=5,
+                        vocab_size=supernet.config.vocab_size, max_position_embeddings=supernet.config.max_position_embeddings)
     differences, ratios = [], []
     for spec in args.archs:
         layers, hidden, ffn = (int(x) for x in spec.split("/"))

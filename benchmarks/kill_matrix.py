@@ -122,7 +122,7 @@ class LatencyStage(Stage):
         return [sys.executable, os.path.join(ROOT, "inference_time_evaluation_quant.py"), "--save_dir", out,
                 "--quant", "--space", "demo_latency", "--layer_num_space", "1", "2", "--hidden_size_space", "192",
                 "256", "64", "--intermediate_size_space", "256", "768", "256", "--vocab_size", "64", "--infer_cnt",
-                "4", "--warmup", "1", "--rounds", "2", "--max_seq_length", "32"]
+                "4", "--warmup", "1", "--max_seq_length", "32"]
 
     def outcome(self, out):
         records = [r for r in _jsonl(os.path.join(out, "lat_torch_dynamic_int8.jsonl"))

@@ -1,6 +1,11 @@
 """Reference archs: drift control within a latency table, and comparability between two tables.
 
-Every latency run (``latency.session``) keeps a small fixed set of *reference archs* built for the
+Protocol ``baf-latency-3`` (``latency.paired``) times one reference next to every arch: the drift is
+cancelled pair by pair and only reported here (``reference_slowdown_pct`` of its records), and the
+table's unit is the reference's latency at the table's start (``reference_values``). The rest of
+this docstring is protocol ``baf-latency-2``'s.
+
+Every latency run of ``baf-latency-2`` (``latency.session``) keeps a small fixed set of *reference archs* built for the
 whole run and measures all of them at *checkpoints*: at the start, every ``--reference_every`` archs
 and at the end. Their records (``record_type: "reference"``) sit in the table next to the arch
 records. The first reference is the *anchor*: it is also timed inside every chunk of archs, and
@@ -32,6 +37,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from latency.protocol import PAIRED
+from latency.table import read_latency_table  # drift reads tables; table.py never imports drift
 from utils import UserError, arch_key, check_arch_schema, make_arch, read_arch_file
 
 DEFAULT_DRIFT_THRESHOLD_PCT = 5.0
@@ -84,13 +91,15 @@ def read_reference_source(path: str) -> list[dict]:
     if not os.path.isfile(path):
         raise UserError(f"--references {path}: no such table or arch file")
     if _is_table(path):
-        from latency.table import read_latency_table
-
         keys = reference_keys(read_latency_table(path))
         if not keys:
             raise UserError(f"--references {path}: this latency table has no reference measurements "
                             "(measured before protocol baf-latency-2, or with --references none)")
         archs = {ref["arch_key"]: ref["arch"] for ref in read_latency_table(path).references}
+        missing = [key for key in keys if key not in archs]
+        if missing:
+            raise UserError(f"--references {path}: the table names the reference {missing[0]} but holds no "
+                            "measurement of it (its reference record is missing)")
         return [archs[key] for key in keys]
     archs = read_arch_file(path, allow_duplicates=False)
     if not archs:
@@ -183,12 +192,15 @@ def drift_summary(records, threshold_pct: float | None = None) -> dict:
 
 
 def _drift_one(refs, arch_records, threshold_pct, backend, name) -> dict:
-    correction = (refs[0].get("drift_correction") if refs else None) or "none"
+    paired = bool(refs) and refs[0].get("protocol") == PAIRED
+    correction = "paired" if paired else (refs[0].get("drift_correction") if refs else None) or "none"
     summary = {"drift_pct": None, "flagged": False, "threshold_pct": threshold_pct, "corrected_drift_pct": None,
                "anchor_drift_pct": None, "end_vs_start_pct": None, "checkpoints": 0, "runs": 0, "references": 0,
                "correction": correction, "backend": backend, "message": None}
     if not refs:
         return summary
+    if paired:
+        return _drift_paired(summary, refs, arch_records)
     checkpoints = _checkpoints(refs)
     first: dict[str, float] = {}
     for group in checkpoints:
@@ -224,6 +236,21 @@ def _drift_one(refs, arch_records, threshold_pct, backend, name) -> dict:
     return summary
 
 
+def _drift_paired(summary: dict, refs: list[dict], arch_records: list[dict]) -> dict:
+    """Protocol baf-latency-3: the reference ran next to every arch, so its speed is known all along
+    the table (``reference_slowdown_pct`` of every record). The drift is reported, never flagged:
+    each pair's ratio cancels it, and the table's unit is the reference at the table's start."""
+    speeds = [1 + float(r["reference_slowdown_pct"]) / 100 for r in list(refs) + list(arch_records)
+              if r.get("reference_slowdown_pct") is not None]
+    runs = list(dict.fromkeys(r.get("run_id") for r in refs))
+    last = [1 + float(r["reference_slowdown_pct"]) / 100 for r in arch_records
+            if r.get("run_id") == runs[-1] and r.get("reference_slowdown_pct") is not None]
+    summary.update(drift_pct=_range_pct(speeds) if len(speeds) > 1 else 0.0, checkpoints=len(refs), runs=len(runs),
+                   references=len({r["arch_key"] for r in refs}),
+                   end_vs_start_pct=float(100 * (last[-1] / last[0] - 1)) if len(last) > 1 else None)
+    return summary
+
+
 # --------------------------------------------------------------------------------------
 # Comparability of two tables
 # --------------------------------------------------------------------------------------
@@ -231,9 +258,13 @@ def _drift_one(refs, arch_records, threshold_pct, backend, name) -> dict:
 
 def reference_values(records) -> dict[str, float]:
     """``{reference arch_key: latency in the table's unit}``: per reference, the median over the
-    checkpoints of its corrected latency (its raw latency without drift correction)."""
+    checkpoints of its corrected latency (its raw latency without drift correction); under protocol
+    baf-latency-3 the reference's latency at the table's start (``reference_base_ms``), by definition."""
     values = defaultdict(list)
     for ref in _references(records):
+        if ref.get("protocol") == PAIRED and ref.get("reference_base_ms"):
+            values[ref["arch_key"]].append(float(ref["reference_base_ms"]))
+            continue
         values[ref["arch_key"]].append(float(ref.get("corrected_ms") or ref["median_ms"]))
     return {key: float(np.median(found)) for key, found in values.items()}
 

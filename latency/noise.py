@@ -15,26 +15,22 @@ from collections import defaultdict
 
 import numpy as np
 
+from latency.lines import ffn_line, ffn_size
+
 SQRT6 = math.sqrt(6.0)
-
-
-def _line_key(arch: dict) -> tuple:
-    """Everything but the FFN size: archs with the same key lie on one FFN line."""
-    return (arch["sample_layer_num"], arch["sample_hidden_size"], tuple(arch["sample_qkv_sizes"]),
-            tuple(arch["sample_num_attention_heads"]))
 
 
 def second_difference_noise(pairs: list[tuple[dict, float]]) -> dict:
     """Noise per point from second differences along the FFN axis of ``[(arch, ms)]``.
 
-    Only homogeneous archs on evenly spaced FFN neighbours count (the grid's step, per line).
+    Only archs with one FFN size, on evenly spaced neighbours of their FFN line (``latency.lines``), count (the grid's step, per line).
     Returns ``median_abs_pct``, ``sigma_pct`` and ``triples`` (the number of second differences).
     """
-    lines: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    lines: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for arch, ms in pairs:
-        ffn = arch["sample_intermediate_sizes"]
-        if len(set(ffn)) == 1:
-            lines[_line_key(arch)][ffn[0]].append(float(ms))
+        ffn = ffn_size(arch)
+        if ffn is not None:
+            lines[ffn_line(arch)][ffn].append(float(ms))
     ratios = []
     for points in lines.values():
         sizes = sorted(points)

@@ -9,7 +9,8 @@ re-measurements combine, and which archs are suspect.
 * ``combine``: the figure of an arch measured n times: the measurement itself (n = 1), the mean
   (n = 2), the median (n >= 3). ``stable``: two of the measurements agree within ``stable_pct``.
 * ``line_residuals``: a robust (Theil-Sen) straight line of latency against FFN size through every
-  line of archs that differ only in FFN size; an arch's residual is its relative distance from it.
+  FFN line (``latency.lines.ffn_line``) of homogeneous archs; an arch's residual is its relative
+  distance from it.
 * ``needs_remeasure``: why an arch should be measured again (a large round spread, a large
   residual, or measurements that do not yet agree), or ``[]``.
 """
@@ -20,6 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from latency.lines import ffn_line
 from utils import is_homogeneous
 
 
@@ -65,20 +67,15 @@ def stable(measurements, stable_pct: float) -> bool:
                for i in range(len(values)) for j in range(i + 1, len(values)))
 
 
-def _line_key(arch: dict) -> tuple:
-    return (arch["sample_layer_num"], arch["sample_hidden_size"], arch["sample_qkv_sizes"][0],
-            arch["sample_num_attention_heads"][0])
-
-
 def line_residuals(points: dict[str, tuple[dict, float]]) -> dict[str, float]:
     """``{arch_key: residual %}`` against a Theil-Sen line of ms vs FFN size, per line of
     homogeneous archs that differ only in FFN size (lines with fewer than 3 FFN sizes: no residual)."""
     from scipy.stats import theilslopes
 
-    lines: dict[tuple, list[tuple[str, float, float]]] = defaultdict(list)
+    lines: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
     for key, (arch, ms) in points.items():
         if is_homogeneous(arch):
-            lines[_line_key(arch)].append((key, float(arch["sample_intermediate_sizes"][0]), float(ms)))
+            lines[ffn_line(arch)].append((key, float(arch["sample_intermediate_sizes"][0]), float(ms)))
     residuals = {}
     for members in lines.values():
         if len({ffn for _, ffn, _ in members}) < 3:

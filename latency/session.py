@@ -1,4 +1,5 @@
-"""One latency run (protocol ``baf-latency-2``): archs timed in chunks with the anchor, reference
+"""One latency run of protocol ``baf-latency-2`` (``--protocol baf-latency-2``; the default is the
+paired ``latency.paired``): archs timed in chunks with the anchor, reference
 checkpoints, and the re-measurement of suspect archs, for one or several backends at once.
 
 1. The reference archs (``latency.drift``) are built once for every backend and measured at the
@@ -12,9 +13,9 @@ checkpoints, and the re-measurement of suspect archs, for one or several backend
 3. Re-measure pass, once the run's whole selection is in every table: a *suspect* arch (its rounds
    spread more than ``max_round_spread_pct``, or it lies more than ``max_residual_pct`` -- or 4
    robust standard deviations of the table -- off the Theil-Sen line of its FFN neighbours) is
-   measured again, and again while its measurements disagree, at most ``remeasure_cap`` times
-   (passes repeat until no selected arch needs another measurement: re-measuring one arch can make
-   a neighbour's residual stand out).
+   measured again, and again while its measurements disagree, in at most ``remeasure_cap`` passes
+   (so at most ``remeasure_cap`` re-measurements per arch; a pass picks every arch that needs
+   another measurement, including a neighbour whose residual stood out after the previous pass).
    Each re-measurement appends a new record (``measurement`` 2, 3, ...) carrying every measurement
    and the combined figure (``latency.robust.combine``); nothing measured is ever rewritten.
 4. The *end* checkpoint, then one ``run_end`` record per table (what was done, seconds, drift),
@@ -24,7 +25,6 @@ checkpoints, and the re-measurement of suspect archs, for one or several backend
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -33,47 +33,10 @@ import numpy as np
 from latency import backends, robust
 from latency.drift import drift_summary
 from latency.measure import CLOCK, Protocol, load_average, measure, utc_now  # noqa: F401 (CLOCK: see tests)
-from latency.table import TableRecords
+from latency.table import BackendTable, Item, TableRecords  # noqa: F401 (Item: re-exported)
 from utils import append_jsonl, arch_key, arch_summary, get_logger
 
 logger = get_logger("latency")
-
-
-@dataclasses.dataclass
-class BackendTable:
-    """One backend's table during a run."""
-
-    backend: str
-    path: str
-    fixed: dict  # the fields every record of this table carries (protocol, environment, ...)
-    existing: TableRecords
-    latest: dict = dataclasses.field(default_factory=dict)  # arch_key -> latest arch record
-    base_ms: float | None = None  # the anchor's base latency (the table's unit)
-    measured: int = 0
-    remeasured: int = 0
-    references: list = dataclasses.field(default_factory=list)  # this run's reference records
-    cap_reached: dict = dataclasses.field(default_factory=dict)  # arch_key -> record
-    unchecked: int = 0  # suspects left alone because --remeasure_cap is 0
-
-    def __post_init__(self):
-        self.latest = {record["arch_key"]: record for record in self.existing}
-        for record in list(self.existing.references) + list(self.existing):
-            if record.get("reference_base_ms"):
-                self.base_ms = float(record["reference_base_ms"])
-                break
-
-    @property
-    def name(self) -> str:
-        return os.path.basename(self.path)
-
-
-@dataclasses.dataclass
-class Item:
-    """One arch to time in a chunk, in some backends; ``reasons`` per backend for a re-measurement."""
-
-    arch: dict
-    backends: list
-    reasons: dict = dataclasses.field(default_factory=dict)
 
 
 class Session:
@@ -264,7 +227,9 @@ class Session:
                 for key, record in table.latest.items():
                     by_key.setdefault(key, record["arch"])
             attempt = 0
-            while True:  # ends: every pass measures each arch it picks once more, up to its cap
+            # at most --remeasure_cap passes (so at most that many re-measurements per arch): a pass
+            # can make a neighbour's residual stand out, which used to add passes beyond the cap
+            while attempt < protocol.remeasure_cap:
                 need = self.suspects(selected)
                 keys = [key for key in selected if any(key in found for found in need.values())]
                 if not keys:

@@ -3,35 +3,44 @@
 A JSONL table holds three kinds of records (``record_type``; records without one are arch records):
 
 * ``arch`` -- one measurement of one arch: ``arch``, ``arch_key``, ``backend``, the headline
-  ``median_ms`` (protocol ``baf-latency-2``: the robust, drift-corrected figure of ``latency.robust``,
-  combined over the arch's measurements), the raw statistics (``raw_median_ms``, ``p10_ms``, ...),
-  the protocol and the environment (``latency.measure``). A re-measured arch has several records
-  (``measurement`` 1, 2, ...); readers see the latest, which carries all of them (``measurements_ms``).
-* ``reference`` -- a reference arch measured at a checkpoint of a run (``latency.drift``).
-* ``run_end`` -- what one run did (archs, re-measurements, seconds, drift).
+  ``median_ms`` in the table's unit, the raw statistics (``raw_median_ms``, ``p10_ms``, ...), the
+  protocol and the environment (``latency.protocol``, ``latency.environment``). Protocol
+  ``baf-latency-3`` (``latency.paired``): ``median_ms`` = ``ratio`` (median of the per-pair ratios
+  arch / reference) x ``reference_base_ms`` (the reference's latency at the table's start), with
+  ``pair_ratios``, ``ratio_se_pct``, ``times_ms`` / ``reference_times_ms`` (raw runs),
+  ``reference_raw_ms`` and ``unit`` (the unit in words). Protocol ``baf-latency-2``
+  (``latency.session``): the robust, drift-corrected figure of ``latency.robust``, combined over the
+  arch's measurements. An arch measured again has several records (``measurement`` 1, 2, ...);
+  readers see the latest (under ``baf-latency-2`` it carries all of them: ``measurements_ms``).
+* ``reference`` -- the reference arch measured alone at the start of a run (``baf-latency-3``: its
+  ``reference_base_ms`` is the table's unit) or at a checkpoint (``baf-latency-2``, ``latency.drift``).
+* ``run_end`` -- what one run did (archs, seconds, drift, re-measurements).
 
 ``read_latency_table`` returns the arch records (one per arch) as a list that also carries
 ``.references``, ``.runs`` and ``.path``. The original's lines are read unchanged (Python-repr arch
 parsed with ``ast.literal_eval``); their one number becomes ``median_ms``.
 
 A table never mixes machines or protocols: ``signature(record)`` is what must agree, and
-``check_consistent`` / ``resume_table`` refuse a table (or an append) where it does not. The host
-name is recorded but not compared, so that identical machines can split a grid (``--shard``).
+``check_consistent`` / ``resume_table`` refuse a table (or an append) where it does not, naming both
+records (a ``baf-latency-2`` table is read as before, and refused where mixed with a
+``baf-latency-3`` one). The host name is recorded but not compared, so that identical machines can
+split a grid (``--shard``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
 
-from latency.drift import comparability_factor, drift_summary, make_comparable, reference_values  # noqa: F401
 from quantize_utils import DEPLOYED
 from utils import (
     ArchError,
     SearchSpace,
     UserError,
     arch_key,
+    arch_summary,
     arch_to_legacy_repr,
     atomic_write,
     check_arch_schema,
@@ -223,6 +232,12 @@ def read_latency_tables(paths, space: SearchSpace | None = None) -> TableRecords
     return merged
 
 
+def unit_text(reference: dict, base_ms: float, backend: str) -> str:
+    """A table's unit in words: the machine as fast as at the table's start, which its reference arch
+    measured (protocol ``baf-latency-3``; every arch record and the predictors say it)."""
+    return (f"ms at the table's start: {backend} reference {arch_summary(reference)} = {base_ms:.4g} ms")
+
+
 def table_pairs(records: list[dict]) -> list[tuple[dict, float]]:
     """``[(arch, median_ms)]`` of records (the simple view of a table)."""
     return [(record["arch"], record["median_ms"]) for record in records]
@@ -285,8 +300,10 @@ def resume_table(path: str, expected: dict) -> TableRecords:
         current = signature(record) if isinstance(record, dict) else {}
         for field, value in expected.items():
             if current.get(field) != value:
+                hint = (f"--protocol {current.get(field)}" if field == "protocol" and current.get(field) else
+                        "the same settings")
                 raise UserError(f"{path}:{number}: this table was measured with {field}={current.get(field)!r}, "
-                                f"this run has {field}={value!r}; use another --save_dir or the same settings")
+                                f"this run has {field}={value!r}; use another --save_dir or {hint}")
         try:
             if record_type(record) != "run_end":
                 arch_key(record["arch"])
@@ -311,3 +328,45 @@ def check_writable(directory: str, flag: str, consequence: str) -> None:
         os.unlink(probe)
     except OSError as err:
         raise UserError(f"{flag}: cannot write to {directory} ({err.strerror or err}); {consequence}") from None
+
+
+# --------------------------------------------------------------------------------------
+# A table during a measuring run
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class BackendTable:
+    """One backend's table during a run."""
+
+    backend: str
+    path: str
+    fixed: dict  # the fields every record of this table carries (protocol, environment, ...)
+    existing: TableRecords
+    latest: dict = dataclasses.field(default_factory=dict)  # arch_key -> latest arch record
+    base_ms: float | None = None  # the reference's (anchor's) latency at the table's start: its unit
+    measured: int = 0
+    remeasured: int = 0
+    references: list = dataclasses.field(default_factory=list)  # this run's reference records
+    cap_reached: dict = dataclasses.field(default_factory=dict)  # arch_key -> record
+    unchecked: int = 0  # suspects left alone because --remeasure_cap is 0
+
+    def __post_init__(self):
+        self.latest = {record["arch_key"]: record for record in self.existing}
+        for record in list(self.existing.references) + list(self.existing):
+            if record.get("reference_base_ms"):
+                self.base_ms = float(record["reference_base_ms"])
+                break
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+@dataclasses.dataclass
+class Item:
+    """One arch to time in a chunk, in some backends; ``reasons`` per backend for a re-measurement."""
+
+    arch: dict
+    backends: list
+    reasons: dict = dataclasses.field(default_factory=dict)

@@ -30,7 +30,14 @@ def _latency_text(row: dict) -> str:
     if measured is None:
         return f"no measured {precision} latency"
     verdict = "within" if row["within_budget"] else "OVER"
-    return (f"measures {measured:.2f} ms in {precision} ({100 * row['budget_fraction']:.0f} % of the "
+    detail = row.get("measured_latency_deployed") or {}
+    if row.get("latency_unit") == "table":
+        raw = row.get("measured_latency_raw_ms_deployed")
+        unit = "in the table's unit" + (f" (raw {raw:.2f} ms)" if raw is not None else "")
+    else:
+        unit = "raw (not in the table's unit)"
+    source = f", {detail['source']}" if detail.get("source") else ""
+    return (f"measures {measured:.2f} ms in {precision} {unit}{source} ({100 * row['budget_fraction']:.0f} % of the "
             f"{row['budget_ms']:g} ms budget, {verdict})")
 
 
@@ -43,6 +50,11 @@ def budget_claims(entry: dict) -> list[str]:
                          f"{_latency_text(row)}; accuracy {_acc(row)} on {row['task']} dev "
                          f"({len(row['finalists'])} finalist{'s' if len(row['finalists']) != 1 else ''}, "
                          f"{row['evaluations_total']} fine-tunes).")
+        if row.get("none_fit"):
+            sentences.append(f"- {budget:g} ms, {SHORT.get(method, method)}: **no winner**: {row['none_fit_message']}")
+        elif row.get("excluded_over_budget"):
+            sentences.append(f"- {budget:g} ms, {SHORT.get(method, method)}: finalists measured over the budget, "
+                             f"so they could not win: {', '.join(row['excluded_over_budget'])}.")
     for comparison in entry["comparisons"]:
         a, b = rows[comparison["a"]], rows[comparison["b"]]
         verdict = comparison["verdict"]
@@ -112,6 +124,8 @@ def settings_text(summary: dict) -> list[str]:
              "inside it, or with one seed on a side, they are reported as within noise."]
     for backend, protocol in s["latency_protocol"].items():
         lines.append(f"- Latency ({backend}): " + ", ".join(f"{k} {v}" for k, v in protocol.items()) + ".")
+    for backend, text in sorted((s.get("latency_units") or {}).items()):
+        lines.append(f"- Latency unit ({backend}): {text}; budgets are read in it.")
     return lines
 
 

@@ -10,6 +10,7 @@ import re
 from collections import defaultdict
 
 from evaluation.results import JSONL_NAME, ResultsStore, canonical_scheme
+from latency.finalists import read_summary
 from search.history import default_log_path, read_search_log
 from quantize_utils import DEPLOYED
 from search.identity import find_searches as find_identities
@@ -32,6 +33,14 @@ class Search:
     log: list[dict]  # the search log's generations
     final_archs: list[dict] | None  # the TopK file (None: the final step never ran)
     identity: dict
+    # the search's measurement of its finalists in the predictor's table unit (latency.finalists;
+    # None: a search from before it, or a predictor whose table has no unit)
+    finalist_latency: dict | None = None
+
+    def finalist_measurement(self, arch: dict) -> dict | None:
+        """The search's own measurement of ``arch`` (a finalist or a finalist candidate), if any."""
+        key = arch_key(arch)
+        return next((e for e in (self.finalist_latency or {}).get("measured", []) if e["arch_key"] == key), None)
 
     @property
     def search_seed(self) -> int | None:
@@ -98,7 +107,8 @@ def load_searches(cands_dir: str, output_root: str | None = None, task: str | No
         log = read_search_log(default_log_path(os.path.join(cands_dir, name + ".cands")))
         searches.append(Search(name=name, task=wanted, scheme=scheme, budget_ms=float(identity["latency_constraint"]),
                                strategy=identity.get("strategy") or "evolution", results_dir=identity["results_dir"],
-                               records=records, log=log, final_archs=final, identity=identity))
+                               records=records, log=log, final_archs=final, identity=identity,
+                               finalist_latency=read_summary(final_path) if final is not None else None))
     if not searches:
         raise UserError(f"no search under {cands_dir} has results yet" + (f" for task {task}" if task else ""))
     tasks = sorted({search.task for search in searches})
@@ -131,8 +141,9 @@ def check_finished(searches: list[Search], seeds: list[int] | None, allow_partia
 
 def load_measured(paths: list[str], predictors: dict | None = None) -> tuple[dict, dict]:
     """The latency tables measured on the evaluated archs: ``({backend: {arch_key: record}},
-    {backend: comparability})``. When a table shares reference archs with its backend's predictor
-    table, its latencies are expressed in that table's unit (``latency.drift.make_comparable``;
+    {backend: comparability})``. A table measured in its backend's predictor table's unit
+    (``latency.units.measure_in_unit``) is taken as it is; when a table otherwise shares reference
+    archs with that table, its latencies are expressed in that table's unit (``latency.drift.make_comparable``;
     ``uncorrected_median_ms`` keeps the value as measured) and ``comparability`` says by which factor,
     how uniform it was and how much the re-measurement itself drifted."""
     from latency.drift import drift_summary, make_comparable
@@ -149,7 +160,11 @@ def load_measured(paths: list[str], predictors: dict | None = None) -> tuple[dic
         predictor = (predictors or {}).get(backend)
         target = (predictor.metadata.get("table_references") if predictor is not None else None) or None
         entry = {"table": path, "remeasurement_drift": drift_summary(table)}
-        if target and getattr(table, "references", None):
+        unit = (predictor.metadata.get("table_unit") if predictor is not None else None) or {}
+        if unit and records and records[0].get("unit_source") == unit.get("source"):
+            entry.update(factor=None, note="re-measured in the predictor table's unit (each arch paired with its "
+                                           "reference, the ratio times the reference's latency at the table's start)")
+        elif target and getattr(table, "references", None):
             records, info = make_comparable(table, target)
             entry.update(factor=info["factor"], spread_pct=info["spread_pct"], references=info["references"])
         else:
@@ -162,7 +177,7 @@ def load_measured(paths: list[str], predictors: dict | None = None) -> tuple[dic
 
 def load_predictors(paths: list[str]) -> dict:
     """``{backend: LatencyPredictor}``, keyed by the backend each predictor was trained on."""
-    from latency_predictor import LatencyPredictor
+    from latency.predictor import load_predictor
 
     predictors = {}
     for path in paths:
@@ -170,7 +185,7 @@ def load_predictors(paths: list[str]) -> dict:
             continue
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such predictor checkpoint")
-        predictor = LatencyPredictor.load(path)
+        predictor = load_predictor(path)
         backend = predictor.metadata.get("backend", "unknown")
         predictors[backend] = predictor
     return predictors

@@ -78,11 +78,20 @@ class Choice:
     records: list[dict]
     fitness: Estimate
     finalists: list[dict]  # [{arch_summary, fitness: {...}}] in fitness order
+    none_fit: bool = False  # every finalist measured over the budget: the arch is shown, it did not win
+    excluded: list[str] = dataclasses.field(default_factory=list)  # finalists measured over the budget
+
+
+def _over_budget(search: Search, arch: dict) -> bool:
+    measured = search.finalist_measurement(arch)
+    return measured is not None and not measured["within_budget"]
 
 
 def choose(search: Search) -> Choice:
-    """The best finalist by mean fitness over its seeds (ties: fewer parameters). Without a final
-    step (``--allow_partial``) the top-3 of the search phase, each with its one seed."""
+    """The best finalist by mean fitness over its seeds (ties: fewer parameters) among those the
+    search did not measure over its budget (``latency.finalists``: a finalist measured over the
+    budget cannot win; when every one is over, the fittest is shown with ``none_fit``). Without a
+    final step (``--allow_partial``) the top-3 of the search phase, each with its one seed."""
     split = primary_split(search.records[0])
     finalists = search.final_archs
     if finalists is None:
@@ -97,20 +106,47 @@ def choose(search: Search) -> Choice:
     if not scored:
         raise ValueError(f"search {search.name}: no finalist has a result")
     scored.sort(key=lambda item: (-item[0].mean, item[1]))
-    best = scored[0]
+    eligible = [item for item in scored if not _over_budget(search, item[2])]
+    best = (eligible or scored)[0]
     return Choice(best[2], best[3], best[0], [{"arch": arch_summary(a), "arch_key": arch_key(a),
-                                               "fitness": e.to_dict(100.0)} for e, _, a, _ in scored])
+                                               "fitness": e.to_dict(100.0)} for e, _, a, _ in scored],
+                  none_fit=not eligible, excluded=[arch_summary(a) for _, _, a, _ in scored if _over_budget(search, a)])
+
+
+def latency_unit(record: dict) -> str:
+    """``table`` when a latency is in the unit of its backend's predictor table (measured in it:
+    ``latency.units.measure_in_unit``, or rescaled into it through shared reference archs), else
+    ``raw`` (as timed, in no table's unit)."""
+    return "table" if record.get("unit_source") or record.get("comparability_factor") is not None else "raw"
 
 
 def _latency(measured: dict, backend: str, arch: dict) -> dict | None:
     record = measured.get(backend, {}).get(arch_key(arch))
     if record is None:
         return None
-    out = {"median_ms": float(record["median_ms"])}
-    for field in ("uncorrected_median_ms", "comparability_factor", "round_spread_pct", "p10_ms", "p90_ms"):
+    out = {"median_ms": float(record["median_ms"]), "unit": latency_unit(record)}
+    raw = record.get("raw_median_ms") if record.get("protocol") == "baf-latency-3" else record.get("uncorrected_median_ms")
+    if raw is not None:
+        out["raw_ms"] = float(raw)
+    for field in ("uncorrected_median_ms", "comparability_factor", "round_spread_pct", "ratio_se_pct", "p10_ms",
+                  "p90_ms"):
         if record.get(field) is not None:
             out[field] = float(record[field])
     return out
+
+
+def _deployed_latency(search: Search, choice: Choice, backend: str, measured: dict) -> dict | None:
+    """The chosen arch's deployed latency: the search's own finalist measurement when it timed this
+    backend (the measurement that chose it), else the report's re-measurement."""
+    own = search.finalist_measurement(choice.arch)
+    unit = (search.finalist_latency or {}).get("unit") or {}
+    if own is not None and unit.get("backend") == backend:
+        return {"median_ms": own["measured_ms"], "raw_ms": own["raw_ms"], "unit": "table",
+                "source": "the search's finalist measurement", "ratio_se_pct": own.get("ratio_se_pct")}
+    latency = _latency(measured, backend, choice.arch)
+    if latency is not None:
+        latency["source"] = "the report's re-measurement"
+    return latency
 
 
 def method_row(method: str, search: Search, choice: Choice, deployed: str, predictors: dict, measured: dict) -> dict:
@@ -143,14 +179,21 @@ def method_row(method: str, search: Search, choice: Choice, deployed: str, predi
         predictor = predictors.get(backend)
         row[f"pred_latency_ms_{backend}"] = float(predictor.predict(choice.arch)) if predictor else None
         row[f"measured_latency_{backend}"] = _latency(measured, backend, choice.arch)
-    deployed_latency = row[f"measured_latency_{scheme.latency_backend}"]
+    deployed_latency = _deployed_latency(search, choice, scheme.latency_backend, measured)
+    row["measured_latency_deployed"] = deployed_latency
     row["measured_latency_ms_deployed"] = deployed_latency["median_ms"] if deployed_latency else None
+    row["measured_latency_raw_ms_deployed"] = deployed_latency.get("raw_ms") if deployed_latency else None
+    row["latency_unit"] = deployed_latency["unit"] if deployed_latency else None
     row["pred_latency_ms_deployed"] = row[f"pred_latency_ms_{scheme.latency_backend}"]
     if deployed_latency:
         row["budget_fraction"] = deployed_latency["median_ms"] / search.budget_ms
         row["within_budget"] = deployed_latency["median_ms"] <= search.budget_ms
     else:
         row["budget_fraction"], row["within_budget"] = None, None
+    # a finalist measured over the budget cannot win; the report says when none fit (deployed as searched)
+    row["none_fit"] = choice.none_fit and deployed == search.scheme
+    row["none_fit_message"] = (search.finalist_latency or {}).get("message") if row["none_fit"] else None
+    row["excluded_over_budget"] = choice.excluded
     return row
 
 
@@ -191,6 +234,17 @@ def progress(search: Search) -> list[dict]:
             best = value if best is None else max(best, value)
         rows.append({"evaluations": index, "best_so_far_points": None if best is None else 100 * best})
     return rows
+
+
+def latency_units(predictors: dict, searches: list[Search]) -> dict:
+    """Per backend, what a millisecond of its table unit is (the predictor's table's unit)."""
+    units = {backend: predictor.metadata.get("unit") for backend, predictor in predictors.items()
+             if predictor.metadata.get("unit")}
+    for search in searches:
+        unit = (search.finalist_latency or {}).get("unit") or {}
+        if unit.get("backend") and unit.get("text"):
+            units.setdefault(unit["backend"], unit["text"])
+    return units
 
 
 def settings(searches: list[Search], measured: dict) -> dict:
@@ -247,7 +301,8 @@ def build_summary(searches: list[Search], predictors: dict, measured: dict, prob
                 comparisons.append(entry)
         budgets.append({"budget_ms": budget, "methods": {m: rows[m] for m in METHOD_ORDER if m in rows},
                         "comparisons": comparisons, "progress": curves[budget]})
-    return {"settings": settings(searches, measured), "budgets": budgets,
+    return {"settings": dict(settings(searches, measured), latency_units=latency_units(predictors, searches)),
+            "budgets": budgets,
             "predictors": predictor_quality(searches, predictors, measured, comparability),
             "problems": list(problems or []),
             "searches": [{"name": s.name, "task": s.task, "scheme": s.scheme, "strategy": s.strategy,

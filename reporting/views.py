@@ -42,7 +42,10 @@ def flat_rows(summary: dict) -> list[dict]:
                     "size_mb_deployed": row["size_mb_deployed"], "deployed_scheme": row["deployed_scheme"],
                     "pred_latency_ms_deployed": row["pred_latency_ms_deployed"],
                     "measured_latency_ms_deployed": row["measured_latency_ms_deployed"],
+                    "measured_latency_raw_ms_deployed": row.get("measured_latency_raw_ms_deployed"),
+                    "latency_unit": row.get("latency_unit"),
                     "budget_fraction": row["budget_fraction"], "within_budget": row["within_budget"],
+                    "none_fit": row.get("none_fit"),
                     "accuracy_mean_points": acc.get("mean"), "accuracy_std_points": acc.get("std"),
                     "accuracy_n": acc.get("n"), "evaluations_total": row["evaluations_total"],
                     "saved_model": row["saved_model"]}
@@ -56,6 +59,17 @@ def flat_rows(summary: dict) -> list[dict]:
     return rows
 
 
+def _measured(row: dict) -> str:
+    """The measured latency and what it is in: ``4.50 table (raw 4.71)`` or ``4.71 raw``."""
+    value, unit = row["measured_latency_ms_deployed"], row.get("latency_unit")
+    if value is None:
+        return "–"
+    if unit == "table":
+        raw = row.get("measured_latency_raw_ms_deployed")
+        return f"{value:.2f} table unit" + (f" (raw {raw:.2f})" if raw is not None else "")
+    return f"{value:.2f} raw"
+
+
 def markdown_table(summary: dict) -> str:
     header = ("| budget (ms) | method | arch | encoder / total params (M) | size fp32 / deployed (MB) "
               "| pred. / measured latency, deployed (ms) | of budget | within | accuracy (points, mean ± std) "
@@ -65,12 +79,20 @@ def markdown_table(summary: dict) -> str:
         for row in entry["methods"].values():
             enc = row["encoder_params"] / 1e6 if row["encoder_params"] else None
             fraction = None if row["budget_fraction"] is None else f"{100 * row['budget_fraction']:.0f} %"
+            if row.get("none_fit"):
+                fraction = f"{fraction} (no finalist fits: no winner)"
             lines.append(
                 f"| {entry['budget_ms']:g} | {row['label']} | {row['arch_summary']} | {_f(enc)} / "
                 f"{_f(row['total_params'] / 1e6)} | {_f(row['size_mb_fp32'], 1)} / {_f(row['size_mb_deployed'], 1)} "
-                f"| {_f(row['pred_latency_ms_deployed'])} / {_f(row['measured_latency_ms_deployed'])} | {_f(fraction)} "
+                f"| {_f(row['pred_latency_ms_deployed'])} / {_measured(row)} | {_f(fraction)} "
                 f"| {_f(row['within_budget'])} | {_acc(row)} | {_splits(row)} | {row['evaluations_total']} |")
     return "\n".join(lines)
+
+
+def unit_lines(summary: dict) -> list[str]:
+    """What "table unit" means per backend (the report prints it above the table)."""
+    units = summary["settings"].get("latency_units") or {}
+    return [f"- {backend}: {text}" for backend, text in sorted(units.items())]
 
 
 def write_csv(rows: list[dict], path: str) -> None:

@@ -132,9 +132,9 @@ def _trainer_args(output_dir: str) -> dict:
 
 def latency_arch_seconds(tables: list[str]) -> dict | None:
     """Archs measured in every table and the seconds one arch costs in all of them together: the
-    shared build once, each backend's conversion and timing (anchor share included by the chunk's
-    interleave), from the arch records' ``prepare_s`` / ``timing_s``; plus a reference checkpoint's
-    seconds (all references in all backends)."""
+    shared build once, each backend's conversion and timing (the paired reference runs, or the anchor's
+    share by the chunk's interleave), from the arch records' ``prepare_s`` / ``timing_s``; plus a
+    reference checkpoint's seconds (all references in all backends)."""
     per_arch: dict[str, dict[str, dict]] = {}
     checkpoints: dict[tuple, float] = {}
     interleave = reference_every = None
@@ -155,7 +155,10 @@ def latency_arch_seconds(tables: list[str]) -> dict | None:
     if not complete:
         return None
     costs = []
-    share = 1.0 + 1.0 / float(interleave or 8)
+    # baf-latency-2: the chunk's anchor is timed once for every `interleave` archs; baf-latency-3's
+    # timing_s already holds the reference's runs paired with the arch's
+    paired = any(r.get("protocol") == "baf-latency-3" for records in complete for r in records.values())
+    share = 1.0 if paired else 1.0 + 1.0 / float(interleave or 8)
     for records in complete:
         prepares = [float(r.get("prepare_s") or 0.0) for r in records.values()]
         build = min(prepares)

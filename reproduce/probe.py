@@ -161,13 +161,13 @@ def _probe_pretraining(s: Settings, probe_dir: str, wanted: dict, seconds: dict)
 
 
 def _probe_latency(s: Settings, probe_dir: str, arch_file: str, seconds: dict) -> dict:
-    """The latency of one mid-size arch, both backends, with the table's reference checkpoints."""
+    """The latency of one mid-size arch, both backends, paired with the table's reference."""
     latency_dir = os.path.join(probe_dir, "latency")
     seconds["latency"] = run_script("lat_dataset_gen.sh", {
         "BACKEND": "fp32 int8", "SAVE_DIR": latency_dir, "SPACE": "", "SAMPLE": "", "ARCH_FILE": arch_file,
         "REFERENCES": "auto", "SEED": 0, "THREADS": s.get("LAT_THREADS", "1"), "INFER_CNT": s.get("INFER_CNT"),
         "WARMUP": s.get("WARMUP"), "VOCAB_SIZE": vocab_size(s.get("BERT_MODEL")), "SHARD": "", "LEGACY": 0,
-        "EXTRA_ARGS": "--remeasure_cap 0"}, "latency")
+        "EXTRA_ARGS": ""}, "latency")
     return latency_arch_seconds([os.path.join(latency_dir, FP32_TABLE), os.path.join(latency_dir, INT8_TABLE)])
 
 

@@ -33,7 +33,7 @@
 #   latency: LATENCY_TABLES (measure | authors: AUTHORS_TABLES/lat_.tmp, lat_quant_.tmp unchanged),
 #     AUTHORS_TABLES (../shared/data/original_latency), SAMPLE* (empty = the 14,250-arch grid | 36),
 #     INFER_CNT* (20 | 10), WARMUP* (5 | 3), LAT_THREADS (1), LATENCY_ARGS* (more latency flags |
-#     "--remeasure_cap 1")
+#     none)
 #   search: BUDGETS* ("5 10 15 20" ms | auto: BUDGET_PERCENTILES of the int8 table, kept in RUN_DIR/budgets.txt),
 #     BUDGET_PERCENTILES (50), TYPES ("fp ptq"), RANDOM_BASELINE* (0 | 1: also the int8 random search),
 #     GEN_SIZE* (10 | 2), POPULATION* (25 | 2), GENERATIONS* (3 | 1), TOP_K* (3 | 1), SEEDS* ("42 43 44" | "42 43"),
@@ -65,7 +65,7 @@ if [[ "$SMOKE" == "1" ]]; then
     SEEDS="${SEEDS:-42 43}"; JOBS="${JOBS:-2}"; NUM_THREADS="${NUM_THREADS:-1}"
     EVAL_ARGS="${EVAL_ARGS-"--max_train_examples 256 --eval_step 8"}"
     PROBE_STEPS="${PROBE_STEPS:-2}"; PROBE_FINETUNE_EXAMPLES="${PROBE_FINETUNE_EXAMPLES:-64}"
-    PRETRAIN_ARGS="${PRETRAIN_ARGS-"--quality_sequences 12"}"; LATENCY_ARGS="${LATENCY_ARGS-"--remeasure_cap 1"}"
+    PRETRAIN_ARGS="${PRETRAIN_ARGS-"--quality_sequences 12"}"; LATENCY_ARGS="${LATENCY_ARGS-}"
     DEFAULT_TITLE="Smoke run at paper geometry (random bert-base-shaped teacher, ${MAX_STEPS} pre-training steps; stand-in task: the 1k MNLI dev samples of shared/data, not GLUE MNLI) -- accuracies are not meaningful"
 else
     RUN_DIR="$(abspath "${RUN_DIR:-paper_run}")"

@@ -8,12 +8,14 @@
 #   bash script/run_pipeline.sh                                   # everything under demo_run/
 #   RUN_DIR=/tmp/demo DEMO_SCALE=ci bash script/run_pipeline.sh   # the reduced run CI does
 #
-# Re-running resumes: every stage skips what it already did. Latency is never timed next to other
-# work: the tables and the re-measurement run alone; the fine-tunes of the searches fill both cores.
+# Re-running resumes: every stage skips what it already did. The latency tables and the report's
+# re-measurement run alone; the fine-tunes of the searches fill both cores, and a search's final step
+# measures its finalists next to the table's reference (each pair's ratio cancels a neighbour's load).
 # Environment (defaults relative to the repository root):
 #   PYTHON (.venv/bin/python when it exists, else python3), RUN_DIR (demo_run), DEMO_SCALE (full | ci: fewer
 #   steps, archs and examples), SEED (42), BUDGETS (auto: the 35th and 65th percentile of the int8 table; or
-#   e.g. "3 5" in ms), SEEDS (final re-evaluation seeds), TOP_K, PRETRAIN_STEPS, PRETRAIN_BATCH, LAT_RUNS, LAT_ROUNDS (2),
+#   e.g. "3 5" in ms), SEEDS (final re-evaluation seeds), TOP_K, PRETRAIN_STEPS, PRETRAIN_BATCH, LAT_RUNS (timed
+#   runs per arch, each paired with a run of the reference),
 #   GEN_SIZE, POPULATION, GENERATIONS, NUM_TRAIN, NUM_DEV (defaults depend on DEMO_SCALE), RANDOM_BASELINE
 #   (1: also the int8 random search), JOBS (2: searches run this many at a time, one thread each),
 #   TICKETS (0; 1 adds a short BERT-Tickets run on the supernet's largest arch, 3 rounds of 20 %, to the
@@ -36,7 +38,7 @@ TASK_NAME=mnli
 case "$DEMO_SCALE" in
     full)
         PRETRAIN_STEPS="${PRETRAIN_STEPS:-300}"; NUM_TRAIN="${NUM_TRAIN:-1000}"; NUM_DEV="${NUM_DEV:-300}"
-        LAT_RUNS="${LAT_RUNS:-12}"; GEN_SIZE="${GEN_SIZE:-3}"; POPULATION="${POPULATION:-3}"
+        LAT_RUNS="${LAT_RUNS:-10}"; GEN_SIZE="${GEN_SIZE:-3}"; POPULATION="${POPULATION:-3}"
         GENERATIONS="${GENERATIONS:-3}"; CORPUS_MB="${CORPUS_MB:-2}"; TOP_K="${TOP_K:-3}"
         SEEDS="${SEEDS:-42 43 44}" ;;
     ci)
@@ -46,16 +48,14 @@ case "$DEMO_SCALE" in
         SEEDS="${SEEDS:-42 43}" ;;
     *) baf_die "DEMO_SCALE must be full or ci, got '$DEMO_SCALE'" ;;
 esac
-# Two rounds of LAT_RUNS/2 runs: with rounds of 2-3 runs (10 in 4) the round medians spread ~9 %
-# and 70-80 % of the archs were suspects (12-22 % with rounds of 6; BENCHMARKS.md); one
-# re-measurement per suspect keeps the stage near a minute.
-LAT_ROUNDS="${LAT_ROUNDS:-2}"
+# The latency protocol is the default (baf-latency-3: each of LAT_RUNS timed runs of an arch paired with a
+# run of the reference, cheap model builds); 10 pairs keep the stage near a minute on 2 idle cores.
 PRETRAIN_BATCH="${PRETRAIN_BATCH:-16}"
 PRETRAIN_SEQ="${PRETRAIN_SEQ:-64}"
 baf_require_int JOBS 1
 baf_require_choice RANDOM_BASELINE 0 1
 baf_require_choice TICKETS 0 1
-for var in PRETRAIN_STEPS NUM_TRAIN NUM_DEV LAT_RUNS LAT_ROUNDS GEN_SIZE POPULATION GENERATIONS TOP_K PRETRAIN_BATCH; do
+for var in PRETRAIN_STEPS NUM_TRAIN NUM_DEV LAT_RUNS GEN_SIZE POPULATION GENERATIONS TOP_K PRETRAIN_BATCH; do
     baf_require_int "$var" 1
 done
 
@@ -100,8 +100,7 @@ GENERATED_DIR="$SHARDS_DIR" OUTPUT_DIR="$SUPERNET_DIR" TEACHER_MODEL="" MLM=1 SP
 MODEL_DIR="$SUPERNET_DIR/final"
 
 stage latency "4/7 latency tables of the demo grid: fp32 and int8 in one process, arch by arch, nothing else running"
-SAVE_DIR="$LATENCY_DIR" SPACE=demo VOCAB_SIZE="$VOCAB_SIZE" INFER_CNT="$LAT_RUNS" WARMUP=3 TIMER=cpu LEGACY=1 BACKEND="fp32 int8" \
-    EXTRA_ARGS="--rounds $LAT_ROUNDS --remeasure_cap 1" \
+SAVE_DIR="$LATENCY_DIR" SPACE=demo VOCAB_SIZE="$VOCAB_SIZE" INFER_CNT="$LAT_RUNS" BACKEND="fp32 int8" \
     baf_run bash "$ROOT/script/lat_dataset_gen.sh"
 
 stage predictors "5/7 latency predictors (fp32 and int8)"

@@ -112,14 +112,19 @@ def _no_result(fitness_file: str, task: str | None) -> UserError:
 
 
 def write_top_k(config: SearchConfig, fitness: dict | None, fitness_file: str, output_file: str) -> list[dict]:
-    """``TopK``: the ``top_k`` fittest evaluated archs of the search's task."""
+    """``TopK``: the ``top_k`` fittest evaluated archs of the search's task that measure within the
+    budget (``latency.finalists``: measured with the predictor's table protocol, in its unit)."""
+    from latency.finalists import keep_within_budget
+
     if not fitness:
         raise _no_result(fitness_file, config.task)
-    ranked = sorted(fitness.items(), key=lambda item: (-item[1], item[0]))[:config.sizes.top_k]
-    archs = [json.loads(key) for key, _ in ranked]
+    ranked = sorted(fitness.items(), key=lambda item: (-item[1], item[0]))
+    archs = keep_within_budget([(json.loads(key), value) for key, value in ranked], config.predictor.predict,
+                               config.predictor.metadata, config.window.constraint, config.sizes.top_k, output_file,
+                               config.predictor.path)
     write_arch_file(output_file, archs)
-    logger.info("wrote the %d fittest of %d evaluated archs to %s: %s", len(archs), len(fitness), output_file,
-                ", ".join(f"{arch_summary(a)} {f:.4f}" for a, (_, f) in zip(archs, ranked)))
+    logger.info("wrote %d finalists of %d evaluated archs to %s: %s", len(archs), len(fitness), output_file,
+                ", ".join(f"{arch_summary(a)} {fitness[arch_key(a)]:.4f}" for a in archs))
     return archs
 
 

@@ -6,14 +6,35 @@ from __future__ import annotations
 
 import collections
 
+import pytest
+
 from latency import backends, measure
-from utils import arch_key
+from utils import arch_key, run_cli
+
+
+@pytest.fixture
+def private_timing_slot(tmp_path, monkeypatch):
+    """This test's own machine-wide timing slot (import it with ``autouse`` semantics: see
+    ``pytestmark`` in the test modules)."""
+    monkeypatch.setenv("BAF_TIMING_LOCK_DIR", str(tmp_path / "timing_slot"))
+
+
+def stage(argv, expect=0):
+    """The PyTorch latency stage in this process; asserts its exit code."""
+    import inference_time_evaluation_quant as torch_stage
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(torch_stage.main, argv)
+    assert info.value.code == expect
+    return info.value.code
 
 # a 2 x 2 x 5 grid (lines of 5 FFN sizes); auto references: L2/H96/F256 (anchor), L1/H64/F192, L2/H96/F320
 GRID = ["--space", "demo_latency", "--layer_num_space", "1", "2", "--hidden_size_space", "64", "96", "32",
         "--intermediate_size_space", "128", "384", "64", "--head_num_space", "4", "4"]
-PROTOCOL = ["--vocab_size", "128", "--max_seq_length", "16", "--max_position_embeddings", "32", "--infer_cnt", "8",
-            "--warmup", "1", "--no_progress"]
+# the tests written for protocol baf-latency-2 (rounds, anchor, re-measurement) pin it; PAIRED for baf-latency-3
+SMALL_MODEL = ["--vocab_size", "128", "--max_seq_length", "16", "--max_position_embeddings", "32"]
+PROTOCOL = ["--protocol", "baf-latency-2"] + SMALL_MODEL + ["--infer_cnt", "8", "--warmup", "1", "--no_progress"]
+PAIRED = SMALL_MODEL + ["--infer_cnt", "6", "--warmup", "1", "--no_progress"]
 
 
 def law_ms(arch: dict, backend: str = "torch_fp32") -> float:

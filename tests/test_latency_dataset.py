@@ -18,6 +18,7 @@ TINY = ["--space", "demo_latency", "--layer_num_space", "1", "2", "--hidden_size
 RECORD_FIELDS = {"arch", "arch_key", "backend", "median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "runs", "warmup",
                  "batch_size", "seq_len", "threads", "cpu_model", "torch_version", "onnxruntime_version",
                  "quant_engine", "converted_linear", "hostname", "measured_at", "timer", "protocol"}
+ROUNDS = ["--protocol", "baf-latency-2"]  # the tests of protocol baf-latency-2's records pin it
 # protocol baf-latency-2 (issue 9)
 NEW_FIELDS = {"record_type", "raw_median_ms", "round_medians_ms", "round_values_ms", "round_spread_pct",
               "reference_ratio", "anchor_round_ms", "anchor_ms", "reference_base_ms", "reference_key", "measurement",
@@ -71,8 +72,8 @@ def test_protocol_rejects_bad_settings(kwargs, message):
 
 def test_fp32_and_int8_tables_with_legacy_lines(tmp_path):
     out = str(tmp_path / "lat")
-    assert run(["--save_dir", out, "--legacy_format"] + TINY) == 0
-    assert run(["--save_dir", out, "--legacy_format", "--quant"] + TINY) == 0
+    assert run(["--save_dir", out, "--legacy_format"] + TINY + ROUNDS) == 0
+    assert run(["--save_dir", out, "--legacy_format", "--quant"] + TINY + ROUNDS) == 0
     grid = {arch_key(make_arch(layers, hidden, ffn, 4)) for layers in (1, 2) for hidden in (64, 96) for ffn in (128, 192)}
     assert len(grid) == 8
     for backend, legacy in (("torch_fp32", "lat_.tmp"), ("torch_dynamic_int8", "lat_quant_.tmp")):

@@ -15,23 +15,15 @@ import pytest
 
 import inference_time_evaluation_quant as torch_stage
 from latency import drift, measure, robust, table
-from latency_fixtures import GRID, PROTOCOL, FakeMachine, law_ms, round_of_call
+from latency_fixtures import (GRID, PROTOCOL, FakeMachine, law_ms, private_timing_slot,  # noqa: F401
+                              round_of_call, stage)
 from utils import arch_key, get_space, make_arch, run_cli, write_arch_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = 1e-9  # synthetic timings go through float clock arithmetic only
 
 
-@pytest.fixture(autouse=True)
-def private_timing_slot(tmp_path, monkeypatch):
-    monkeypatch.setenv("BAF_TIMING_LOCK_DIR", str(tmp_path / "timing_slot"))
-
-
-def stage(argv, expect=0):
-    with pytest.raises(SystemExit) as info:
-        run_cli(torch_stage.main, argv)
-    assert info.value.code == expect
-    return info.value.code
+pytestmark = pytest.mark.usefixtures("private_timing_slot")
 
 
 def file_records(path):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from latency.measure import Protocol, apply_threads, environment, load_average, measure, utc_now
+from latency.protocol import ROUNDS  # a ticket is timed in rounds (latency.measure.measure)
 from utils import UserError
 
 TIMED_BACKENDS = ("torch_fp32", "torch_dynamic_int8")
@@ -41,8 +42,8 @@ def ticket_protocol(config, runs: int = 20, warmup: int = 5, rounds: int = 4, th
     if seq_len > config.max_position_embeddings:
         raise UserError(f"--latency_seq_len {seq_len} exceeds the model's max_position_embeddings "
                         f"{config.max_position_embeddings}")
-    return Protocol(warmup=warmup, runs=runs, rounds=rounds, interleave=len(TIMED_BACKENDS), timer=timer,
-                    threads=threads, seq_len=seq_len, vocab_size=config.vocab_size,
+    return Protocol(version=ROUNDS, warmup=warmup, runs=runs, rounds=rounds, interleave=len(TIMED_BACKENDS),
+                    timer=timer, threads=threads, seq_len=seq_len, vocab_size=config.vocab_size,
                     max_position_embeddings=config.max_position_embeddings)
 
 
