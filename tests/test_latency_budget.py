@@ -293,7 +293,21 @@ def test_run_search_holds_its_predictor_for_the_whole_search(tmp_path, monkeypat
                 pass
         held.append(op)
 
-    monkeypatch.setattr(run_search, "step", step)
+    class Run:  # the search's steps, replaced by the check above (the lock is what is tested)
+        def __init__(self, plan):
+            self.plan = plan
+
+        def check(self, ops):
+            pass
+
+        def step(self, op, generation=None):
+            step(self.plan, op)
+
+        def run(self, whole):
+            for op in ("cand", "fast", "eval", "evol", "eval", "final"):
+                step(self.plan, op)
+
+    monkeypatch.setattr(run_search, "SearchRun", Run)
     for name, value in (("PREDICTOR", str(predictor)), ("MODEL_DIR", make_supernet_dir(str(tmp_path / "net"))),
                         ("CANDS_DIR", str(tmp_path / "cands")), ("OUTPUT_ROOT", str(tmp_path / "out")),
                         ("DATA_DIR", str(tmp_path)), ("GENERATIONS", "1")):
