@@ -41,6 +41,29 @@ def _jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def processes_of_run(tag: str) -> list[tuple[int, str]]:
+    """``(pid, command)`` of every live process whose environment holds ``BAF_RUN_TAG=<tag>``: a run
+    started with that variable passes it to everything it starts (Linux /proc; zombies excluded)."""
+    needle = f"BAF_RUN_TAG={tag}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                if needle not in handle.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                if handle.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        found.append((int(name), command[:160]))
+    return found
+
+
 def _stable(record: dict) -> dict:
     return {k: v for k, v in record.items() if not any(part in k for part in VOLATILE)}
 

@@ -83,7 +83,7 @@ if [[ "$PRUNE_POOLER" == "1" ]]; then FLAGS+=(--prune_pooler); fi
 if [[ "$DO_LOWER_CASE" == "1" ]]; then FLAGS+=(--do_lower_case); fi
 if [[ "$LATENCY" == "0" ]]; then FLAGS+=(--no_latency); fi
 
-"$PYTHON" "$ROOT/bert_tickets.py" \
+exec "$PYTHON" "$ROOT/bert_tickets.py" \
     --model "$MODEL_DIR" \
     --data_dir "$DATA_DIR" \
     --task_name "$TASK_NAME" \

@@ -44,7 +44,7 @@ FLAGS=()
 if [[ "$DO_LOWER_CASE" == "1" ]]; then FLAGS+=(--do_lower_case); fi
 if [[ "$OVERWRITE" == "1" ]]; then FLAGS+=(--overwrite); fi
 
-"$PYTHON" "$ROOT/generate_data.py" \
+exec "$PYTHON" "$ROOT/generate_data.py" \
     --train_corpus "$RAW_DIR" \
     --output_dir "$GENERATED_DIR" \
     --bert_model "$BERT_MODEL" \

@@ -71,7 +71,7 @@ if [[ -n "$SHARD" ]]; then FLAGS+=(--shard "$SHARD"); fi
 if [[ -n "$CPU_AFFINITY" ]]; then FLAGS+=(--cpu_affinity "$CPU_AFFINITY"); fi
 if [[ "$LEGACY" == "1" ]]; then FLAGS+=(--legacy_format); fi
 
-"$PYTHON" "$ROOT/$SCRIPT" \
+exec "$PYTHON" "$ROOT/$SCRIPT" \
     --save_dir "$SAVE_DIR" \
     --references "$REFERENCES" \
     --seed "$SEED" \

@@ -101,7 +101,7 @@ else
     LAUNCH=("$PYTHON")
 fi
 
-"${LAUNCH[@]}" "$ROOT/pre_training.py" \
+exec "${LAUNCH[@]}" "$ROOT/pre_training.py" \
     --pregenerated_data "$GENERATED_DIR" \
     --output_dir "$OUTPUT_DIR" \
     --space "$SPACE" \

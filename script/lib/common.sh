@@ -103,25 +103,31 @@ baf_require_task() {  # baf_require_task VAR: $VAR names a GLUE task of glue.tas
     fi
 }
 
-# ---- supervising child jobs: each runs in its own process group and ends with this script
-BAF_CHILDREN=()
+# ---- supervising child jobs
+# Every job runs under script/lib/supervise.py: in a process group of its own that ends when the job is
+# stopped, when this script ends, or when this script dies -- SIGKILL included (the supervisor watches
+# its parent). So stopping any level (make, a pipeline, a stage script) stops everything below it.
+BAF_SUPERVISED=0
 
-baf_kill_children() {
-    local pid
-    for pid in ${BAF_CHILDREN[@]+"${BAF_CHILDREN[@]}"}; do
-        kill -TERM -- "-$pid" 2> /dev/null || kill -TERM "$pid" 2> /dev/null || true
-    done
+baf_stop_children() {  # baf_stop_children SIGNAL: pass SIGNAL to every running job, wait until they end
+    local signal="$1" pid pids
+    pids="$(jobs -pr)"
+    [[ -n "$pids" ]] || return 0
+    for pid in $pids; do kill "-$signal" "$pid" 2> /dev/null || true; done
+    for pid in $pids; do wait "$pid" 2> /dev/null || true; done  # bounded: supervisors SIGKILL after a grace
 }
 
-baf_supervise() {  # call once: SIGINT/SIGTERM/exit stop every job started with baf_spawn
-    trap 'baf_kill_children; trap - EXIT; exit 130' INT
-    trap 'baf_kill_children; trap - EXIT; exit 143' TERM
-    trap 'baf_kill_children' EXIT
+baf_supervise() {  # SIGINT/SIGTERM/SIGHUP/exit stop every job started with baf_spawn (called by baf_spawn)
+    BAF_SUPERVISED=1
+    trap 'trap - INT TERM HUP; baf_stop_children INT; trap - EXIT; exit 130' INT
+    trap 'trap - INT TERM HUP; baf_stop_children TERM; trap - EXIT; exit 143' TERM
+    trap 'trap - INT TERM HUP; baf_stop_children TERM; trap - EXIT; exit 129' HUP
+    trap 'baf_stop_children TERM' EXIT
 }
 
-baf_spawn() {  # baf_spawn CMD...: start CMD in the background in a process group of its own ($! is it)
-    setsid "$@" &
-    BAF_CHILDREN+=("$!")
+baf_spawn() {  # baf_spawn CMD...: start CMD in the background, supervised ($! is its supervisor)
+    [[ "$BAF_SUPERVISED" == 1 ]] || baf_supervise
+    "${PYTHON:-python3}" -I -S "$ROOT/script/lib/supervise.py" -- "$@" &
 }
 
 baf_run() {  # baf_run CMD...: run CMD supervised and wait for it (signals reach this script at once)
