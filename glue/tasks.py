@@ -12,6 +12,7 @@ unknown label, a short row -- is a one-line ``UserError`` naming the file and li
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 from utils import UserError, get_logger
@@ -47,6 +48,7 @@ class TaskSpec:
     dev_files: dict  # name -> file; the first one is the primary dev set
     hparams: HyperParams
     skip_short_rows: bool = False  # QQP's train file has a few malformed rows; GLUE readers skip them
+    score_range: tuple[float, float] | None = None  # regression: the scores a row may hold
 
     @property
     def num_labels(self) -> int:
@@ -74,7 +76,7 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("mrpc", _BINARY, ("#1 String", "#2 String", "Quality"), None, "train.tsv", {"dev": "dev.tsv"},
              HyperParams(128, 2e-5, 10)),
     TaskSpec("sts-b", None, ("sentence1", "sentence2", "score"), None, "train.tsv", {"dev": "dev.tsv"},
-             HyperParams(128, 3e-5, 10)),
+             HyperParams(128, 3e-5, 10), score_range=(0.0, 5.0)),
     TaskSpec("qqp", _BINARY, ("question1", "question2", "is_duplicate"), None, "train.tsv", {"dev": "dev.tsv"},
              HyperParams(128, 2e-5, 500), skip_short_rows=True),
     TaskSpec("mnli", _NLI3, ("sentence1", "sentence2", "gold_label"), None, "train.tsv",
@@ -157,6 +159,9 @@ def read_tsv_examples(task: TaskSpec | str, path: str, split: str = "dev", max_e
                 label: str | float = float(raw_label)
             except ValueError:
                 raise UserError(f"{where}: score {raw_label!r} is not a number (task {task.name})") from None
+            low, high = task.score_range or (-math.inf, math.inf)
+            if not math.isfinite(label) or not low <= label <= high:
+                raise UserError(f"{where}: score {raw_label!r} is outside [{low:g}, {high:g}] (task {task.name})")
         else:
             if raw_label == "-" and task.labels == _NLI3:
                 skipped += 1  # MultiNLI rows without a gold label; GLUE's files have none
