@@ -24,7 +24,7 @@ baf_init "$@"
 baf_supervise
 
 cd "$ROOT"  # relative paths (RUN_DIR, ...) are relative to the repository root
-RUN_DIR="$(mkdir -p "${RUN_DIR:-demo_run}" && cd "${RUN_DIR:-demo_run}" && pwd)"
+RUN_DIR="${RUN_DIR:-demo_run}"
 DEMO_SCALE="${DEMO_SCALE:-full}"
 SEED="${SEED:-42}"
 BUDGETS="${BUDGETS:-auto}"
@@ -52,12 +52,25 @@ esac
 LAT_ROUNDS="${LAT_ROUNDS:-2}"
 PRETRAIN_BATCH="${PRETRAIN_BATCH:-16}"
 PRETRAIN_SEQ="${PRETRAIN_SEQ:-64}"
-baf_require_int JOBS 1
+DEMO_MAX_POSITIONS=128  # the demo supernet's max_position_embeddings (SUPERNET_CONFIG below)
+
+# Every setting checked before the first stage writes anything: one line naming the variable.
+baf_require_outdir RUN_DIR "run directory"
+baf_require_int JOBS 1 64
+baf_require_int SEED 0 4294967295
 baf_require_choice RANDOM_BASELINE 0 1
 baf_require_choice TICKETS 0 1
 for var in PRETRAIN_STEPS NUM_TRAIN NUM_DEV LAT_RUNS LAT_ROUNDS GEN_SIZE POPULATION GENERATIONS TOP_K PRETRAIN_BATCH; do
-    baf_require_int "$var" 1
+    baf_require_int "$var" 1 100000000
 done
+(( LAT_ROUNDS <= LAT_RUNS )) || baf_die "LAT_ROUNDS=$LAT_ROUNDS is more than LAT_RUNS=$LAT_RUNS (each round times LAT_RUNS / LAT_ROUNDS runs)"
+baf_require_int PRETRAIN_SEQ 5 "$DEMO_MAX_POSITIONS"  # the shards and the supernet both take it
+baf_require_number CORPUS_MB 0 1000 strict
+baf_require_ints SEEDS 0 4294967295
+if [[ "$BUDGETS" != "auto" ]]; then baf_require_numbers BUDGETS 0 100000 strict; fi
+
+mkdir -p "$RUN_DIR"
+RUN_DIR="$(cd "$RUN_DIR" && pwd)"
 
 DATA_DIR="$RUN_DIR/data"
 SHARDS_DIR="$RUN_DIR/shards"
@@ -92,7 +105,7 @@ RAW_DIR="$DATA_DIR/corpus" GENERATED_DIR="$SHARDS_DIR" BERT_MODEL="$VOCAB" MAX_S
 
 stage pretraining "3/7 supernet pre-training (MLM, one sampled sub-model per step, $PRETRAIN_STEPS steps, 2 threads)"
 # The demo supernet is the largest arch of the demo family's supernet space (utils.SPACES).
-SUPERNET_CONFIG="{\"vocab_size\": $VOCAB_SIZE, \"hidden_size\": 448, \"num_hidden_layers\": 4, \"intermediate_size\": 1536, \"qkv_size\": 448, \"num_attention_heads\": 4, \"max_position_embeddings\": 128}"
+SUPERNET_CONFIG="{\"vocab_size\": $VOCAB_SIZE, \"hidden_size\": 448, \"num_hidden_layers\": 4, \"intermediate_size\": 1536, \"qkv_size\": 448, \"num_attention_heads\": 4, \"max_position_embeddings\": $DEMO_MAX_POSITIONS}"
 GENERATED_DIR="$SHARDS_DIR" OUTPUT_DIR="$SUPERNET_DIR" TEACHER_MODEL="" MLM=1 SPACE=demo \
     SUPERNET_CONFIG="$SUPERNET_CONFIG" MAX_STEPS="$PRETRAIN_STEPS" EPOCHS=100 BATCH_SIZE="$PRETRAIN_BATCH" LR=1e-3 \
     MAX_SEQ_LENGTH="$PRETRAIN_SEQ" WARMUP_PROPORTION=0.06 SAVE_STEPS=50 LOGGING_STEPS=25 THREADS=2 SEED="$SEED" \

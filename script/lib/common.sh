@@ -83,11 +83,64 @@ baf_require_choice() {  # baf_require_choice VAR CHOICE...: $VAR is one of the c
     baf_die "$var must be one of $*, got '$value'"
 }
 
-baf_require_int() {  # baf_require_int VAR [MIN]: $VAR is an integer >= MIN
-    local var="$1" low="${2:-0}"
+baf_require_int() {  # baf_require_int VAR [MIN] [MAX]: $VAR is an integer in [MIN, MAX] (MIN defaults to 0)
+    local var="$1" low="${2:-0}" high="${3:-}"
     local value="${!var:-}"
     [[ "$value" =~ ^-?[0-9]+$ ]] || baf_die "$var must be an integer, got '$value'"
+    (( ${#value} <= 18 )) || baf_die "$var=$value is out of range"  # beyond what shell arithmetic holds
+    local sign=1
+    [[ "$value" == -* ]] && sign=-1
+    value=$((sign * 10#${value#-}))  # 08 is eight, not an octal error
     (( value >= low )) || baf_die "$var must be >= $low, got $value"
+    [[ -z "$high" ]] || (( value <= high )) || baf_die "$var must be <= $high, got $value"
+}
+
+_baf_number() {  # _baf_number VAR VALUE MIN MAX STRICT: VALUE a finite decimal in [MIN, MAX] ((MIN, MAX] if STRICT)
+    local var="$1" value="$2" low="$3" high="$4" strict="$5"
+    [[ "$value" =~ ^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$ ]] \
+        || baf_die "$var must be a number, got '$value'"
+    awk -v v="$value" 'BEGIN { x = v + 0; exit !(x <= 1e300 && x >= -1e300) }' \
+        || baf_die "$var must be a finite number, got '$value'"
+    if [[ -n "$low" ]] && ! awk -v v="$value" -v b="$low" -v s="$strict" 'BEGIN { exit !(s ? v + 0 > b + 0 : v + 0 >= b + 0) }'; then
+        baf_die "$var must be $([[ -n "$strict" ]] && echo '>' || echo '>=') $low, got '$value'"
+    fi
+    if [[ -n "$high" ]] && ! awk -v v="$value" -v b="$high" 'BEGIN { exit !(v + 0 <= b + 0) }'; then
+        baf_die "$var must be <= $high, got '$value'"
+    fi
+}
+
+baf_require_number() {  # baf_require_number VAR [MIN] [MAX] [strict]: a finite number in [MIN, MAX] (MIN excluded if strict)
+    _baf_number "$1" "${!1:-}" "${2:-}" "${3:-}" "${4:-}"
+}
+
+baf_require_numbers() {  # baf_require_numbers VAR [MIN] [MAX] [strict]: one or more such numbers, separated by spaces
+    local var="$1" word words
+    read -r -a words <<< "${!var:-}"
+    (( ${#words[@]} > 0 )) || baf_die "$var is empty; set it to one or more numbers separated by spaces"
+    for word in "${words[@]}"; do _baf_number "$var" "$word" "${2:-}" "${3:-}" "${4:-}"; done
+}
+
+baf_require_ints() {  # baf_require_ints VAR [MIN] [MAX]: one or more integers, separated by spaces
+    local var="$1" word words
+    read -r -a words <<< "${!var:-}"
+    (( ${#words[@]} > 0 )) || baf_die "$var is empty; set it to one or more integers separated by spaces"
+    for word in "${words[@]}"; do
+        (BAF_WORD="$word" baf_require_int BAF_WORD "${2:-0}" "${3:-}") 2> /dev/null \
+            || baf_die "$var must hold integers >= ${2:-0}$([[ -n "${3:-}" ]] && echo " and <= ${3}"), got '$word'"
+    done
+}
+
+baf_require_outdir() {  # baf_require_outdir VAR [what]: $VAR names a directory this script may create or write into
+    local var="$1" what="${2:-output directory}"
+    local value="${!var:-}" probe
+    [[ -n "$value" ]] || baf_die "$var is empty; set it to the $what"
+    if [[ -e "$value" && ! -d "$value" ]]; then baf_die "$var=$value: exists and is not a directory (the $what)"; fi
+    probe="$value"
+    while [[ ! -e "$probe" ]]; do probe="$(dirname "$probe")"; done  # the nearest existing ancestor
+    [[ -d "$probe" ]] || baf_die "$var=$value: $probe is not a directory (the $what)"
+    # a real probe (a directory created and removed): permissions alone miss read-only and virtual file systems
+    probe="$(mktemp -d "$probe/.baf_write_probe.XXXXXX" 2> /dev/null)" && rmdir "$probe" \
+        || baf_die "$var=$value: cannot create or write in it (the $what)"
 }
 
 baf_py() {  # run PYTHON with the repository importable, from any working directory
