@@ -41,6 +41,7 @@ from utils import (
     arch_features_v2,
     check_arch_schema,
     get_logger,
+    load_weights_only,
 )
 
 logger = get_logger("latency.predictor")
@@ -162,10 +163,7 @@ class LatencyPredictor:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such latency predictor checkpoint")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a truncated or foreign file
-            raise UserError(f"{path}: not a readable predictor checkpoint ({type(err).__name__}: {err})") from None
+        checkpoint = load_weights_only(path, "predictor checkpoint")  # a truncated, foreign or pickled file: one line
         if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
             return cls(checkpoint)
         if isinstance(checkpoint, dict) and "first_layer.weight" in checkpoint:

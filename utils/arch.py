@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from utils.cli import ArchError, UserError
-from utils.files import atomic_write
+from utils.files import atomic_write, iter_text_lines, json_problem
 
 if TYPE_CHECKING:
     from utils.space import SearchSpace
@@ -129,6 +129,8 @@ def parse_arch(text: str, where: str = "") -> dict:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise ArchError(f"{prefix}not a JSON or Python-literal arch dict: {text[:80]!r}") from None
+    except (ValueError, RecursionError, MemoryError) as err:  # too deep, a number too long to read
+        raise ArchError(f"{prefix}{json_problem(err)}") from None
     return check_arch_schema(value, where)
 
 
@@ -139,18 +141,11 @@ def iter_arch_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict, list[s
     covers ``.cands`` files and the original latency tables (``<arch>\\t<ms>``).
     """
     path = os.fspath(path)
-    try:
-        handle = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected an arch file") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            arch_text, *extra = line.rstrip("\n").split("\t")
-            yield number, parse_arch(arch_text, where=f"{path}:{number}"), extra
+    for number, line in iter_text_lines(path, "arch file"):  # encoding, link loops, ...: one line
+        if not line.strip():
+            continue
+        arch_text, *extra = line.rstrip("\n").split("\t")
+        yield number, parse_arch(arch_text, where=f"{path}:{number}"), extra
 
 
 def read_arch_file(path: str | os.PathLike, space: "SearchSpace | None" = None,

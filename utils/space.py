@@ -14,11 +14,17 @@ from typing import Any, Iterator
 
 from utils.arch import ArchError, check_arch_schema, is_homogeneous, make_arch
 from utils.cli import UserError
-from utils.files import atomic_write
+from utils.files import atomic_write, load_json_file
 
 # --------------------------------------------------------------------------------------
 # Search spaces
 # --------------------------------------------------------------------------------------
+
+
+# Far beyond any BERT (the paper's finest grid has 225 values, its widest dimension 1024), yet small
+# enough that enumerating, sampling or building a model from a grid cannot exhaust memory.
+MAX_GRID_VALUES = 10_000
+MAX_GRID_VALUE = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +38,10 @@ class Grid:
     def __post_init__(self):
         if self.step < 1 or self.start > self.stop or self.start < 1:
             raise UserError(f"bad grid {self.start}..{self.stop} step {self.step}")
+        count = (self.stop - self.start) // self.step + 1
+        if count > MAX_GRID_VALUES or self.stop > MAX_GRID_VALUE:  # checked before any list of values is built
+            raise UserError(f"grid {self.start}..{self.stop} step {self.step} has {count:,} values up to {self.stop:,}; "
+                            f"a dimension has at most {MAX_GRID_VALUES:,} values, each at most {MAX_GRID_VALUE:,}")
 
     @property
     def values(self) -> list[int]:
@@ -303,15 +313,7 @@ def load_space_file(path: str | os.PathLike) -> dict[str, SearchSpace]:
     Grids are ``[start, stop, step]``; ``"qkv_size": null`` (or absent) ties qkv to hidden.
     Returns ``{role: space}``; a single space is returned under the key ``"*"``."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such space file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a JSON space file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a JSON space file ({err})") from None
+    data = load_json_file(path, "JSON space file")  # missing, a directory, encoding, depth, number size: one line
     stem = os.path.splitext(os.path.basename(path))[0]
     if isinstance(data, dict) and any(role in data for role in SPACE_ROLES):
         unknown = sorted(set(data) - set(SPACE_ROLES) - {"name", "description"})
@@ -369,11 +371,7 @@ def read_space_record(directory: str | os.PathLike) -> dict[str, SearchSpace]:
     path = os.path.join(os.fspath(directory), SPACE_FILE)
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
+    data = load_json_file(path, "space record")  # encoding, depth, number size: one line
     return spaces_from_record(data, path)
 
 
