@@ -9,11 +9,12 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sys
 import tempfile
 from typing import Iterator
 
-from utils.cli import UserError, get_logger
+from utils.cli import UserError, get_logger, os_problem
 
 # --------------------------------------------------------------------------------------
 # Files: atomic writes and JSON lines
@@ -189,8 +190,7 @@ def open_input(path: str | os.PathLike, what: str = "file"):
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, expected {'an' if what[:1] in 'aeiou' else 'a'} {what}") from None
     except OSError as err:
-        reason = "a loop of symbolic links" if err.errno == errno.ELOOP else (err.strerror or str(err))
-        raise UserError(f"{path}: cannot read the {what} ({reason})") from None
+        raise UserError(f"{path}: cannot read the {what} ({os_problem(err)})") from None
 
 
 def iter_text_lines(path: str | os.PathLike, what: str = "file") -> Iterator[tuple[int, str]]:
@@ -299,10 +299,12 @@ def load_weights_only(path: str | os.PathLike, what: str = "checkpoint"):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "GLOBAL" in str(err) or "allowed global" in str(err):  # a class or function to import and call
-            raise UserError(f"{path}: refused: it holds pickled Python objects beyond tensors and plain data, which "
-                            f"could run code when loaded; a {what} holds only weights") from None
-        raise UserError(f"{path}: not a readable {what} (not a torch file)") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))  # a class or function the file asks to import and call
+        if found:
+            raise UserError(f"{path}: refused: it holds pickled Python objects ({found.group(1)}) beyond tensors and "
+                            f"plain data, which could run code when loaded; a {what} holds only weights") from None
+        raise UserError(f"{path}: not a readable {what}: weights-only loading refused it (not a torch file, or "
+                        "pickled data beyond tensors); such a file is never loaded unsafely") from None
     except MemoryError:
         raise UserError(f"{path}: not a readable {what} (too large to load)") from None
     except Exception as err:  # a truncated zip, a foreign format: torch's message is long
