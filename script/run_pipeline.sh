@@ -71,6 +71,7 @@ if [[ "$BUDGETS" != "auto" ]]; then baf_require_numbers BUDGETS 0 100000 strict;
 
 mkdir -p "$RUN_DIR"
 RUN_DIR="$(cd "$RUN_DIR" && pwd)"
+baf_hold_lock "$RUN_DIR/.pipeline.lock" "run directory RUN_DIR=$RUN_DIR"  # one pipeline per run directory
 
 DATA_DIR="$RUN_DIR/data"
 SHARDS_DIR="$RUN_DIR/shards"

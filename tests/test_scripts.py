@@ -174,3 +174,35 @@ def test_stage_scripts_check_numbers_and_output_directories(tmp_path, script, en
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
     assert message.replace("{file}", str(existing)) in lines[0], lines
     assert not (tmp_path / "lat").exists() and not (tmp_path / "out").exists() and not (tmp_path / "report").exists()
+
+
+def test_one_pipeline_per_run_directory(tmp_path):
+    """A second run on the same directory is refused naming the first (its stages would write beside the
+    first's); once the first is gone -- even by SIGKILL -- the lock is free."""
+    import time
+
+    script = tmp_path / "run.sh"
+    script.write_text(f'set -euo pipefail\nsource "{REPO}/script/lib/common.sh"\n'
+                      f'baf_hold_lock "{tmp_path}/.pipeline.lock" "run directory RUN_DIR={tmp_path}"\n'
+                      f'echo held\nbaf_run sleep 60\n')
+    first = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        second = run(str(script))
+        assert second.returncode == 2 and second.stderr.strip() == (
+            f"run.sh: error: the run directory RUN_DIR={tmp_path} is in use by pid {first.pid} since "
+            f"{second.stderr.split(' since ')[1].split(';')[0]}; wait for that run or stop it (one run per directory)")
+        os.kill(first.pid, 9)
+        first.wait()
+        deadline = time.monotonic() + 5
+        while True:  # the supervisor of `sleep` notices within a fraction of a second, and the lock is free
+            third = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+            if third.stdout.readline().strip() == "held" or time.monotonic() > deadline:
+                break
+            third.wait()
+        assert third.poll() is None, "the lock of a killed run was not released"
+        os.killpg(third.pid, 15)
+        third.wait()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, 9)

@@ -156,6 +156,25 @@ baf_require_task() {  # baf_require_task VAR: $VAR names a GLUE task of glue.tas
     fi
 }
 
+baf_hold_lock() {  # baf_hold_lock FILE WHAT: hold an exclusive lock on FILE for as long as this script (or a job
+    # it started) runs, or die naming the holder. flock(2) on a descriptor this shell keeps: the kernel drops it
+    # when the last process holding the descriptor ends, so a killed run leaves no stale lock.
+    local file="$1" what="$2" holder
+    exec {BAF_LOCK_FD}>>"$file" || baf_die "$file: cannot open the lock of the $what"
+    holder="$("${PYTHON:-python3}" -I -S -c '
+import fcntl, os, sys, time
+fd, path, pid = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print(open(path).read().strip() or "another process")
+    sys.exit(1)
+os.ftruncate(fd, 0)
+stamp = time.strftime("%H:%M:%S")
+os.write(fd, f"pid {pid} since {stamp}\n".encode())
+' "$BAF_LOCK_FD" "$file" "$$")" || baf_die "the $what is in use by ${holder:-another process}; wait for that run or stop it (one run per directory)"
+}
+
 # ---- supervising child jobs
 # Every job runs under script/lib/supervise.py: in a process group of its own that ends when the job is
 # stopped, when this script ends, or when this script dies -- SIGKILL included (the supervisor watches
