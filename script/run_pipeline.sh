@@ -17,7 +17,10 @@
 #   GEN_SIZE, POPULATION, GENERATIONS, NUM_TRAIN, NUM_DEV (defaults depend on DEMO_SCALE), RANDOM_BASELINE
 #   (1: also the int8 random search), JOBS (2: searches run this many at a time, one thread each),
 #   TICKETS (0; 1 adds a short BERT-Tickets run on the supernet's largest arch, 3 rounds of 20 %, to the
-#   report: a few minutes more).
+#   report: a few minutes more), STOP_AFTER (report; or data, shards, pretraining, latency, predictors,
+#   searches: stop after that stage, e.g. to inspect its artefacts).
+# Stopping the run in any way (Ctrl-C, SIGTERM, SIGKILL of make, of this script or of a stage) stops every
+# process it started within seconds (script/lib/supervise.py); one run at a time per RUN_DIR.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 baf_init "$@"
@@ -31,6 +34,7 @@ BUDGETS="${BUDGETS:-auto}"
 JOBS="${JOBS:-2}"
 RANDOM_BASELINE="${RANDOM_BASELINE:-1}"
 TICKETS="${TICKETS:-0}"
+STOP_AFTER="${STOP_AFTER:-report}"
 TASK_NAME=mnli
 
 case "$DEMO_SCALE" in
@@ -60,6 +64,7 @@ baf_require_int JOBS 1 64
 baf_require_int SEED 0 4294967295
 baf_require_choice RANDOM_BASELINE 0 1
 baf_require_choice TICKETS 0 1
+baf_require_choice STOP_AFTER data shards pretraining latency predictors searches report
 for var in PRETRAIN_STEPS NUM_TRAIN NUM_DEV LAT_RUNS LAT_ROUNDS GEN_SIZE POPULATION GENERATIONS TOP_K PRETRAIN_BATCH; do
     baf_require_int "$var" 1 100000000
 done
@@ -89,6 +94,11 @@ STAGE_NAME=""
 STAGE_START=0
 stage() {  # close the previous stage's timing, open the next
     if [[ -n "$STAGE_NAME" ]]; then printf '%s\t%d\n' "$STAGE_NAME" "$((SECONDS - STAGE_START))" >> "$TIMINGS.new"; fi
+    if [[ -n "$STAGE_NAME" && "$STAGE_NAME" == "$STOP_AFTER" && "$1" != done ]]; then
+        printf '\n=== [%4ds] STOP_AFTER=%s: stopping here; a re-run without it goes on from the next stage\n' \
+            "$SECONDS" "$STOP_AFTER"
+        exit 0
+    fi
     STAGE_NAME="$1"
     STAGE_START=$SECONDS
     printf '\n=== [%4ds] %s\n' "$SECONDS" "$2"

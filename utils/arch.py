@@ -174,7 +174,7 @@ def load_arch_argument(value: str, flag: str = "--arch") -> dict:
     """A CLI arch argument: an inline JSON/repr dict, or a file holding exactly one arch."""
     if value.lstrip().startswith("{"):
         return parse_arch(value, where=flag)
-    if not os.path.exists(value):
+    if not os.path.lexists(value):  # lexists: a link loop is read, and named as one
         raise UserError(f"{flag}: {value!r} is neither an arch dict nor an existing file")
     archs = read_arch_file(value)
     if len(archs) != 1:
