@@ -147,3 +147,18 @@ def test_exit_status_is_the_commands(tmp_path):
     missing = subprocess.run([sys.executable, supervise, "--", str(tmp_path / "nothing")], capture_output=True,
                              text=True)
     assert missing.returncode == 127 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_a_queued_job_stopped_by_a_signal_stops_the_queue(tmp_path):
+    """Killing one of the searches (a queued job) stops the run; an ordinary failure does not stop the others."""
+    script = tmp_path / "queue.sh"
+    script.write_text(f'set -euo pipefail\nsource "{REPO}/script/lib/common.sh"\n'
+                      f'baf_run_queue 2 "sleep 0.5; kill -KILL \\$\\$" "sleep 117" "touch {tmp_path}/third"\n')
+    tag = uuid.uuid4().hex
+    result = subprocess.run(["bash", str(script)], env=dict(os.environ, BAF_RUN_TAG=tag), timeout=60)
+    assert result.returncode == 137 and not (tmp_path / "third").exists()
+    assert not _left_after(tag, 3.0)
+    script.write_text(f'set -euo pipefail\nsource "{REPO}/script/lib/common.sh"\n'
+                      f'baf_run_queue 1 "exit 3" "touch {tmp_path}/second"\n')
+    result = subprocess.run(["bash", str(script)], timeout=60)
+    assert result.returncode == 3 and (tmp_path / "second").exists()

@@ -207,20 +207,27 @@ baf_run() {  # baf_run CMD...: run CMD supervised and wait for it (signals reach
     wait "$!"
 }
 
-baf_run_queue() {  # baf_run_queue N CMD_STRING...: run the commands (bash -c) at most N at a time
-    local width="$1" status=0 launched=0 finished=0 command
+baf_run_queue() {  # baf_run_queue N CMD_STRING...: run the commands (bash -c) at most N at a time. A failed job
+    # does not stop the others (the status is the last failure's); a job stopped by a signal stops them all.
+    local width="$1" status=0 launched=0 finished=0 command rc
     shift
     for command in "$@"; do
         while (( launched - finished >= width )); do
-            wait -n || status=$?
+            rc=0
+            wait -n || rc=$?
             finished=$((finished + 1))
+            if (( rc > 128 )); then baf_stop_children TERM; return "$rc"; fi
+            (( rc == 0 )) || status=$rc
         done
         baf_spawn bash -c "$command"
         launched=$((launched + 1))
     done
     while (( finished < launched )); do
-        wait -n || status=$?
+        rc=0
+        wait -n || rc=$?
         finished=$((finished + 1))
+        if (( rc > 128 )); then baf_stop_children TERM; return "$rc"; fi
+        (( rc == 0 )) || status=$rc
     done
     return "$status"
 }

@@ -109,6 +109,8 @@ class Supervisor:
     def _exited(self) -> bool:
         """True when the child has ended; it stays a zombie (not reaped), so its process group id
         cannot be reused before the group is cleaned up."""
+        if not hasattr(os, "waitid"):  # macOS: reaped at once (its group is then cleaned up by id)
+            return self.child.poll() is not None
         try:
             info = os.waitid(os.P_PID, self.child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
