@@ -274,6 +274,7 @@ class DemoRun:
         return f"{self.run_dir}.attempt{self.attempts}.log"
 
     def start(self) -> subprocess.Popen:
+        os.makedirs(os.path.dirname(self.run_dir), exist_ok=True)
         self.attempts += 1
         self.tag = f"kill-matrix-{os.getpid()}-{time.time_ns()}"
         env = dict(_env(), **self.settings, RUN_DIR=self.run_dir, BAF_RUN_TAG=self.tag, BAF_LOG_LEVEL="INFO")
@@ -356,9 +357,10 @@ def demo_outcome(run_dir: str, through: str) -> dict:
         outcome["supernet"] = PretrainingStage.outcome(PretrainingStage(), os.path.join(run_dir, "supernet"))
     if through == "report":
         outcome["report"] = os.path.isfile(os.path.join(run_dir, "report", "report.md"))
-        keys = [result_key(r) for path in sorted(glob.glob(os.path.join(run_dir, "output", "*", "subbert.results.jsonl")))
-                for r in _jsonl(path)]
-        outcome["duplicated_results"] = len(keys) - len(set(keys))
+        outcome["duplicated_results"] = 0  # within one search's results (two searches may score the same arch)
+        for path in sorted(glob.glob(os.path.join(run_dir, "output", "*", "subbert.results.jsonl"))):
+            keys = [result_key(record) for record in _jsonl(path)]
+            outcome["duplicated_results"] += len(keys) - len(set(keys))
     return outcome
 
 
@@ -402,7 +404,8 @@ def demo_sweep(work_dir: str, level: str, signal_name: str, seed: int, settings:
         run.start()
         if not run.wait_for_stage(stage):
             raise RuntimeError(f"the demo ended before stage {stage}: see {run.log_path}")
-        time.sleep(rng.uniform(0.2, 3.0))
+        # the data and shard stages of the demo last about a second: stop them at once
+        time.sleep(rng.uniform(0.0, 0.1) if stage in ("data", "shards") else rng.uniform(0.5, 3.0))
         if run.process.poll() is not None:
             raise RuntimeError(f"the demo ended in stage {stage}: see {run.log_path}")
         at = run.current_stage()
@@ -416,7 +419,9 @@ def demo_sweep(work_dir: str, level: str, signal_name: str, seed: int, settings:
     complete = code == 0 and outcome["report"] and outcome["duplicated_results"] == 0
     rows.append({"stage": "resumed to the end", "level": level, "signal": signal_name, "left": 0, "complete": complete})
     print(f"make demo  {level:8s} SIG{signal_name:4s} resumed after {len(DEMO_STAGES)} stops: "
-          f"{'report written, no result recorded twice' if complete else f'FAILED (exit {code}, {outcome})'}", flush=True)
+          f"{'report written, no result recorded twice' if complete else 'FAILED'} (exit {code}, report "
+          f"{'written' if outcome['report'] else 'missing'}, {outcome['duplicated_results']} result(s) recorded twice)",
+          flush=True)
     return rows
 
 
