@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+DEMO_SCRIPT ?= script/run_pipeline.sh
 
 .PHONY: demo test venv clean-venv bench
 
@@ -15,8 +16,10 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
+# The pipeline runs under script/lib/supervise.py, exec'd so that make is its parent: stopping make in
+# any way (Ctrl-C, SIGTERM, even SIGKILL) stops the pipeline and every stage it started.
 demo: venv
-	PYTHON="$(PY)" bash script/run_pipeline.sh
+	exec env PYTHON="$(PY)" "$(PY)" -I -S script/lib/supervise.py -- bash $(DEMO_SCRIPT)
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -34,7 +34,7 @@ from quantize_utils import (
 )
 from transformer.hf_converter import to_hf_model, write_submodel_into_supernet
 from transformer.modeling_super import count_active_parameters
-from utils import arch_key, arch_summary
+from utils import arch_key, arch_summary, load_weights_only
 
 INT8_WEIGHTS = "model_int8.pt"
 FAKEQUANT_WEIGHTS = "model_fakequant.pt"
@@ -197,9 +197,8 @@ def load_saved_int8(directory: str):
     model = BertForSequenceClassification.from_pretrained(directory, local_files_only=True).eval()
     fake_path = os.path.join(directory, FAKEQUANT_WEIGHTS)
     if os.path.isfile(fake_path):
-        model.load_state_dict(torch.load(fake_path, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_weights_only(fake_path, "saved model's weights"))
         return model
     quantized, _ = quantize_dynamic_int8(model)
-    quantized.load_state_dict(torch.load(os.path.join(directory, INT8_WEIGHTS), map_location="cpu",
-                                         weights_only=True))
+    quantized.load_state_dict(load_weights_only(os.path.join(directory, INT8_WEIGHTS), "saved int8 weights"))
     return quantized

@@ -12,8 +12,9 @@ A block, as the original evaluator appended it for every candidate (followed by 
     **************E*************
 
 The JSONL twin (``subbert.results.jsonl``) holds every metric of the same evaluation (fp32 and
-int8, MNLI matched and mismatched, sizes, timing, seed, scheme) and is the source of truth:
-it is written first, and a block missing after a crash is rebuilt from it (``reconcile``).
+int8, MNLI matched and mismatched, sizes, timing, seed, scheme) and is the record: it is written
+first, what it holds is what is done, and the text file is its view, rebuilt from it when they
+disagree (``reconcile``).
 Both files are appended one record per write, flushed to disk, so a killed run loses nothing
 that had finished. The parser fixes the original's bug: **one fitness per block** (the original
 emitted an entry only after two ``best_acc`` lines and averaged them).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections import defaultdict
 from typing import Iterable
 
@@ -304,34 +306,52 @@ class ResultsStore:
         return {result_key(record): record for record in self.records()}
 
     def legacy_archs(self) -> set[tuple[str, str]]:
-        """``(task, arch_key)`` of blocks with no JSONL twin (a results file from the original
-        code or an older run): resume skips these archs rather than evaluating them twice."""
-        if not os.path.isfile(self.results_path):
+        """``(task, arch_key)`` of the blocks of a results file that has no JSONL at all (the original
+        code's, or an older run's): resume skips these archs rather than evaluating them twice. Once
+        the JSONL exists it is the record, and a block without a record there is not done."""
+        if not os.path.isfile(self.results_path) or os.path.isfile(self.jsonl_path):
             return set()
-        ours = {(r["task_name"], arch_key(r["arch"])) for r in self.records()}
-        return {(b.task_name, arch_key(b.arch)) for b in parse_results(self.results_path)} - ours
+        return {(b.task_name, arch_key(b.arch)) for b in parse_results(self.results_path)}
 
     def append(self, record: dict) -> None:
-        """JSONL first (the source of truth), then the block."""
+        """JSONL first (the record), then the block (its view)."""
         os.makedirs(self.output_dir, exist_ok=True)
         append_jsonl(self.jsonl_path, record)
         _append_text(self.results_path, block_text(record))
 
     def reconcile(self) -> int:
-        """Rebuild blocks that a crash between the two writes left out; returns how many."""
+        """Make ``subbert.results`` the view of the JSONL, which is the record. Blocks that a crash
+        between the two writes left out are added (returns how many). When the text holds blocks the
+        JSONL has no record of (the JSONL lost its last records, or the blocks come from other code)
+        or cannot be parsed, it is kept aside as ``subbert.results.unrecorded-<time>`` and written
+        anew from the JSONL: those evaluations are not done, and the run redoes them."""
+        if not os.path.isfile(self.jsonl_path):
+            return 0  # nothing of ours yet; a results file of other code is read by legacy_archs
         records = self.records()
-        if not records:
-            return 0
-        have: dict[tuple[str, str], int] = defaultdict(int)
-        if os.path.isfile(self.results_path):
-            for block in parse_results(self.results_path):
-                have[(block.task_name, arch_key(block.arch))] += 1
         want: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for record in records:
             want[(record["task_name"], arch_key(record["arch"]))].append(record)
+        have: dict[tuple[str, str], int] = defaultdict(int)
+        problem = None
+        if os.path.isfile(self.results_path):
+            try:
+                for block in parse_results(self.results_path):
+                    have[(block.task_name, arch_key(block.arch))] += 1
+            except UserError as err:
+                problem = f"cannot be read ({err})"
+        unrecorded = sum(max(0, count - len(want.get(key, []))) for key, count in have.items())
         missing: list[dict] = []
         for key, group in want.items():
             missing.extend(group[have.get(key, 0):])
+        if problem is None and unrecorded:
+            problem = f"holds {unrecorded} block(s) with no record in {JSONL_NAME} (the record)"
+        if problem is not None:
+            aside = f"{self.results_path}.unrecorded-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(self.results_path, aside)
+            write_results(self.results_path, records)
+            logger.warning("%s %s: kept as %s and written anew from %s; evaluations without a record are redone",
+                           self.results_path, problem, aside, JSONL_NAME)
+            return len(missing)
         if missing:
             _terminate_partial_block(self.results_path)
             _append_text(self.results_path, "".join(block_text(record) for record in missing))

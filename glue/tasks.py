@@ -12,9 +12,11 @@ unknown label, a short row -- is a one-line ``UserError`` naming the file and li
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import os
 
-from utils import UserError, get_logger
+from utils import UserError, get_logger, iter_text_lines
 
 logger = get_logger(__name__)
 
@@ -48,6 +50,7 @@ class TaskSpec:
     hparams: HyperParams
     skip_short_rows: bool = False  # QQP's train file has a few malformed rows; GLUE readers skip them
     directory: str = ""  # the GLUE download's directory of the task (data/glue/<directory>)
+    score_range: tuple[float, float] | None = None  # regression: the scores a row may hold
 
     @property
     def num_labels(self) -> int:
@@ -76,7 +79,7 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("mrpc", _BINARY, ("#1 String", "#2 String", "Quality"), None, "train.tsv", {"dev": "dev.tsv"},
              HyperParams(128, 2e-5, 10), directory="MRPC"),
     TaskSpec("sts-b", None, ("sentence1", "sentence2", "score"), None, "train.tsv", {"dev": "dev.tsv"},
-             HyperParams(128, 3e-5, 10), directory="STS-B"),
+             HyperParams(128, 3e-5, 10), directory="STS-B", score_range=(0.0, 5.0)),
     TaskSpec("qqp", _BINARY, ("question1", "question2", "is_duplicate"), None, "train.tsv", {"dev": "dev.tsv"},
              HyperParams(128, 2e-5, 500), skip_short_rows=True, directory="QQP"),
     TaskSpec("mnli", _NLI3, ("sentence1", "sentence2", "gold_label"), None, "train.tsv",
@@ -115,24 +118,16 @@ def read_tsv_examples(task: TaskSpec | str, path: str, split: str = "dev", max_e
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file (task {task.name} needs {task.train_file} and "
                         f"{', '.join(task.dev_files.values())} in its --data_dir)")
-    with open(path, "rb") as handle:
-        raw = handle.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not valid UTF-8 (byte {raw[err.start]:#04x}); GLUE files are UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines:
+    lines = iter_text_lines(path, "GLUE file")  # streamed (MNLI's train.tsv is 400 MB); bad bytes name the line
+    _, head = next(lines, (0, None))
+    if head is None:
         raise UserError(f"{path}: empty file")
-    first = _split_line(lines[0])
-    body_start = 1
+    first = _split_line(head)
+    body = lines
     if task.positions is not None:
-        positions, body_start = task.positions, 0
+        positions, body = task.positions, itertools.chain([(1, head)], lines)
     elif task.columns is not None and _nli_headerless(first, task):
-        positions, body_start = (1, 2, 0), 0
+        positions, body = (1, 2, 0), itertools.chain([(1, head)], lines)
     else:
         missing = [name for name in task.columns if name is not None and name not in first]
         if missing:
@@ -141,12 +136,11 @@ def read_tsv_examples(task: TaskSpec | str, path: str, split: str = "dev", max_e
         positions = tuple(None if name is None else first.index(name) for name in task.columns)
     need = max(p for p in positions if p is not None) + 1
     examples, skipped = [], 0
-    for number in range(body_start, len(lines)):
-        line = lines[number]
+    for number, line in body:
         if not line.strip():
             continue
         fields = _split_line(line)
-        where = f"{path}:{number + 1}"
+        where = f"{path}:{number}"
         if len(fields) < need:
             if task.skip_short_rows:
                 skipped += 1
@@ -160,6 +154,9 @@ def read_tsv_examples(task: TaskSpec | str, path: str, split: str = "dev", max_e
                 label: str | float = float(raw_label)
             except ValueError:
                 raise UserError(f"{where}: score {raw_label!r} is not a number (task {task.name})") from None
+            low, high = task.score_range or (-math.inf, math.inf)
+            if not math.isfinite(label) or not low <= label <= high:
+                raise UserError(f"{where}: score {raw_label!r} is outside [{low:g}, {high:g}] (task {task.name})")
         else:
             if raw_label == "-" and task.labels == _NLI3:
                 skipped += 1  # MultiNLI rows without a gold label; GLUE's files have none
@@ -168,7 +165,7 @@ def read_tsv_examples(task: TaskSpec | str, path: str, split: str = "dev", max_e
                 raise UserError(f"{where}: unknown label {raw_label!r} for task {task.name} "
                                 f"(expected one of {', '.join(task.labels)})")
             label = raw_label
-        examples.append(Example(f"{split}-{number + 1}", text_a, text_b, label))
+        examples.append(Example(f"{split}-{number}", text_a, text_b, label))
         if max_examples is not None and len(examples) >= max_examples:
             break
     if skipped:

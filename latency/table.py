@@ -33,6 +33,7 @@ import dataclasses
 import math
 import os
 import tempfile
+from typing import Iterable, Iterator
 
 from quantize_utils import DEPLOYED
 from utils import (
@@ -47,7 +48,8 @@ from utils import (
     end_partial_line,
     get_logger,
     iter_arch_lines,
-    read_jsonl,
+    iter_jsonl,
+    iter_text_lines,
 )
 
 logger = get_logger(__name__)
@@ -94,10 +96,9 @@ def detect_format(path: str) -> str:
         return "jsonl"
     if lower.endswith((".tmp", ".txt", ".tsv")):
         return "legacy"
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                return "legacy" if "\t" in line else "jsonl"
+    for _, line in iter_text_lines(path, "latency table"):
+        if line.strip():
+            return "legacy" if "\t" in line else "jsonl"
     return "jsonl"
 
 
@@ -137,24 +138,23 @@ def record_type(record: dict) -> str:
     return record.get("record_type", "arch")
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    records = []
-    for number, record in read_jsonl(path, with_line_numbers=True):
+def _read_jsonl(path: str) -> Iterator[dict]:
+    """The records of a JSONL table, streamed (a big table is never held as text)."""
+    for number, record in iter_jsonl(path, what="latency table"):
         place = f"{path}:{number}"
         kind = record_type(record) if isinstance(record, dict) else None
         if kind not in RECORD_TYPES:
             raise UserError(f"{place}: not a latency record (record_type {kind!r}; expected one of "
                             f"{', '.join(RECORD_TYPES)})")
         if kind == "run_end":
-            records.append(dict(record, _where=place))
+            yield dict(record, _where=place)
             continue
         if "arch" not in record:
             raise UserError(f"{place}: latency record without an 'arch' field")
         arch = check_arch_schema(record["arch"], where=place)
         record = dict(record, arch=arch, arch_key=arch_key(arch), _where=place)
         record["median_ms"] = _positive_ms(record.get("median_ms"), place)
-        records.append(record)
-    return records
+        yield record
 
 
 class TableRecords(list):
@@ -168,29 +168,53 @@ class TableRecords(list):
         self.path = path
 
 
-def latest_measurements(records: list[dict]) -> list[dict]:
+def _keep_latest(out: list[dict], index: dict, record: dict) -> None:
+    if "measurement" not in record:
+        out.append(record)
+        return
+    key = record["arch_key"]
+    if key not in index:
+        index[key] = len(out)
+        out.append(record)
+    elif record["measurement"] >= out[index[key]].get("measurement", 1):
+        out[index[key]] = record
+
+
+def latest_measurements(records: Iterable[dict]) -> list[dict]:
     """One record per re-measured arch: the one with the highest ``measurement`` (later wins a tie),
     at the place of the arch's first record. Records without ``measurement`` (protocol 1, the
     original's lines) are all kept."""
     out, index = [], {}
     for record in records:
-        if "measurement" not in record:
-            out.append(record)
-            continue
-        key = record["arch_key"]
-        if key not in index:
-            index[key] = len(out)
-            out.append(record)
-        elif record["measurement"] >= out[index[key]].get("measurement", 1):
-            out[index[key]] = record
+        _keep_latest(out, index, record)
     return out
 
 
-def split_records(records: list[dict], path: str | None = None) -> TableRecords:
-    """All records of a file -> ``TableRecords`` (latest measurement per arch, references, runs)."""
-    arch_records = [r for r in records if record_type(r) == "arch"]
-    return TableRecords(latest_measurements(arch_records), [r for r in records if record_type(r) == "reference"],
-                        [r for r in records if record_type(r) == "run_end"], path)
+def split_records(records: Iterable[dict], path: str | None = None) -> TableRecords:
+    """All records of a file -> ``TableRecords`` (latest measurement per arch, references, runs), in
+    one pass: older measurements are not kept."""
+    archs, index, references, runs = [], {}, [], []
+    for record in records:
+        kind = record_type(record)
+        if kind == "arch":
+            _keep_latest(archs, index, record)
+        elif kind == "reference":
+            references.append(record)
+        elif kind == "run_end":
+            runs.append(record)
+    return TableRecords(archs, references, runs, path)
+
+
+def _consistent(records: Iterable[dict]) -> Iterator[dict]:
+    """``records``, passed on one by one, each checked against the first as ``check_consistent`` does."""
+    first = None
+    for record in records:
+        if record_type(record) != "run_end":
+            if first is None:
+                first = record
+            else:
+                check_consistent([first, record])
+        yield record
 
 
 def read_latency_table(path: str | os.PathLike, space: SearchSpace | None = None,
@@ -209,13 +233,12 @@ def read_latency_table(path: str | os.PathLike, space: SearchSpace | None = None
     if os.path.isdir(path):
         raise UserError(f"{path}: is a directory, expected a latency table file")
     records = _read_jsonl(path) if detect_format(path) == "jsonl" else _read_legacy(path)
-    table = split_records(records, path)
+    table = split_records(_consistent(records), path)  # streamed: memory holds the kept records only
     if not table and not allow_empty:
         raise UserError(f"{path}: empty latency table (no arch records)")
     if space is not None:
         for record in table:
             space.validate(record["arch"], where=where(record))
-    check_consistent([record for record in records if record_type(record) != "run_end"])
     return table
 
 
@@ -296,7 +319,7 @@ def resume_table(path: str, expected: dict) -> TableRecords:
     end_partial_line(path)
     if os.path.getsize(path) == 0:
         return TableRecords(path=path)
-    for number, record in read_jsonl(path, with_line_numbers=True):
+    for number, record in iter_jsonl(path, what="latency table"):  # streamed
         current = signature(record) if isinstance(record, dict) else {}
         for field, value in expected.items():
             if current.get(field) != value:

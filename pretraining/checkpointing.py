@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from transformer.checkpoint import load_supernet, save_supernet
-from utils import SPACE_FILE, SearchSpace, UserError, atomic_write, get_logger, read_jsonl, space_record
+from utils import (SPACE_FILE, SearchSpace, UserError, atomic_write, get_logger, load_weights_only, read_jsonl,
+                   space_record)
 
 logger = get_logger(__name__)
 
@@ -231,12 +232,9 @@ def read_final_info(output_dir: str) -> dict | None:
 
 def load_training_state(path: str) -> dict:
     file = os.path.join(path, STATE_FILE)
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no {STATE_FILE}; not a training checkpoint") from None
-    except Exception as err:  # a corrupt file or one holding arbitrary objects
-        raise UserError(f"{file}: cannot be read as weights-only training state ({err.__class__.__name__})") from None
+    if not os.path.exists(file):
+        raise UserError(f"{path}: no {STATE_FILE}; not a training checkpoint")
+    return load_weights_only(file, "training state")  # a corrupt file or one holding arbitrary objects: one line
 
 
 def prune_step_checkpoints(output_dir: str, keep: int) -> None:

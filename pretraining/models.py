@@ -13,7 +13,6 @@ sample_index)``, so every distributed rank (and a resumed run) trains the same a
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -22,7 +21,7 @@ from transformer.checkpoint import is_supernet_dir, load_supernet, vocab_path
 from transformer.config import SuperBertConfig
 from transformer.hf_converter import supernet_from_hf
 from transformer.modeling_super import SuperBertForPreTraining
-from utils import SearchSpace, UserError, get_logger, load_vocab, sample_arch
+from utils import SearchSpace, UserError, get_logger, load_json_file, load_vocab, loads_json, sample_arch
 
 logger = get_logger(__name__)
 
@@ -35,16 +34,12 @@ def parse_config_overrides(supernet_config: str | None, flag_values: dict) -> di
     """``--supernet_config`` (inline JSON or a JSON file) plus the shape flags; flags win."""
     overrides = {}
     if supernet_config:
-        text = supernet_config
-        if not supernet_config.lstrip().startswith("{"):
-            if not os.path.isfile(supernet_config):
-                raise UserError(f"--supernet_config: {supernet_config} is neither JSON nor an existing file")
-            with open(supernet_config, encoding="utf-8") as handle:
-                text = handle.read()
-        try:
-            overrides = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"--supernet_config: not valid JSON ({err.msg})") from None
+        if supernet_config.lstrip().startswith("{"):
+            overrides = loads_json(supernet_config, "--supernet_config")
+        elif os.path.isfile(supernet_config):
+            overrides = load_json_file(supernet_config, "supernet config file")
+        else:
+            raise UserError(f"--supernet_config: {supernet_config} is neither JSON nor an existing file")
         if not isinstance(overrides, dict):
             raise UserError("--supernet_config: expected a JSON object")
         overrides.pop("model_type", None)

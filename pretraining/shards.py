@@ -36,7 +36,7 @@ from typing import Iterable, Iterator, Sequence
 
 from pretraining.shard_index import MANIFEST_NAME, SHARD_PATTERN, SHARD_TEMPLATE, VOCAB_NAME  # noqa: F401 (re-exported)
 from pretraining.tokenizing import file_sha256, ordered_map
-from utils import UserError, atomic_write, get_logger, load_vocab, output_lock  # noqa: F401 (re-exported)
+from utils import UserError, atomic_write, get_logger, load_vocab, os_problem, output_lock  # noqa: F401 (re-exported)
 
 logger = get_logger(__name__)
 
@@ -54,8 +54,16 @@ def list_documents(corpus_dir: str, flag: str = "--train_corpus") -> list[str]:
     """Regular, non-hidden files at the top level of ``corpus_dir``, sorted (deterministic)."""
     if not os.path.isdir(corpus_dir):
         raise UserError(f"{flag}: {corpus_dir}: no such directory (one file per document is expected)")
-    documents = sorted(entry.path for entry in os.scandir(corpus_dir)
-                       if entry.is_file() and not entry.name.startswith("."))
+    documents = []
+    for entry in os.scandir(corpus_dir):
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_file():
+                documents.append(entry.path)
+        except OSError as err:  # a link loop, no permission: one line naming the document
+            raise UserError(f"{flag}: {entry.path}: cannot read the document ({os_problem(err)})") from None
+    documents.sort()
     if not documents:
         raise UserError(f"{flag}: {corpus_dir} holds no files (one file per document is expected)")
     return documents

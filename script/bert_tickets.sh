@@ -67,6 +67,17 @@ baf_require_choice LATENCY_TIMER wall cpu
 baf_require_int NUM_THREADS 0
 [[ -n "$ROUNDS" || -n "$TARGET_SPARSITY" ]] || baf_die "ROUNDS and TARGET_SPARSITY are both empty; set one (where pruning stops)"
 if [[ -n "$ROUNDS" ]]; then baf_require_int ROUNDS 0; fi
+if [[ -n "$TARGET_SPARSITY" ]]; then baf_require_number TARGET_SPARSITY 0 1; fi
+baf_require_number PRUNE_FRACTION 0 1 strict
+baf_require_number NUM_TRAIN_EPOCHS 0 '' strict
+if [[ -n "$LEARNING_RATE" ]]; then baf_require_number LEARNING_RATE 0 '' strict; fi
+for var in TRAIN_BATCH_SIZE MAX_SEQ_LENGTH EVAL_STEP MAX_TRAIN_EXAMPLES MAX_EVAL_EXAMPLES; do
+    if [[ -n "${!var}" ]]; then baf_require_int "$var" 1; fi
+done
+baf_require_ints SEEDS 0
+for var in LATENCY_RUNS LATENCY_THREADS LATENCY_SEQ_LEN; do baf_require_int "$var" 1; done
+baf_require_int LATENCY_WARMUP 0
+baf_require_outdir OUTPUT_DIR "BERT-Tickets output directory"
 
 FLAGS=()
 add() { if [[ -n "$2" ]]; then FLAGS+=("$1" "$2"); fi; }  # a flag only when its variable is set
@@ -83,7 +94,7 @@ if [[ "$PRUNE_POOLER" == "1" ]]; then FLAGS+=(--prune_pooler); fi
 if [[ "$DO_LOWER_CASE" == "1" ]]; then FLAGS+=(--do_lower_case); fi
 if [[ "$LATENCY" == "0" ]]; then FLAGS+=(--no_latency); fi
 
-"$PYTHON" "$ROOT/bert_tickets.py" \
+exec "$PYTHON" "$ROOT/bert_tickets.py" \
     --model "$MODEL_DIR" \
     --data_dir "$DATA_DIR" \
     --task_name "$TASK_NAME" \

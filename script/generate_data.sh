@@ -31,9 +31,7 @@ baf_require_dir RAW_DIR "corpus directory (one text file per document)"
 if [[ ! -e "$BERT_MODEL" ]]; then
     baf_die "BERT_MODEL=$BERT_MODEL: no such vocab.txt or BERT directory (models are never downloaded)"
 fi
-if [[ -e "$GENERATED_DIR" && ! -d "$GENERATED_DIR" ]]; then
-    baf_die "GENERATED_DIR=$GENERATED_DIR: exists and is not a directory"
-fi
+baf_require_outdir GENERATED_DIR "shards directory"
 baf_require_choice DO_LOWER_CASE 0 1
 baf_require_choice OVERWRITE 0 1
 baf_require_int MAX_SEQ_LEN 5
@@ -44,7 +42,7 @@ FLAGS=()
 if [[ "$DO_LOWER_CASE" == "1" ]]; then FLAGS+=(--do_lower_case); fi
 if [[ "$OVERWRITE" == "1" ]]; then FLAGS+=(--overwrite); fi
 
-"$PYTHON" "$ROOT/generate_data.py" \
+exec "$PYTHON" "$ROOT/generate_data.py" \
     --train_corpus "$RAW_DIR" \
     --output_dir "$GENERATED_DIR" \
     --bert_model "$BERT_MODEL" \

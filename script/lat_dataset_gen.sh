@@ -77,7 +77,7 @@ for pair in PROTOCOL:--protocol INFER_CNT:--infer_cnt WARMUP:--warmup TIMER:--ti
     if [[ -n "${!var:-}" ]]; then FLAGS+=("${pair#*:}" "${!var}"); fi
 done
 
-"$PYTHON" "$ROOT/$SCRIPT" \
+exec "$PYTHON" "$ROOT/$SCRIPT" \
     --save_dir "$SAVE_DIR" \
     --references "$REFERENCES" \
     "${FLAGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}

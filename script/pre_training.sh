@@ -62,9 +62,7 @@ fi
 if [[ -n "$STUDENT_MODEL" ]]; then
     baf_require_dir STUDENT_MODEL "student model directory (a local BERT or supernet dir)"
 fi
-if [[ -e "$OUTPUT_DIR" && ! -d "$OUTPUT_DIR" ]]; then
-    baf_die "OUTPUT_DIR=$OUTPUT_DIR: exists and is not a directory"
-fi
+baf_require_outdir OUTPUT_DIR "pre-training output directory"
 baf_require_choice MLM 0 1
 baf_require_choice SANDWICH 0 1
 baf_require_choice RESUME auto 1 0
@@ -76,6 +74,9 @@ for var in EPOCHS BATCH_SIZE ACC_STEPS SAMPLE_TIMES LOGGING_STEPS NPROC; do baf_
 for var in SAVE_STEPS SAVE_TOTAL_LIMIT NUM_WORKERS THREADS SEED; do baf_require_int "$var" 0; done
 baf_require_int MAX_STEPS -1
 baf_require_int MAX_SEQ_LENGTH 5
+baf_require_number LR 0 '' strict
+baf_require_number WARMUP_PROPORTION 0 1
+baf_require_choice PRECISION auto fp32 bf16 fp16
 
 FLAGS=()
 if [[ -n "$STUDENT_MODEL" ]]; then FLAGS+=(--student_model "$STUDENT_MODEL"); fi
@@ -101,7 +102,7 @@ else
     LAUNCH=("$PYTHON")
 fi
 
-"${LAUNCH[@]}" "$ROOT/pre_training.py" \
+exec "${LAUNCH[@]}" "$ROOT/pre_training.py" \
     --pregenerated_data "$GENERATED_DIR" \
     --output_dir "$OUTPUT_DIR" \
     --space "$SPACE" \

@@ -54,7 +54,10 @@ baf_require_choice ALLOW_PARTIAL 0 1
 for directory in ${TICKET_LIST[@]+"${TICKET_LIST[@]}"}; do
     [[ -d "$directory" ]] || baf_die "TICKETS: $directory: no such BERT-Tickets run directory"
 done
-[[ ! -e "$REPORT_DIR" || -d "$REPORT_DIR" ]] || baf_die "REPORT_DIR=$REPORT_DIR exists and is not a directory"
+baf_require_ints SEEDS 0
+if [[ -n "$INFER_CNT" ]]; then baf_require_int INFER_CNT 1; fi
+baf_require_outdir LATENCY_DIR "directory of the re-measured latency tables"
+baf_require_outdir REPORT_DIR "report directory"
 
 mkdir -p "$LATENCY_DIR"
 EVALUATED="$LATENCY_DIR/evaluated_archs.cands"

@@ -156,6 +156,10 @@ in_stages() {  # in_stages NAME: the stage is selected (STAGES; inputs and paper
 
 # ---- 1. every input, before any work (a failure is one line naming the variable)
 helper checks || exit 2
+if [[ "$PLAN_ONLY" != "1" || "$PROBE" == "1" ]]; then  # about to write more than the plan: one run per RUN_DIR
+    mkdir -p "$RUN_DIR"
+    baf_hold_lock "$RUN_DIR/.pipeline.lock" "run directory RUN_DIR=$RUN_DIR"
+fi
 
 SECONDS=0
 run_stage() {  # run_stage NAME "SIGNATURE" CMD...: run a selected, unfinished stage, timed and measured

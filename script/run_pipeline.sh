@@ -19,20 +19,24 @@
 #   GEN_SIZE, POPULATION, GENERATIONS, NUM_TRAIN, NUM_DEV (defaults depend on DEMO_SCALE), RANDOM_BASELINE
 #   (1: also the int8 random search), JOBS (2: searches run this many at a time, one thread each),
 #   TICKETS (0; 1 adds a short BERT-Tickets run on the supernet's largest arch, 3 rounds of 20 %, to the
-#   report: a few minutes more).
+#   report: a few minutes more), STOP_AFTER (report; or data, shards, pretraining, latency, predictors,
+#   searches: stop after that stage, e.g. to inspect its artefacts).
+# Stopping the run in any way (Ctrl-C, SIGTERM, SIGKILL of make, of this script or of a stage) stops every
+# process it started within seconds (script/lib/supervise.py); one run at a time per RUN_DIR.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 baf_init "$@"
 baf_supervise
 
 cd "$ROOT"  # relative paths (RUN_DIR, ...) are relative to the repository root
-RUN_DIR="$(mkdir -p "${RUN_DIR:-demo_run}" && cd "${RUN_DIR:-demo_run}" && pwd)"
+RUN_DIR="${RUN_DIR:-demo_run}"
 DEMO_SCALE="${DEMO_SCALE:-full}"
 SEED="${SEED:-42}"
 BUDGETS="${BUDGETS:-auto}"
 JOBS="${JOBS:-2}"
 RANDOM_BASELINE="${RANDOM_BASELINE:-1}"
 TICKETS="${TICKETS:-0}"
+STOP_AFTER="${STOP_AFTER:-report}"
 TASK_NAME=mnli
 
 case "$DEMO_SCALE" in
@@ -52,12 +56,26 @@ esac
 # run of the reference, cheap model builds); 10 pairs keep the stage near a minute on 2 idle cores.
 PRETRAIN_BATCH="${PRETRAIN_BATCH:-16}"
 PRETRAIN_SEQ="${PRETRAIN_SEQ:-64}"
-baf_require_int JOBS 1
+DEMO_MAX_POSITIONS=128  # the demo supernet's max_position_embeddings (SUPERNET_CONFIG below)
+
+# Every setting checked before the first stage writes anything: one line naming the variable.
+baf_require_outdir RUN_DIR "run directory"
+baf_require_int JOBS 1 64
+baf_require_int SEED 0 4294967295
 baf_require_choice RANDOM_BASELINE 0 1
 baf_require_choice TICKETS 0 1
+baf_require_choice STOP_AFTER data shards pretraining latency predictors searches report
 for var in PRETRAIN_STEPS NUM_TRAIN NUM_DEV LAT_RUNS GEN_SIZE POPULATION GENERATIONS TOP_K PRETRAIN_BATCH; do
-    baf_require_int "$var" 1
+    baf_require_int "$var" 1 100000000
 done
+baf_require_int PRETRAIN_SEQ 5 "$DEMO_MAX_POSITIONS"  # the shards and the supernet both take it
+baf_require_number CORPUS_MB 0 1000 strict
+baf_require_ints SEEDS 0 4294967295
+if [[ "$BUDGETS" != "auto" ]]; then baf_require_numbers BUDGETS 0 100000 strict; fi
+
+mkdir -p "$RUN_DIR"
+RUN_DIR="$(cd "$RUN_DIR" && pwd)"
+baf_hold_lock "$RUN_DIR/.pipeline.lock" "run directory RUN_DIR=$RUN_DIR"  # one pipeline per run directory
 
 DATA_DIR="$RUN_DIR/data"
 SHARDS_DIR="$RUN_DIR/shards"
@@ -75,6 +93,11 @@ STAGE_NAME=""
 STAGE_START=0
 stage() {  # close the previous stage's timing, open the next
     if [[ -n "$STAGE_NAME" ]]; then printf '%s\t%d\n' "$STAGE_NAME" "$((SECONDS - STAGE_START))" >> "$TIMINGS.new"; fi
+    if [[ -n "$STAGE_NAME" && "$STAGE_NAME" == "$STOP_AFTER" && "$1" != done ]]; then
+        printf '\n=== [%4ds] STOP_AFTER=%s: stopping here; a re-run without it goes on from the next stage\n' \
+            "$SECONDS" "$STOP_AFTER"
+        exit 0
+    fi
     STAGE_NAME="$1"
     STAGE_START=$SECONDS
     printf '\n=== [%4ds] %s\n' "$SECONDS" "$2"
@@ -92,7 +115,7 @@ RAW_DIR="$DATA_DIR/corpus" GENERATED_DIR="$SHARDS_DIR" BERT_MODEL="$VOCAB" MAX_S
 
 stage pretraining "3/7 supernet pre-training (MLM, one sampled sub-model per step, $PRETRAIN_STEPS steps, 2 threads)"
 # The demo supernet is the largest arch of the demo family's supernet space (utils.SPACES).
-SUPERNET_CONFIG="{\"vocab_size\": $VOCAB_SIZE, \"hidden_size\": 448, \"num_hidden_layers\": 4, \"intermediate_size\": 1536, \"qkv_size\": 448, \"num_attention_heads\": 4, \"max_position_embeddings\": 128}"
+SUPERNET_CONFIG="{\"vocab_size\": $VOCAB_SIZE, \"hidden_size\": 448, \"num_hidden_layers\": 4, \"intermediate_size\": 1536, \"qkv_size\": 448, \"num_attention_heads\": 4, \"max_position_embeddings\": $DEMO_MAX_POSITIONS}"
 GENERATED_DIR="$SHARDS_DIR" OUTPUT_DIR="$SUPERNET_DIR" TEACHER_MODEL="" MLM=1 SPACE=demo \
     SUPERNET_CONFIG="$SUPERNET_CONFIG" MAX_STEPS="$PRETRAIN_STEPS" EPOCHS=100 BATCH_SIZE="$PRETRAIN_BATCH" LR=1e-3 \
     MAX_SEQ_LENGTH="$PRETRAIN_SEQ" WARMUP_PROPORTION=0.06 SAVE_STEPS=50 LOGGING_STEPS=25 THREADS=2 SEED="$SEED" \

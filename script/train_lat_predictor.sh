@@ -52,6 +52,6 @@ done
 
 for item in "${PLAN[@]}"; do
     var="${item%%:*}"
-    "$PYTHON" "$ROOT/latency_predictor.py" --lat_dataset_path "${!var}" --ckpt_path "$OUT_DIR/${item#*:}" \
+    baf_run "$PYTHON" "$ROOT/latency_predictor.py" --lat_dataset_path "${!var}" --ckpt_path "$OUT_DIR/${item#*:}" \
         "${FLAGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
 done

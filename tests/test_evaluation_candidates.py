@@ -368,3 +368,24 @@ def test_a_rerun_removes_staging_directories_a_killed_save_left(ptq_run, workspa
     kept = sorted(p.name for p in models.iterdir() if not p.name.startswith("."))
     assert run(base_args(workspace, str(workspace["root"] / "two.cands"), ptq_run) + ["--save_model_flag", "1"]) == 0
     assert not stale.exists() and sorted(p.name for p in models.iterdir()) == kept
+
+
+def test_an_evaluation_whose_record_was_lost_is_redone(ptq_run, workspace, tmp_path):
+    """subbert.results kept the last block but the JSONL (the record) lost it: the re-run evaluates
+    that arch again instead of counting it as done, and the text is the JSONL's view again."""
+    import shutil
+
+    output = tmp_path / "lost"
+    output.mkdir()
+    for name in ("subbert.results", "subbert.results.jsonl"):
+        shutil.copyfile(ptq_run / name, output / name)
+    full = records(ptq_run)
+    with open(output / "subbert.results.jsonl") as handle:
+        kept = handle.readlines()[:1]
+    with open(output / "subbert.results.jsonl", "w") as handle:
+        handle.writelines(kept)
+    assert run(base_args(workspace, str(workspace["root"] / "two.cands"), output)) == 0
+    redone = records(output)
+    assert [r["arch"] for r in redone] == [BIG, SMALL]
+    assert redone[1]["best_acc"] == full[1]["best_acc"]  # seeded: the same result as the lost one
+    assert [b.arch for b in parse_results(str(output / "subbert.results"))] == [BIG, SMALL]

@@ -154,3 +154,30 @@ def test_legacy_blocks_without_twin_are_reported(tmp_path):
     (tmp_path / "subbert.results").write_text(ORIGINAL_TEXT)
     assert store.legacy_archs() == {("rte", arch_key(a)) for a in (A1, A2, A3)}
     assert store.reconcile() == 0 and (tmp_path / "subbert.results").read_text() == ORIGINAL_TEXT
+
+
+def test_a_jsonl_that_lost_its_last_records_is_the_record(tmp_path):
+    """The text kept blocks whose JSONL records were lost: they are not done (redone by the run),
+    the text is written anew from the JSONL and the old one kept aside."""
+    store = ResultsStore(str(tmp_path))
+    for arch, acc in ((A1, 0.7), (A2, 0.6), (A3, 0.5)):
+        store.append(_record(arch, acc))
+    full_text = (tmp_path / "subbert.results").read_text()
+    lines = open(store.jsonl_path).readlines()
+    with open(store.jsonl_path, "w") as handle:  # the JSONL lost its last record, the text kept it
+        handle.writelines(lines[:2])
+    assert store.legacy_archs() == set()  # not counted as done through the text file
+    assert store.done_keys() == {result_key(_record(A1, 0.7)), result_key(_record(A2, 0.6))}
+    assert store.reconcile() == 0
+    assert [b.arch for b in parse_results(store.results_path)] == [A1, A2]
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("subbert.results.unrecorded-")]
+    assert aside.read_text() == full_text  # nothing lost
+    assert store.reconcile() == 0 and [b.arch for b in parse_results(store.results_path)] == [A1, A2]
+
+
+def test_an_unreadable_text_view_is_rebuilt_from_the_record(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    store.append(_record(A1, 0.7))
+    (tmp_path / "subbert.results").write_text("garbage\n")
+    assert store.reconcile() == 1
+    assert [b.arch for b in parse_results(store.results_path)] == [A1]

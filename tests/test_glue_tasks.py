@@ -177,6 +177,17 @@ def test_short_row_and_bad_score(tmp_path):
     assert _error(lambda: read_tsv_examples("sts-b", bad)).startswith(f"{bad}:3: score 'high' is not a number")
 
 
+@pytest.mark.parametrize("score", ["7.5", "-2", "nan", "inf", "5.0001"])
+def test_a_score_outside_the_tasks_range_names_file_and_line(tmp_path, score):
+    """STS-B scores are similarity ratings in [0, 5]; anything else (or NaN) is refused before training."""
+    name, lines, _ = FIXTURES["sts-b"]
+    bad = _write(tmp_path, "sts.tsv", lines + [lines[1].replace("4.750", score)])
+    message = _error(lambda: read_tsv_examples("sts-b", bad))
+    assert message == f"{bad}:3: score {score!r} is outside [0, 5] (task sts-b)"
+    edges = _write(tmp_path, "edges.tsv", lines + [lines[1].replace("4.750", "0"), lines[1].replace("4.750", "5.000")])
+    assert [example.label for example in read_tsv_examples("sts-b", edges)][-2:] == [0.0, 5.0]
+
+
 def test_empty_file_and_unknown_task(tmp_path):
     path = _write(tmp_path, "dev.tsv", ["index\tsentence1\tsentence2\tlabel"])
     assert "no examples" in _error(lambda: read_tsv_examples("rte", path))

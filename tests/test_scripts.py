@@ -101,3 +101,108 @@ def test_pipeline_children_end_with_it(tmp_path):
     time.sleep(0.5)
     alive = subprocess.run(["pgrep", "-f", "sleep 6[01]"], capture_output=True, text=True).stdout.split()
     assert not alive
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"BUDGETS": "abc"}, "BUDGETS must be a number, got 'abc'"),
+    ({"BUDGETS": "3 -1"}, "BUDGETS must be > 0, got '-1'"),
+    ({"BUDGETS": "0"}, "BUDGETS must be > 0, got '0'"),
+    ({"BUDGETS": "nan"}, "BUDGETS must be a number, got 'nan'"),
+    ({"BUDGETS": "1e999"}, "BUDGETS must be a finite number, got '1e999'"),
+    ({"PRETRAIN_SEQ": "10000"}, "PRETRAIN_SEQ must be <= 128, got 10000"),
+    ({"PRETRAIN_SEQ": "4"}, "PRETRAIN_SEQ must be >= 5, got 4"),
+    ({"CORPUS_MB": "inf"}, "CORPUS_MB must be a number, got 'inf'"),
+    ({"CORPUS_MB": "0"}, "CORPUS_MB must be > 0, got '0'"),
+    ({"SEEDS": "42 x"}, "SEEDS must hold integers >= 0 and <= 4294967295, got 'x'"),
+    ({"SEED": "-3"}, "SEED must be >= 0, got -3"),
+    ({"NUM_TRAIN": "99999999999999999999"}, "NUM_TRAIN=99999999999999999999 is out of range"),
+    ({"LAT_RUNS": "2", "LAT_ROUNDS": "3"}, "LAT_ROUNDS=3 is more than LAT_RUNS=2"),
+    ({"JOBS": "two"}, "JOBS must be an integer, got 'two'"),
+    ({"RUN_DIR": "{file}"}, "RUN_DIR={file}: exists and is not a directory"),
+    ({"RUN_DIR": "/sys/x"}, "RUN_DIR=/sys/x: cannot create or write in it"),
+])
+def test_pipeline_checks_every_setting_before_any_stage(tmp_path, env, message):
+    """A bad setting is one line naming the variable, before the first stage writes anything."""
+    existing = tmp_path / "a_file"
+    existing.write_text("not a directory")
+    env = {key: value.replace("{file}", str(existing)) for key, value in env.items()}
+    run_dir = tmp_path / "run"
+    # in a session of its own, ended whole if the check ever let the pipeline start
+    process = subprocess.Popen(["bash", os.path.join(REPO, "script", "run_pipeline.sh")], start_new_session=True,
+                               env={**os.environ, "RUN_DIR": str(run_dir), "PYTHON": sys.executable, "DEMO_SCALE": "ci",
+                                    **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        stdout, stderr = process.communicate()
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0] == f"run_pipeline.sh: error: {message.replace('{file}', str(existing))}" or \
+        message.replace("{file}", str(existing)) in lines[0], lines
+    assert not run_dir.exists() and result.stdout == ""
+
+
+@pytest.mark.parametrize("script, env, message", [
+    ("report.sh", {"LATENCY_DIR": "{file}"}, "LATENCY_DIR={file}: exists and is not a directory"),
+    ("report.sh", {"REPORT_DIR": "{file}"}, "REPORT_DIR={file}: exists and is not a directory"),
+    ("report.sh", {"SEEDS": "42 4x"}, "SEEDS must hold integers"),
+    ("pre_training.sh", {"LR": "nan"}, "LR must be a number, got 'nan'"),
+    ("pre_training.sh", {"WARMUP_PROPORTION": "1.5"}, "WARMUP_PROPORTION must be <= 1, got '1.5'"),
+    ("pre_training.sh", {"OUTPUT_DIR": "{file}"}, "OUTPUT_DIR={file}: exists and is not a directory"),
+    ("generate_data.sh", {"GENERATED_DIR": "/sys/x"}, "GENERATED_DIR=/sys/x: cannot create or write in it"),
+    ("bert_tickets.sh", {"PRUNE_FRACTION": "1.2"}, "PRUNE_FRACTION must be <= 1"),
+    ("bert_tickets.sh", {"LEARNING_RATE": "-1"}, "LEARNING_RATE must be > 0"),
+])
+def test_stage_scripts_check_numbers_and_output_directories(tmp_path, script, env, message):
+    existing = tmp_path / "a_file"
+    existing.write_text("not a directory")
+    for name in ("cands", "output", "shards", "model", "MNLI", "raw"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "vocab.txt").write_text("[PAD]\n")
+    (tmp_path / "p.pt").write_bytes(b"")
+    base = {"CANDS_DIR": str(tmp_path / "cands"), "OUTPUT_ROOT": str(tmp_path / "output"), "PREDICTORS": str(tmp_path / "p.pt"),
+            "LATENCY_DIR": str(tmp_path / "lat"), "REPORT_DIR": str(tmp_path / "report"), "GENERATED_DIR": str(tmp_path / "shards"),
+            "OUTPUT_DIR": str(tmp_path / "out"), "TEACHER_MODEL": "", "MLM": "1", "MODEL_DIR": str(tmp_path / "model"),
+            "DATA_DIR": str(tmp_path / "MNLI"), "RAW_DIR": str(tmp_path / "raw"), "BERT_MODEL": str(tmp_path / "vocab.txt"),
+            "PYTHON": sys.executable}
+    env = {key: value.replace("{file}", str(existing)) for key, value in env.items()}
+    result = run(os.path.join(REPO, "script", script), dict(base, **env))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert message.replace("{file}", str(existing)) in lines[0], lines
+    assert not (tmp_path / "lat").exists() and not (tmp_path / "out").exists() and not (tmp_path / "report").exists()
+
+
+def test_one_pipeline_per_run_directory(tmp_path):
+    """A second run on the same directory is refused naming the first (its stages would write beside the
+    first's); once the first is gone -- even by SIGKILL -- the lock is free."""
+    import time
+
+    script = tmp_path / "run.sh"
+    script.write_text(f'set -euo pipefail\nsource "{REPO}/script/lib/common.sh"\n'
+                      f'baf_hold_lock "{tmp_path}/.pipeline.lock" "run directory RUN_DIR={tmp_path}"\n'
+                      f'echo held\nbaf_run sleep 60\n')
+    first = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        second = run(str(script))
+        assert second.returncode == 2 and second.stderr.strip() == (
+            f"run.sh: error: the run directory RUN_DIR={tmp_path} is in use by pid {first.pid} since "
+            f"{second.stderr.split(' since ')[1].split(';')[0]}; wait for that run or stop it (one run per directory)")
+        os.kill(first.pid, 9)
+        first.wait()
+        deadline = time.monotonic() + 5
+        while True:  # the supervisor of `sleep` notices within a fraction of a second, and the lock is free
+            third = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+            if third.stdout.readline().strip() == "held" or time.monotonic() > deadline:
+                break
+            third.wait()
+        assert third.poll() is None, "the lock of a killed run was not released"
+        os.killpg(third.pid, 15)
+        third.wait()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, 9)

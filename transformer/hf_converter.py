@@ -24,7 +24,7 @@ from transformer.modeling_super import (
     check_arch_fits,
     layer_archs,
 )
-from utils import ArchError, UserError, get_logger, is_homogeneous
+from utils import ArchError, UserError, get_logger, is_homogeneous, load_weights_only
 
 logger = get_logger(__name__)
 
@@ -192,10 +192,7 @@ def read_hf_state_dict(directory: str) -> dict[str, torch.Tensor]:
     elif path.endswith(".safetensors"):
         state = load_safetensors(path)
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a corrupt or pickled-object file is the user's input problem
-            raise UserError(f"{path}: cannot be read as a weights-only state dict ({err.__class__.__name__})") from None
+        state = load_weights_only(path, "state dict")  # a corrupt or pickled-object file: one line
     normalised = {}
     for key, value in state.items():
         for old, new in _LEGACY_RENAMES:

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from utils.cli import ArchError
+from utils.files import json_problem
 
 # --------------------------------------------------------------------------------------
 # The arch dict
@@ -124,4 +125,6 @@ def parse_arch(text: str, where: str = "") -> dict:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise ArchError(f"{prefix}not a JSON or Python-literal arch dict: {text[:80]!r}") from None
+    except (ValueError, RecursionError, MemoryError) as err:  # too deep, a number too long to read
+        raise ArchError(f"{prefix}{json_problem(err)}") from None
     return check_arch_schema(value, where)

@@ -8,7 +8,7 @@ from typing import Iterable, Iterator
 
 from utils.arch import arch_key, arch_to_json, parse_arch
 from utils.cli import ArchError, UserError
-from utils.files import atomic_write
+from utils.files import atomic_write, iter_text_lines
 from utils.space import SearchSpace
 
 
@@ -19,18 +19,11 @@ def iter_arch_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict, list[s
     covers ``.cands`` files and the original latency tables (``<arch>\\t<ms>``).
     """
     path = os.fspath(path)
-    try:
-        handle = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected an arch file") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            arch_text, *extra = line.rstrip("\n").split("\t")
-            yield number, parse_arch(arch_text, where=f"{path}:{number}"), extra
+    for number, line in iter_text_lines(path, "arch file"):  # encoding, link loops, ...: one line
+        if not line.strip():
+            continue
+        arch_text, *extra = line.rstrip("\n").split("\t")
+        yield number, parse_arch(arch_text, where=f"{path}:{number}"), extra
 
 
 def read_arch_file(path: str | os.PathLike, space: SearchSpace | None = None,
@@ -59,7 +52,7 @@ def load_arch_argument(value: str, flag: str = "--arch") -> dict:
     """A CLI arch argument: an inline JSON/repr dict, or a file holding exactly one arch."""
     if value.lstrip().startswith("{"):
         return parse_arch(value, where=flag)
-    if not os.path.exists(value):
+    if not os.path.lexists(value):  # lexists: a link loop is read, and named as one
         raise UserError(f"{flag}: {value!r} is neither an arch dict nor an existing file")
     archs = read_arch_file(value)
     if len(archs) != 1:

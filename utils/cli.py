@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import random
@@ -22,16 +23,28 @@ class ArchError(UserError, ValueError):
     """An arch dict that does not match the schema or does not fit the search space."""
 
 
+def os_problem(err: OSError) -> str:
+    """An OS refusal in words (``strerror`` names a link loop too tersely)."""
+    return "a loop of symbolic links" if err.errno == errno.ELOOP else (err.strerror or str(err))
+
+
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
     """Run a stage's ``main`` and turn user mistakes into one line on stderr and exit code 2.
 
-    Programming errors still raise with a traceback: only ``UserError`` is the user's fault.
+    Programming errors still raise with a traceback: only ``UserError`` is the user's fault, and an
+    ``OSError`` naming a path (no permission, a read-only or virtual file system such as /sys, a link
+    loop, a full disk), which stages check for where they can but which no check can rule out.
     """
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "bigger_and_faster"
     try:
         code = main(argv)
     except UserError as err:
-        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "bigger_and_faster"
         print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.filename is None:
+            raise
+        print(f"{prog}: error: {err.filename}: {os_problem(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted; finished work is kept and a re-run resumes", file=sys.stderr)

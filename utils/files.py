@@ -1,15 +1,20 @@
 """Files others read: atomic writes, appended JSON lines that survive a kill at any byte, and
-one writer per output directory (``output_lock``)."""
+one writer per output directory (``output_lock``); files users give: streamed readers and safe
+parsing, where any problem is one line naming the file and line (``iter_text_lines``,
+``iter_jsonl``, ``loads_json``, ``load_json_file``)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import sys
 import tempfile
+from typing import Iterator
 
-from utils.cli import UserError, get_logger
+from utils.cli import UserError, get_logger, os_problem
 
 # --------------------------------------------------------------------------------------
 # Files: atomic writes and JSON lines
@@ -169,27 +174,138 @@ def output_lock(directory: str | os.PathLike, what: str = "output directory"):
 _HELD_LOCKS: dict[str, tuple[int, int]] = {}
 
 
-def read_jsonl(path: str | os.PathLike, drop_truncated_tail: bool = True,
-               with_line_numbers: bool = False) -> list:
-    """Read JSON lines. A last line cut short by a killed writer is dropped (it is redone on
-    resume); any other bad line is a ``UserError`` naming the file and line.
-    ``with_line_numbers=True`` returns ``(line_number, record)`` pairs (for later error messages)."""
+# --------------------------------------------------------------------------------------
+# Reading users' files: streamed, and one line naming the file (and line) for any problem
+# --------------------------------------------------------------------------------------
+
+
+def open_input(path: str | os.PathLike, what: str = "file"):
+    """``open(path, "rb")`` for a file the user gave: a missing file, a directory, a symbolic-link
+    loop, no permission or any other OS refusal is a ``UserError`` naming the path."""
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.readlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected {'an' if what[:1] in 'aeiou' else 'a'} {what}") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the {what} ({os_problem(err)})") from None
+
+
+def iter_text_lines(path: str | os.PathLike, what: str = "file") -> Iterator[tuple[int, str]]:
+    """``(line_number, text)`` of every line of a UTF-8 file, one line in memory at a time (a
+    ``\r\n`` ending reads as ``\n``; the last line may lack its newline). Bytes that are not UTF-8
+    are a ``UserError`` naming the file and line."""
+    path = os.fspath(path)
+    with open_input(path, what) as handle:
+        number = 0
+        try:
+            for number, raw in enumerate(handle, start=1):
+                if raw.endswith(b"\r\n"):
+                    raw = raw[:-2] + b"\n"
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise UserError(f"{path}:{number}: not valid UTF-8 (byte {raw[err.start]:#04x} at column "
+                                    f"{err.start + 1})") from None
+                yield number, text
+        except OSError as err:  # e.g. EIO, or a path that only fails on read
+            raise UserError(f"{path}:{number + 1}: cannot read the {what} ({err.strerror or err})") from None
+
+
+def json_problem(err: BaseException) -> str:
+    """What is wrong with a text ``json.loads`` refused, in words (for one-line errors)."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"not valid JSON ({err.msg}, column {err.colno})"
+    if isinstance(err, RecursionError):
+        return "nested too deeply to read"
+    if isinstance(err, MemoryError):
+        return "too large to read"
+    if isinstance(err, ValueError) and "digits" in str(err):
+        return f"holds an integer of more than {sys.get_int_max_str_digits()} digits"
+    return f"not valid JSON ({type(err).__name__})"
+
+
+def loads_json(text: str | bytes, where: str):
+    """``json.loads`` whose every refusal (syntax, nesting depth, huge numbers) is a ``UserError``
+    prefixed with ``where`` (``file`` or ``file:line``)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError, MemoryError) as err:
+        raise UserError(f"{where}: {json_problem(err)}") from None
+
+
+def load_json_file(path: str | os.PathLike, what: str = "JSON file"):
+    """A whole JSON file (a config, a space file), every problem one line naming it."""
+    path = os.fspath(path)
+    with open_input(path, what) as handle:
+        try:
+            data = handle.read()
+        except OSError as err:
+            raise UserError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not valid UTF-8 (byte {data[err.start]:#04x})") from None
+    return loads_json(text, path)
+
+
+def iter_jsonl(path: str | os.PathLike, drop_truncated_tail: bool = True,
+               what: str = "JSON-lines file") -> Iterator[tuple[int, dict]]:
+    """``(line_number, record)`` of every JSON line, streamed: memory does not grow with the file.
+    A last line cut short by a killed writer (no newline, not valid JSON) is dropped with a warning
+    (it is redone on resume); any other bad line -- syntax, encoding, nesting, number size, not an
+    object -- is a ``UserError`` naming the file and line."""
+    path = os.fspath(path)
+    for number, line in iter_text_lines(path, what):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
-        except json.JSONDecodeError as err:
-            is_tail = number == len(lines) and not line.endswith("\n")
-            if is_tail and drop_truncated_tail:
+        except (ValueError, RecursionError, MemoryError) as err:
+            if drop_truncated_tail and not line.endswith("\n") and isinstance(err, json.JSONDecodeError):
                 get_logger(__name__).warning("%s:%d: dropping a truncated last line", path, number)
                 continue
-            raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            raise UserError(f"{path}:{number}: {json_problem(err)}") from None
         if not isinstance(value, dict):
             raise UserError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
-        records.append((number, value) if with_line_numbers else value)
-    return records
+        yield number, value
+
+
+def read_jsonl(path: str | os.PathLike, drop_truncated_tail: bool = True,
+               with_line_numbers: bool = False) -> list:
+    """Every record of a JSON-lines file as a list (``iter_jsonl`` streams them, for big files).
+    ``with_line_numbers=True`` returns ``(line_number, record)`` pairs (for later error messages)."""
+    records = iter_jsonl(path, drop_truncated_tail)
+    return list(records) if with_line_numbers else [record for _, record in records]
+
+
+def load_weights_only(path: str | os.PathLike, what: str = "checkpoint"):
+    """``torch.load(path, weights_only=True)`` on CPU, with one line for any file it cannot take:
+    a file holding pickled Python objects is refused (they could run code; it is never loaded
+    unsafely), a truncated or foreign file is named as such. torch's own multi-line advice, which
+    suggests the unsafe load, and its pickle-protocol warnings are not shown."""
+    import pickle
+    import warnings
+
+    import torch
+
+    path = os.fspath(path)
+    open_input(path, what).close()  # missing, a directory, a link loop: one line
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))  # a class or function the file asks to import and call
+        if found:
+            raise UserError(f"{path}: refused: it holds pickled Python objects ({found.group(1)}) beyond tensors and "
+                            f"plain data, which could run code when loaded; a {what} holds only weights") from None
+        raise UserError(f"{path}: not a readable {what}: weights-only loading refused it (not a torch file, or "
+                        "pickled data beyond tensors); such a file is never loaded unsafely") from None
+    except MemoryError:
+        raise UserError(f"{path}: not a readable {what} (too large to load)") from None
+    except Exception as err:  # a truncated zip, a foreign format: torch's message is long
+        raise UserError(f"{path}: not a readable {what} ({type(err).__name__}; truncated or not a torch file)") from None

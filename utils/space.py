@@ -17,6 +17,18 @@ from utils.cli import UserError
 # --------------------------------------------------------------------------------------
 
 
+# Far beyond any BERT (the paper's finest grid has 225 values, its widest dimension 1024), yet small
+# enough that enumerating, sampling or building a model from a grid cannot exhaust memory.
+MAX_GRID_VALUES = 10_000
+MAX_GRID_VALUE = 100_000
+
+
+# Far beyond any BERT (the paper's finest grid has 225 values, its widest dimension 1024), yet small
+# enough that enumerating, sampling or building a model from a grid cannot exhaust memory.
+MAX_GRID_VALUES = 10_000
+MAX_GRID_VALUE = 100_000
+
+
 @dataclasses.dataclass(frozen=True)
 class Grid:
     """An inclusive integer grid ``start..stop`` with ``step`` (the original's range flags)."""
@@ -28,6 +40,14 @@ class Grid:
     def __post_init__(self):
         if self.step < 1 or self.start > self.stop or self.start < 1:
             raise UserError(f"bad grid {self.start}..{self.stop} step {self.step}")
+        count = (self.stop - self.start) // self.step + 1
+        if count > MAX_GRID_VALUES or self.stop > MAX_GRID_VALUE:  # checked before any list of values is built
+            raise UserError(f"grid {self.start}..{self.stop} step {self.step} has {count:,} values up to {self.stop:,}; "
+                            f"a dimension has at most {MAX_GRID_VALUES:,} values, each at most {MAX_GRID_VALUE:,}")
+        count = (self.stop - self.start) // self.step + 1
+        if count > MAX_GRID_VALUES or self.stop > MAX_GRID_VALUE:  # checked before any list of values is built
+            raise UserError(f"grid {self.start}..{self.stop} step {self.step} has {count:,} values up to {self.stop:,}; "
+                            f"a dimension has at most {MAX_GRID_VALUES:,} values, each at most {MAX_GRID_VALUE:,}")
 
     @property
     def values(self) -> list[int]:

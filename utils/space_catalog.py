@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from utils.cli import UserError
-from utils.files import atomic_write
+from utils.files import atomic_write, load_json_file
 from utils.space import Grid, SearchSpace
 
 # The spaces, as data (SPEC section 3). Every stage picks one by name with --space.
@@ -101,15 +101,7 @@ def load_space_file(path: str | os.PathLike) -> dict[str, SearchSpace]:
     Grids are ``[start, stop, step]``; ``"qkv_size": null`` (or absent) ties qkv to hidden.
     Returns ``{role: space}``; a single space is returned under the key ``"*"``."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such space file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a JSON space file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a JSON space file ({err})") from None
+    data = load_json_file(path, "JSON space file")  # missing, a directory, encoding, depth, number size: one line
     stem = os.path.splitext(os.path.basename(path))[0]
     if isinstance(data, dict) and any(role in data for role in SPACE_ROLES):
         unknown = sorted(set(data) - set(SPACE_ROLES) - {"name", "description"})
@@ -167,11 +159,7 @@ def read_space_record(directory: str | os.PathLike) -> dict[str, SearchSpace]:
     path = os.path.join(os.fspath(directory), SPACE_FILE)
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
+    data = load_json_file(path, "space record")  # encoding, depth, number size: one line
     return spaces_from_record(data, path)
 
 

@@ -16,7 +16,14 @@ import torch
 
 from latency.lines import ffn_line
 from latency.predictor.model import ENCODINGS, ORIGINAL_LAT_NORM, LatencyMLP, from_target
-from utils import FEATURE_NAMES, ORIGINAL_FEATURE_NORM, UserError, atomic_write, check_arch_schema
+from utils import (
+    FEATURE_NAMES,
+    ORIGINAL_FEATURE_NORM,
+    UserError,
+    atomic_write,
+    check_arch_schema,
+    load_weights_only,
+)
 
 CHECKPOINT_FORMAT = "bigger_and_faster.latency_predictor/1"
 
@@ -57,10 +64,7 @@ class LatencyPredictor:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such latency predictor checkpoint")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a truncated or foreign file
-            raise UserError(f"{path}: not a readable predictor checkpoint ({type(err).__name__}: {err})") from None
+        checkpoint = load_weights_only(path, "predictor checkpoint")  # a truncated, foreign or pickled file: one line
         if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
             predictor = cls(checkpoint)
         elif isinstance(checkpoint, dict) and "first_layer.weight" in checkpoint:

@@ -83,11 +83,64 @@ baf_require_choice() {  # baf_require_choice VAR CHOICE...: $VAR is one of the c
     baf_die "$var must be one of $*, got '$value'"
 }
 
-baf_require_int() {  # baf_require_int VAR [MIN]: $VAR is an integer >= MIN
-    local var="$1" low="${2:-0}"
+baf_require_int() {  # baf_require_int VAR [MIN] [MAX]: $VAR is an integer in [MIN, MAX] (MIN defaults to 0)
+    local var="$1" low="${2:-0}" high="${3:-}"
     local value="${!var:-}"
     [[ "$value" =~ ^-?[0-9]+$ ]] || baf_die "$var must be an integer, got '$value'"
+    (( ${#value} <= 18 )) || baf_die "$var=$value is out of range"  # beyond what shell arithmetic holds
+    local sign=1
+    [[ "$value" == -* ]] && sign=-1
+    value=$((sign * 10#${value#-}))  # 08 is eight, not an octal error
     (( value >= low )) || baf_die "$var must be >= $low, got $value"
+    [[ -z "$high" ]] || (( value <= high )) || baf_die "$var must be <= $high, got $value"
+}
+
+_baf_number() {  # _baf_number VAR VALUE MIN MAX STRICT: VALUE a finite decimal in [MIN, MAX] ((MIN, MAX] if STRICT)
+    local var="$1" value="$2" low="$3" high="$4" strict="$5"
+    [[ "$value" =~ ^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$ ]] \
+        || baf_die "$var must be a number, got '$value'"
+    awk -v v="$value" 'BEGIN { x = v + 0; exit !(x <= 1e300 && x >= -1e300) }' \
+        || baf_die "$var must be a finite number, got '$value'"
+    if [[ -n "$low" ]] && ! awk -v v="$value" -v b="$low" -v s="$strict" 'BEGIN { exit !(s ? v + 0 > b + 0 : v + 0 >= b + 0) }'; then
+        baf_die "$var must be $([[ -n "$strict" ]] && echo '>' || echo '>=') $low, got '$value'"
+    fi
+    if [[ -n "$high" ]] && ! awk -v v="$value" -v b="$high" 'BEGIN { exit !(v + 0 <= b + 0) }'; then
+        baf_die "$var must be <= $high, got '$value'"
+    fi
+}
+
+baf_require_number() {  # baf_require_number VAR [MIN] [MAX] [strict]: a finite number in [MIN, MAX] (MIN excluded if strict)
+    _baf_number "$1" "${!1:-}" "${2:-}" "${3:-}" "${4:-}"
+}
+
+baf_require_numbers() {  # baf_require_numbers VAR [MIN] [MAX] [strict]: one or more such numbers, separated by spaces
+    local var="$1" word words
+    read -r -a words <<< "${!var:-}"
+    (( ${#words[@]} > 0 )) || baf_die "$var is empty; set it to one or more numbers separated by spaces"
+    for word in "${words[@]}"; do _baf_number "$var" "$word" "${2:-}" "${3:-}" "${4:-}"; done
+}
+
+baf_require_ints() {  # baf_require_ints VAR [MIN] [MAX]: one or more integers, separated by spaces
+    local var="$1" word words
+    read -r -a words <<< "${!var:-}"
+    (( ${#words[@]} > 0 )) || baf_die "$var is empty; set it to one or more integers separated by spaces"
+    for word in "${words[@]}"; do
+        (BAF_WORD="$word" baf_require_int BAF_WORD "${2:-0}" "${3:-}") 2> /dev/null \
+            || baf_die "$var must hold integers >= ${2:-0}$([[ -n "${3:-}" ]] && echo " and <= ${3}"), got '$word'"
+    done
+}
+
+baf_require_outdir() {  # baf_require_outdir VAR [what]: $VAR names a directory this script may create or write into
+    local var="$1" what="${2:-output directory}"
+    local value="${!var:-}" probe
+    [[ -n "$value" ]] || baf_die "$var is empty; set it to the $what"
+    if [[ -e "$value" && ! -d "$value" ]]; then baf_die "$var=$value: exists and is not a directory (the $what)"; fi
+    probe="$value"
+    while [[ ! -e "$probe" ]]; do probe="$(dirname "$probe")"; done  # the nearest existing ancestor
+    [[ -d "$probe" ]] || baf_die "$var=$value: $probe is not a directory (the $what)"
+    # a real probe (a directory created and removed): permissions alone miss read-only and virtual file systems
+    probe="$(mktemp -d "$probe/.baf_write_probe.XXXXXX" 2> /dev/null)" && rmdir "$probe" \
+        || baf_die "$var=$value: cannot create or write in it (the $what)"
 }
 
 baf_py() {  # run PYTHON with the repository importable, from any working directory
@@ -103,25 +156,50 @@ baf_require_task() {  # baf_require_task VAR: $VAR names a GLUE task of glue.tas
     fi
 }
 
-# ---- supervising child jobs: each runs in its own process group and ends with this script
-BAF_CHILDREN=()
-
-baf_kill_children() {
-    local pid
-    for pid in ${BAF_CHILDREN[@]+"${BAF_CHILDREN[@]}"}; do
-        kill -TERM -- "-$pid" 2> /dev/null || kill -TERM "$pid" 2> /dev/null || true
-    done
+baf_hold_lock() {  # baf_hold_lock FILE WHAT: hold an exclusive lock on FILE for as long as this script (or a job
+    # it started) runs, or die naming the holder. flock(2) on a descriptor this shell keeps: the kernel drops it
+    # when the last process holding the descriptor ends, so a killed run leaves no stale lock.
+    local file="$1" what="$2" holder
+    exec {BAF_LOCK_FD}>>"$file" || baf_die "$file: cannot open the lock of the $what"
+    holder="$("${PYTHON:-python3}" -I -S -c '
+import fcntl, os, sys, time
+fd, path, pid = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print(open(path).read().strip() or "another process")
+    sys.exit(1)
+os.ftruncate(fd, 0)
+stamp = time.strftime("%H:%M:%S")
+os.write(fd, f"pid {pid} since {stamp}\n".encode())
+' "$BAF_LOCK_FD" "$file" "$$")" || baf_die "the $what is in use by ${holder:-another process}; wait for that run or stop it (one run per directory)"
 }
 
-baf_supervise() {  # call once: SIGINT/SIGTERM/exit stop every job started with baf_spawn
-    trap 'baf_kill_children; trap - EXIT; exit 130' INT
-    trap 'baf_kill_children; trap - EXIT; exit 143' TERM
-    trap 'baf_kill_children' EXIT
+# ---- supervising child jobs
+# Every job runs under script/lib/supervise.py: in a process group of its own that ends when the job is
+# stopped, when this script ends, or when this script dies -- SIGKILL included (the supervisor watches
+# its parent). So stopping any level (make, a pipeline, a stage script) stops everything below it.
+BAF_SUPERVISED=0
+
+baf_stop_children() {  # baf_stop_children SIGNAL: pass SIGNAL to every running job, wait until they end
+    local signal="$1" pid pids
+    pids="$(jobs -pr)"
+    [[ -n "$pids" ]] || return 0
+    for pid in $pids; do kill "-$signal" "$pid" 2> /dev/null || true; done
+    for pid in $pids; do wait "$pid" 2> /dev/null || true; done  # bounded: supervisors SIGKILL after a grace
 }
 
-baf_spawn() {  # baf_spawn CMD...: start CMD in the background in a process group of its own ($! is it)
-    setsid "$@" &
-    BAF_CHILDREN+=("$!")
+baf_supervise() {  # SIGINT/SIGTERM/SIGHUP/exit stop every job started with baf_spawn (called by baf_spawn)
+    BAF_SUPERVISED=1
+    trap 'trap - INT TERM HUP; baf_stop_children INT; trap - EXIT; exit 130' INT
+    trap 'trap - INT TERM HUP; baf_stop_children TERM; trap - EXIT; exit 143' TERM
+    trap 'trap - INT TERM HUP; baf_stop_children TERM; trap - EXIT; exit 129' HUP
+    trap 'baf_stop_children TERM' EXIT
+}
+
+baf_spawn() {  # baf_spawn CMD...: start CMD in the background, supervised ($! is its supervisor)
+    [[ "$BAF_SUPERVISED" == 1 ]] || baf_supervise
+    "${PYTHON:-python3}" -I -S "$ROOT/script/lib/supervise.py" -- "$@" &
 }
 
 baf_run() {  # baf_run CMD...: run CMD supervised and wait for it (signals reach this script at once)
@@ -129,20 +207,27 @@ baf_run() {  # baf_run CMD...: run CMD supervised and wait for it (signals reach
     wait "$!"
 }
 
-baf_run_queue() {  # baf_run_queue N CMD_STRING...: run the commands (bash -c) at most N at a time
-    local width="$1" status=0 launched=0 finished=0 command
+baf_run_queue() {  # baf_run_queue N CMD_STRING...: run the commands (bash -c) at most N at a time. A failed job
+    # does not stop the others (the status is the last failure's); a job stopped by a signal stops them all.
+    local width="$1" status=0 launched=0 finished=0 command rc
     shift
     for command in "$@"; do
         while (( launched - finished >= width )); do
-            wait -n || status=$?
+            rc=0
+            wait -n || rc=$?
             finished=$((finished + 1))
+            if (( rc > 128 )); then baf_stop_children TERM; return "$rc"; fi
+            (( rc == 0 )) || status=$rc
         done
         baf_spawn bash -c "$command"
         launched=$((launched + 1))
     done
     while (( finished < launched )); do
-        wait -n || status=$?
+        rc=0
+        wait -n || rc=$?
         finished=$((finished + 1))
+        if (( rc > 128 )); then baf_stop_children TERM; return "$rc"; fi
+        (( rc == 0 )) || status=$rc
     done
     return "$status"
 }
