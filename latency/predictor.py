@@ -301,7 +301,7 @@ def _to_target(ms: np.ndarray, target: dict) -> np.ndarray:
 def train_predictor(records: list[dict], recipe: Recipe, seed: int = 0, metadata: dict | None = None,
                     progress: bool = True) -> tuple[LatencyPredictor, Dataset, dict]:
     """Train on a table's records; returns the predictor, the split data and the metrics."""
-    from tqdm import tqdm
+    from utils.progress import progress as progress_bar
 
     start = time.perf_counter()
     data = make_dataset(records, seed)
@@ -368,8 +368,7 @@ def train_predictor(records: list[dict], recipe: Recipe, seed: int = 0, metadata
 
     best = (math.inf, None, 0)
     evaluations_without_gain, step = 0, 0
-    bar = tqdm(total=recipe.max_steps, desc=f"predictor ({recipe.features})", unit="step", disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(total=recipe.max_steps, desc=f"predictor ({recipe.features})", unit="step", enabled=progress)
     for step in range(1, recipe.max_steps + 1):
         if minibatch:  # the original: a fresh random minibatch (without replacement) every step
             part = rows(train_part, torch.randperm(len(data.train), generator=generator)[:recipe.batch_size])

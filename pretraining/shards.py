@@ -403,7 +403,7 @@ def generate_shards(corpus_dir: str, output_dir: str, vocab_file: str, settings:
 def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, vocab: list[str], fingerprint: str,
                      settings: GenerateSettings, overwrite: bool, progress: bool, corpus_dir: str) -> dict:
     """``generate_shards`` once the inputs are checked and the output lock is held."""
-    from tqdm.auto import tqdm
+    from utils.progress import progress as progress_bar
 
     old = existing_shards(output_dir)
     manifest = _read_manifest(output_dir)
@@ -425,7 +425,7 @@ def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, voc
         lines = undecodable_docs = 0
         current_doc, doc_undecodable = None, False
         tasks = plan_tasks(documents, settings.block_bytes)
-        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenising", disable=not progress) as bar:
+        with progress_bar(total=total_bytes, unit="B", unit_scale=True, desc="tokenising", enabled=progress) as bar:
             for results in _ordered_map(tasks, settings.num_workers, vocab_file, settings.do_lower_case):
                 for segment in results:
                     if segment.doc != current_doc:

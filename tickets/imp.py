@@ -38,7 +38,6 @@ import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from evaluation.candidate import TaskData
 from evaluation.data import encode_examples, load_tokenizer
@@ -57,6 +56,7 @@ from tickets.pruning import (
 from tickets.report import RECORDS_NAME
 from tickets.storage import load_masks, save_masks, storage_sizes
 from tickets.timing import ticket_protocol, time_hf_model, to_int8
+from utils.progress import progress as progress_bar
 from utils import (
     UserError,
     append_jsonl,
@@ -580,7 +580,7 @@ def run(options: RunOptions) -> list[dict]:
         if records:
             logger.info("resuming: %d round(s) done (last sparsity %.1f %%)", len(records), records[-1]["sparsity_pct"])
         planned = None if options.rounds is None else options.rounds + 1
-        progress = tqdm(total=planned, initial=len(records), desc="ticket rounds", unit="round", disable=None)
+        progress = progress_bar(total=planned, initial=len(records), desc="ticket rounds", unit="round", every=0)
         while (goal := _goal(context, records)) is not None:
             record = run_round(context, len(records), goal)
             append_jsonl(context.records_path, record)

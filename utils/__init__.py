@@ -7,7 +7,8 @@ write ``from utils import arch_key, SPACES, ...``:
 * ``utils.arch``     -- the arch dict: schema, validation, ``arch_key``, arch files;
 * ``utils.space``    -- search spaces, their families and files, coverage, sampling and mutation;
 * ``utils.features`` -- the latency predictor's features;
-* ``utils.vocab``    -- the vocab file (``load_vocab``, ``SPECIAL_TOKENS``).
+* ``utils.vocab``    -- the vocab file (``load_vocab``, ``SPECIAL_TOKENS``);
+* ``utils.progress`` -- progress bars on a terminal, plain lines in a log (imported as ``utils.progress``).
 """
 
 from utils.arch import *  # noqa: F401,F403

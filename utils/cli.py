@@ -25,7 +25,11 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     """Run a stage's ``main`` and turn user mistakes into one line on stderr and exit code 2.
 
     Programming errors still raise with a traceback: only ``UserError`` is the user's fault.
+    Off a terminal, the libraries' progress bars are turned off (``utils.progress``).
     """
+    from utils.progress import quiet_library_bars
+
+    quiet_library_bars()
     try:
         code = main(argv)
     except UserError as err:
