@@ -21,18 +21,19 @@ import os
 import time
 
 import torch
-from tqdm import tqdm
 
 from evaluation.candidate import TaskData, evaluate_candidate
 from evaluation.data import encode_examples, load_tokenizer
 from evaluation.finetune import FinetuneConfig
 from evaluation.results import ResultsStore, result_key
+from glue.recipes import finetune_steps, recipes_help, small_data_warning
 from glue.tasks import TASKS, get_task, read_split
 from quantize_utils import SCHEMES, resolve_scheme
 from transformer.checkpoint import load_supernet
 from transformer.config import SuperBertConfig
 from transformer.hf_converter import check_hf_compatible
 from transformer.modeling_super import SuperBertForSequenceClassification, check_arch_fits
+from utils.progress import progress as progress_bar
 from utils import (
     ArchError,
     Grid,
@@ -121,6 +122,8 @@ def build_parser(quantize: bool, description: str) -> argparse.ArgumentParser:
                              "faster with 1 (see BENCHMARKS.md)")
     parser.add_argument("--super_model", default=None, help=argparse.SUPPRESS)  # original flag, no effect here
     parser.add_argument("--cache_dir", default=None, help=argparse.SUPPRESS)  # original flag, unused there too
+    parser.epilog = recipes_help(*(parser.get_default(name) for name in
+                                   ("num_train_epochs", "warmup_proportion", "weight_decay")))
     return parser
 
 
@@ -355,15 +358,22 @@ def _evaluate(args, scheme, extras, seeds, tasks, archs, tokenizer, examples, st
         if not todo:
             continue
         set_seed(seeds[0])
-        _, max_seq = _hparams(args, task, seeds[0])
+        first, max_seq = _hparams(args, task, seeds[0])
         splits = examples[task.name]
+        warning = small_data_warning(task.name, len(splits["train"]), first.train_batch_size, first.num_train_epochs)
+        if warning:
+            logger.warning(warning)
         data = TaskData(task, encode_examples(tokenizer, splits["train"], task, max_seq),
                         {name: encode_examples(tokenizer, splits[name], task, max_seq) for name in task.dev_files})
         supernet = load_supernet(args.model, SuperBertForSequenceClassification, num_labels=task.num_labels).eval()
-        progress = tqdm(todo, desc=f"{task.name} candidates", unit="arch", disable=None)
+        progress = progress_bar(todo, desc=f"{task.name} candidates", unit="arch")
         for arch, seed in progress:
             config, _ = _hparams(args, task, seed)
             keep = save_dir if save_dir and (args.save_seeds is None or seed in args.save_seeds) else None
+            logger.info("%s seed %d %s: fine-tuning %d steps (%d examples, batch %d, lr %g, %g epoch(s))", task.name,
+                        seed, arch_summary(arch), finetune_steps(len(data.train), config.train_batch_size,
+                        config.num_train_epochs), len(data.train), config.train_batch_size, config.learning_rate,
+                        config.num_train_epochs)
             record = evaluate_candidate(supernet, arch, data, config, device, scheme, keep, tokenizer=tokenizer,
                                         extra_schemes=extras, threads=threads)
             record.update(max_seq_length=max_seq, train_examples=len(data.train), settings=settings[task.name],
