@@ -2,8 +2,10 @@
 
 Writing (``generate_shards``), the original's format and packing with its defects fixed:
 
-* every regular top-level file of the corpus directory is one document (BookCorpus convention),
-  read as UTF-8 with undecodable bytes replaced (U+FFFD), never fatal;
+* the corpus is a directory of text files or one text file; every file of a directory is one
+  document (BookCorpus convention) unless a document rule splits files (``pretraining.documents``:
+  a run of blank lines, a maximum length; a single file is split at blank lines by default);
+  files are read as UTF-8 with undecodable bytes replaced (U+FFFD), never fatal;
 * each non-blank stripped line is tokenised with the fast (Rust) WordPiece tokenizer of the
   ``tokenizers`` library; it gives the same tokens as the original's Python ``BertTokenizer``;
 * lines are packed greedily per document into sequences of at most ``max_seq_len - 2`` tokens,
@@ -41,6 +43,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from pretraining.documents import DocumentRule, DocumentSplitter, lines_with_blanks, list_corpus_files
 from utils import SPECIAL_TOKENS, UserError, atomic_write, get_logger, load_vocab, output_lock  # noqa: F401 (re-exported)
 
 logger = get_logger(__name__)
@@ -102,14 +105,8 @@ def split_lines(text: str) -> list[str]:
 
 
 def list_documents(corpus_dir: str, flag: str = "--train_corpus") -> list[str]:
-    """Regular, non-hidden files at the top level of ``corpus_dir``, sorted (deterministic)."""
-    if not os.path.isdir(corpus_dir):
-        raise UserError(f"{flag}: {corpus_dir}: no such directory (one file per document is expected)")
-    documents = sorted(entry.path for entry in os.scandir(corpus_dir)
-                       if entry.is_file() and not entry.name.startswith("."))
-    if not documents:
-        raise UserError(f"{flag}: {corpus_dir} holds no files (one file per document is expected)")
-    return documents
+    """The corpus's files in generation order (``pretraining.documents.list_corpus_files``)."""
+    return list_corpus_files(corpus_dir, flag)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +173,9 @@ class CachedEncoder:
         self.fragments: dict[str, str] = {}
         self.sizes: dict[str, int] = {}
 
-    def encode_lines(self, lines: Sequence[str]) -> tuple[list[int], list[str]]:
-        """Token count and fragment of every line that has at least one token."""
+    def encode_lines(self, lines: Sequence[str], keep_empty: bool = False) -> tuple[list[int], list[str]]:
+        """Token count and fragment of every line that has at least one token (of every line,
+        with count 0 and fragment "", when ``keep_empty``)."""
         fragments, sizes, encoded = self.fragments, self.sizes, self.encoded
         if len(fragments) > self.max_entries:
             fragments.clear()
@@ -194,16 +192,21 @@ class CachedEncoder:
             if count:
                 counts.append(count)
                 line_fragments.append(", ".join(filter(None, map(fragments.__getitem__, chunks))))
+            elif keep_empty:
+                counts.append(0)
+                line_fragments.append("")
         return counts, line_fragments
 
 
 _WORKER_ENCODER: CachedEncoder | None = None
+_WORKER_BLANKS = False  # a document rule is active: report blank lines and every line's length
 
 
-def _init_worker(vocab_file: str, do_lower_case: bool) -> None:
-    global _WORKER_ENCODER
+def _init_worker(vocab_file: str, do_lower_case: bool, with_blanks: bool = False) -> None:
+    global _WORKER_ENCODER, _WORKER_BLANKS
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # processes give the parallelism
     _WORKER_ENCODER = CachedEncoder(build_tokenizer(vocab_file, do_lower_case), load_vocab(vocab_file))
+    _WORKER_BLANKS = with_blanks
 
 
 @dataclasses.dataclass
@@ -214,6 +217,11 @@ class TokenizedSegment:
     counts: list[int]  # tokens per line that has tokens
     fragments: list[str]  # those lines' JSON fragments
     undecodable: bool
+    # with a document rule: every non-blank line is listed (count 0 when it has no token), with
+    # the blank lines before it and its length; trailing_blanks follow the last one
+    blank_before: list[int] | None = None
+    chars: list[int] | None = None
+    trailing_blanks: int = 0
 
 
 def tokenize_task(task: list[Segment]) -> list[TokenizedSegment]:
@@ -226,6 +234,12 @@ def tokenize_task(task: list[Segment]) -> list[TokenizedSegment]:
             text, undecodable = data.decode("utf-8"), False
         except UnicodeDecodeError:
             text, undecodable = data.decode("utf-8", errors="replace"), True
+        if _WORKER_BLANKS:
+            lines, before, trailing = lines_with_blanks(text)
+            counts, fragments = _WORKER_ENCODER.encode_lines(lines, keep_empty=True)
+            results.append(TokenizedSegment(segment.doc, len(data), len(lines), counts, fragments, undecodable,
+                                            before, [len(line) for line in lines], trailing))
+            continue
         lines = split_lines(text)
         counts, fragments = _WORKER_ENCODER.encode_lines(lines)
         results.append(TokenizedSegment(segment.doc, len(data), len(lines), counts, fragments, undecodable))
@@ -241,15 +255,16 @@ def _start_method() -> str:
 
 
 def _ordered_map(tasks: Iterable[list[Segment]], num_workers: int, vocab_file: str,
-                 do_lower_case: bool) -> Iterator[list[TokenizedSegment]]:
+                 do_lower_case: bool, with_blanks: bool = False) -> Iterator[list[TokenizedSegment]]:
     """``map(tokenize_task, tasks)`` over worker processes, in order, with a bounded number of
     tasks in flight (``Pool.imap`` would read the whole task list and queue unbounded results)."""
     if num_workers <= 1:
-        _init_worker(vocab_file, do_lower_case)
+        _init_worker(vocab_file, do_lower_case, with_blanks)
         yield from map(tokenize_task, tasks)
         return
     context = multiprocessing.get_context(_start_method())
-    with context.Pool(num_workers, initializer=_init_worker, initargs=(vocab_file, do_lower_case)) as pool:
+    with context.Pool(num_workers, initializer=_init_worker,
+                      initargs=(vocab_file, do_lower_case, with_blanks)) as pool:
         pending: collections.deque = collections.deque()
         for task in tasks:
             pending.append(pool.apply_async(tokenize_task, (task,)))
@@ -346,6 +361,7 @@ class GenerateSettings:
     num_shards: int = 28
     num_workers: int = 4
     block_bytes: int = 1 << 18
+    documents: DocumentRule = DocumentRule()  # what a document is, besides a file
 
 
 def _fingerprint(documents: Sequence[str], vocab_file: str, settings: GenerateSettings) -> str:
@@ -354,6 +370,8 @@ def _fingerprint(documents: Sequence[str], vocab_file: str, settings: GenerateSe
     payload = {"format": FORMAT_VERSION, "max_seq_len": settings.max_seq_len,
                "do_lower_case": settings.do_lower_case, "num_shards": settings.num_shards,
                "vocab_sha256": file_sha256(vocab_file)}
+    if settings.documents.active:  # (absent when inactive: shards made before the rule existed stay valid)
+        payload["documents"] = dataclasses.asdict(settings.documents)
     digest.update(json.dumps(payload, sort_keys=True).encode())
     for path in documents:
         stat = os.stat(path)
@@ -424,18 +442,33 @@ def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, voc
         total_bytes = sum(os.path.getsize(path) for path in documents)
         lines = undecodable_docs = 0
         current_doc, doc_undecodable = None, False
+        rule = settings.documents
+        splitter = DocumentSplitter(rule) if rule.active else None
         tasks = plan_tasks(documents, settings.block_bytes)
         with progress_bar(total=total_bytes, unit="B", unit_scale=True, desc="tokenising", enabled=progress) as bar:
-            for results in _ordered_map(tasks, settings.num_workers, vocab_file, settings.do_lower_case):
+            for results in _ordered_map(tasks, settings.num_workers, vocab_file, settings.do_lower_case,
+                                        with_blanks=rule.active):
                 for segment in results:
                     if segment.doc != current_doc:
                         packer.end_document()
                         undecodable_docs += doc_undecodable
                         current_doc, doc_undecodable = segment.doc, False
+                        if splitter:
+                            splitter.new_file()
                     doc_undecodable |= segment.undecodable
                     add_line = packer.add_line
-                    for fragment, count in zip(segment.fragments, segment.counts):
-                        add_line(fragment, count)
+                    if splitter:  # the document rule decides, line by line, where a document ends
+                        starts = splitter.starts_document
+                        for fragment, count, blanks, chars in zip(segment.fragments, segment.counts,
+                                                                  segment.blank_before, segment.chars):
+                            if starts(blanks, chars):
+                                packer.end_document()
+                            if count:
+                                add_line(fragment, count)
+                        splitter.end_block(segment.trailing_blanks, bool(segment.counts))
+                    else:
+                        for fragment, count in zip(segment.fragments, segment.counts):
+                            add_line(fragment, count)
                     lines += segment.lines
                     bar.update(segment.nbytes)
         packer.end_document()
@@ -447,7 +480,8 @@ def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, voc
         seconds = time.perf_counter() - started
         stats = {
             "format": FORMAT_VERSION, "fingerprint": fingerprint, "corpus": os.path.abspath(corpus_dir),
-            "documents": len(documents), "documents_with_undecodable_bytes": undecodable_docs,
+            "files": len(documents), "documents": splitter.documents if splitter else len(documents),
+            "document_rule": dataclasses.asdict(rule), "documents_with_undecodable_bytes": undecodable_docs,
             "lines": lines, "sequences": writer.sequences, "tokens": writer.tokens,
             "dropped_short_sequences": packer.dropped, "shard_sequences": writer.counts,
             "max_seq_len": settings.max_seq_len, "max_tokens_per_sequence": settings.max_seq_len - 2,
@@ -471,8 +505,9 @@ def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, voc
         shutil.rmtree(staging, ignore_errors=True)
     if undecodable_docs:
         logger.warning("%d document(s) held bytes that are not UTF-8; they were replaced by U+FFFD", undecodable_docs)
-    logger.info("%d documents -> %d sequences, %d tokens in %d shards (%.0f tokens/s)", len(documents),
-                stats["sequences"], stats["tokens"], settings.num_shards, stats["tokens_per_second"])
+    logger.info("%d documents (%d file(s); a document ends at %s) -> %d sequences, %d tokens in %d shards "
+                "(%.0f tokens/s)", stats["documents"], len(documents), rule.describe(), stats["sequences"],
+                stats["tokens"], settings.num_shards, stats["tokens_per_second"])
     return stats
 
 
