@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--measured", nargs="*", default=[],
                         help="latency tables measured on the evaluated archs (python -m evaluation.results)")
     parser.add_argument("--seeds", nargs="*", type=int, default=None,
-                        help="the final step's seeds: every finalist must have all of them")
+                        help="the final step's seeds: every finalist must have all of them (default: the seeds "
+                             "each search's final step recorded)")
     parser.add_argument("--task", default=None, help="report this task when the root holds several")
     parser.add_argument("--allow_partial", action="store_true",
                         help="report unfinished searches / missing seeds (flagged) instead of refusing")
