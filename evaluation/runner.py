@@ -33,7 +33,6 @@ from transformer.checkpoint import load_supernet
 from transformer.config import SuperBertConfig
 from transformer.hf_converter import check_hf_compatible
 from transformer.modeling_super import SuperBertForSequenceClassification, check_arch_fits
-from utils.progress import progress as progress_bar
 from utils import (
     ArchError,
     Grid,
@@ -50,6 +49,7 @@ from utils import (
     set_seed,
     uncovered_dimensions,
 )
+from utils.progress import progress as progress_bar
 
 logger = get_logger("candidate_evaluation")
 

@@ -56,7 +56,6 @@ from tickets.pruning import (
 from tickets.report import RECORDS_NAME
 from tickets.storage import load_masks, save_masks, storage_sizes
 from tickets.timing import ticket_protocol, time_hf_model, to_int8
-from utils.progress import progress as progress_bar
 from utils import (
     UserError,
     append_jsonl,
@@ -69,6 +68,7 @@ from utils import (
     read_jsonl,
     set_seed,
 )
+from utils.progress import progress as progress_bar
 
 logger = get_logger("bert_tickets")
 
