@@ -58,6 +58,7 @@ logger = get_logger("candidate_evaluation")
 SETTING_FIELDS = ("model", "data_dir", "do_lower_case", "learning_rate", "num_train_epochs", "train_batch_size",
                   "eval_batch_size", "eval_step", "warmup_proportion", "weight_decay", "max_seq_length",
                   "max_train_examples", "max_eval_examples", "extra_schemes")
+_WARNED: set[str] = set()  # small-data warnings already given by this process
 INT8_SCHEME_NAMES = tuple(name for name, scheme in SCHEMES.items() if scheme.quantized)
 
 
@@ -361,7 +362,8 @@ def _evaluate(args, scheme, extras, seeds, tasks, archs, tokenizer, examples, st
         first, max_seq = _hparams(args, task, seeds[0])
         splits = examples[task.name]
         warning = small_data_warning(task.name, len(splits["train"]), first.train_batch_size, first.num_train_epochs)
-        if warning:
+        if warning and warning not in _WARNED:  # once per process: a search runs its steps in one
+            _WARNED.add(warning)
             logger.warning(warning)
         data = TaskData(task, encode_examples(tokenizer, splits["train"], task, max_seq),
                         {name: encode_examples(tokenizer, splits[name], task, max_seq) for name in task.dev_files})

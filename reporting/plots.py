@@ -33,6 +33,7 @@ class PlotInfo:
     titles: list[str]
     legend: list[str]  # every legend entry, in order (section headers as "[colour: method]")
     overflowing: list[str]  # texts that run off the figure or hide under a legend (should be none)
+    line_widths: dict[str, float] = dataclasses.field(default_factory=dict)  # "<budget> ms <method>" -> width
 
 
 def _pyplot():
@@ -230,10 +231,17 @@ def _coinciding(curves: list[tuple[str, list, list]]) -> dict[str, str]:
     return same
 
 
+def _touch(a: tuple, b: tuple) -> bool:
+    """Two curves ``(method, xs, ys)`` pass through one same point (so one could hide the other)."""
+    points = {(x, round(float(y), 9)) for x, y in zip(a[1], a[2])}
+    return any((x, round(float(y), 9)) in points for x, y in zip(b[1], b[2]))
+
+
 def _curves_per_budget(summary: dict, curves_of, path: str, title: str, xlabel: str, ylabel: str,
                        step: bool) -> PlotInfo:
-    """One panel per budget, one line per method (colour = method; random searches dashed); a line
-    that repeats an earlier one is drawn thinner on top of it and named in the legend."""
+    """One panel per budget, one line per method (colour = method; random searches dashed). In a panel
+    where curves meet, each is drawn thinner on top of the earlier ones, so none hides another; a
+    curve that repeats an earlier one entirely is also named in the legend."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
@@ -242,21 +250,21 @@ def _curves_per_budget(summary: dict, curves_of, path: str, title: str, xlabel: 
     fig, axes = _figure(4.3 * panels + 3.8, 4.4, panels)
     drawn: list[str] = []
     repeats: dict[str, list[str]] = {}  # method -> "<other> at <budget>" where its curve repeats another's
+    widths: dict[str, float] = {}
     for ax, entry in zip(axes, budgets):
         curves = [(method, *zip(*points)) for method, points in curves_of(entry) if points]
         same = _coinciding(curves)
-        followers = {other: sum(1 for m in same.values() if m == other) for other in same.values()}
-        width: dict[str, float] = {}
+        # curves that share a point anywhere are nested: each later one thinner, on top of the earlier
+        nested = any(_touch(a, b) for i, a in enumerate(curves) for b in curves[:i])
         for order, (method, xs, ys) in enumerate(curves):
-            if method in same:  # nested inside the curve it repeats: visible as a thinner line on top
-                width[method] = width[same[method]] - 2.4
+            width = 2.0 + 2.2 * (len(curves) - 1 - order) if nested else 2.0
+            widths[f"{entry['budget_ms']:g} ms {method}"] = width
+            if method in same:
                 repeats.setdefault(method, []).append(
                     f"{METHOD_LABELS[same[method]].split(' (')[0]} at {entry['budget_ms']:g} ms")
-            else:
-                width[method] = 2.0 + 2.4 * followers.get(method, 0)
-            kwargs = dict(color=METHOD_COLOURS.get(method, "black"), linewidth=width[method], zorder=2 + order,
+            kwargs = dict(color=METHOD_COLOURS.get(method, "black"), linewidth=width, zorder=2 + order,
                           linestyle="--" if method.startswith("random") else "-", marker="o",
-                          markersize=3 + width[method])
+                          markersize=3 + width)
             (ax.step(xs, ys, where="post", **kwargs) if step else ax.plot(xs, ys, **kwargs))
             if method not in drawn:
                 drawn.append(method)
@@ -278,7 +286,9 @@ def _curves_per_budget(summary: dict, curves_of, path: str, title: str, xlabel: 
         handles.append(Line2D([], [], color=METHOD_COLOURS.get(method, "black"), marker="o", label=label,
                               linestyle="--" if method.startswith("random") else "-"))
     _sectioned_legend(fig, [("colour: method", handles)], "outside lower center", columns=2 if len(handles) > 1 else 1)
-    return _finish(fig, path)
+    info = _finish(fig, path)
+    info.line_widths = widths
+    return info
 
 
 def search_progress(summary: dict, path: str) -> PlotInfo:

@@ -72,6 +72,7 @@ def _evaluate(ws, output, *flags):
 
 
 def test_evaluator_warns_once_before_training_and_logs_each_start(workspace, caplog):
+    runner._WARNED.clear()
     with caplog.at_level("INFO"):
         _evaluate(workspace, "small")  # MNLI's recipe: batch 32 x 1 epoch on 400 examples = 13 steps
     messages = [r.getMessage() for r in caplog.records]
@@ -86,6 +87,12 @@ def test_evaluator_warns_once_before_training_and_logs_each_start(workspace, cap
         done = next(i for i, m in enumerate(messages) if m.startswith(f"mnli seed {seed} L1/") and "(" in m
                     and "fine-tuning" not in m and i > start)
         assert done > start
+    # a search runs its evaluation steps in one process: the next step does not repeat the line
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        _evaluate(workspace, "small_next_step", "--seed", "3")
+    assert not [r for r in caplog.records if "fewer than the" in r.getMessage()]
+    assert any(": fine-tuning 13 steps" in r.getMessage() for r in caplog.records)
 
 
 def test_no_warning_when_the_recipe_is_long_enough(workspace, caplog):

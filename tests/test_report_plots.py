@@ -88,6 +88,13 @@ def test_plots_say_what_colour_and_marker_mean(tmp_path, budgets, random):
         curve_labels[1] += "\n  (same curve as AutoTinyBERT at 8 ms)"
     for name in ("progress", "generations"):
         assert infos[name].legend == ["[colour: method]", *curve_labels], name
+    # curves that never meet are drawn alike; where they meet, each later one is thinner, on top
+    widths = infos["progress"].line_widths
+    assert widths["5 ms autotinybert_fp32"] == widths["5 ms bigger_and_faster_int8"] == 2.0
+    if budgets == 2:
+        assert widths["8 ms autotinybert_fp32"] > widths["8 ms bigger_and_faster_int8"] >= 2.0
+        if random:
+            assert widths["8 ms bigger_and_faster_int8"] > widths["8 ms random_search_int8"] == 2.0
 
 
 def test_tickets_join_the_method_legend(tmp_path):
