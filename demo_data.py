@@ -12,7 +12,7 @@ Writes into --output_dir:
   demo_manifest.json         the parameters (written last: its presence means the data are complete)
 
 Re-running with the same parameters does nothing; other parameters are refused unless --overwrite.
-See README.md, section "Demo data", for the task's design and the sizes the demo uses.
+See docs/demo.md for the task's design and the sizes the demo uses.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ from utils import UserError, atomic_write, get_logger, output_lock, run_cli
 
 logger = get_logger("report")
 
-PLOTS = ("accuracy_vs_latency.png", "search_progress.png", "predicted_vs_measured.png", "fitness_per_generation.png")
+PLOTS = ("accuracy_vs_latency.png", "accuracy_vs_params.png", "search_progress.png", "predicted_vs_measured.png",
+         "fitness_per_generation.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--measured", nargs="*", default=[],
                         help="latency tables measured on the evaluated archs (python -m evaluation.results)")
     parser.add_argument("--seeds", nargs="*", type=int, default=None,
-                        help="the final step's seeds: every finalist must have all of them")
+                        help="the final step's seeds: every finalist must have all of them (default: the seeds "
+                             "each search's final step recorded)")
     parser.add_argument("--task", default=None, help="report this task when the root holds several")
     parser.add_argument("--allow_partial", action="store_true",
                         help="report unfinished searches / missing seeds (flagged) instead of refusing")
@@ -68,10 +70,14 @@ def main(argv=None) -> int:
     with output_lock(args.report_dir, "report directory"):
         views.write_json(summary, os.path.join(args.report_dir, "summary.json"))
         views.write_csv(views.flat_rows(summary), os.path.join(args.report_dir, "report.csv"))
-        plots.accuracy_vs_latency(searches, summary, measured, os.path.join(args.report_dir, PLOTS[0]))
-        plots.search_progress(summary, os.path.join(args.report_dir, PLOTS[1]))
-        plots.predicted_vs_measured(searches, predictors, measured, os.path.join(args.report_dir, PLOTS[2]))
-        plots.fitness_per_generation(searches, os.path.join(args.report_dir, PLOTS[3]))
+        drawn = [plots.accuracy_vs_latency(searches, summary, measured, os.path.join(args.report_dir, PLOTS[0])),
+                 plots.accuracy_vs_params(searches, summary, os.path.join(args.report_dir, PLOTS[1])),
+                 plots.search_progress(summary, os.path.join(args.report_dir, PLOTS[2])),
+                 plots.predicted_vs_measured(searches, predictors, measured, os.path.join(args.report_dir, PLOTS[3])),
+                 plots.fitness_per_generation(searches, os.path.join(args.report_dir, PLOTS[4]))]
+        for info in drawn:
+            if info.overflowing:
+                logger.warning("%s: text runs off the figure: %s", info.path, "; ".join(info.overflowing))
         text = render(summary, args)
         with atomic_write(os.path.join(args.report_dir, "report.md")) as handle:
             handle.write(text)

@@ -25,7 +25,7 @@ Three difficulty levels (``TASK_LEVELS``):
      person always occur in the premise whatever the label, so word overlap does not help.
 
 Levels 2 and 3 stay at chance for every demo sub-model within the demo's fine-tuning budget
-(measured; README "Demo data"); they are there for longer runs.
+(measured; docs/demo.md); they are there for longer runs.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from evaluation.config import SETTING_FIELDS, EvaluationConfig, TaskInput, check_archs
 from evaluation.results import ResultsStore
+from glue.recipes import finetune_steps, small_data_warning
 from glue.tasks import read_split
 from utils import (
     UserError,
@@ -31,6 +32,7 @@ from utils import (
     read_space_record,
     set_seed,
 )
+from utils.progress import progress as progress_bar
 
 logger = get_logger("candidate_evaluation")
 
@@ -115,7 +117,6 @@ class Evaluator:
     def _evaluate_task(self, item: TaskInput, archs: list[dict], seeds: list[int], store: ResultsStore, rank: int,
                        world: int, save: bool, save_seeds: tuple[int, ...] | None) -> None:
         import torch
-        from tqdm import tqdm
 
         from evaluation.candidate import evaluate_candidate
 
@@ -143,9 +144,15 @@ class Evaluator:
         save_dir = os.path.join(config.output_dir, "models") if save else None
         data, supernet = self._task_data(item, seeds[0])
         tokenizer = self.check_inputs().tokenizer
-        progress = tqdm(todo, desc=f"{task.name} candidates", unit="arch", disable=None)
+        warn_small_data(task.name, len(data.train), recipe.finetune)
+        progress = progress_bar(todo, desc=f"{task.name} candidates", unit="arch")
         for arch, seed in progress:
             keep = save_dir if save_dir and (save_seeds is None or seed in save_seeds) else None
+            tune = recipe.finetune
+            logger.info("%s seed %d %s: fine-tuning %d steps (%d examples, batch %d, lr %g, %g epoch(s))", task.name,
+                        seed, arch_summary(arch), finetune_steps(len(data.train), tune.train_batch_size,
+                        tune.num_train_epochs), len(data.train), tune.train_batch_size, tune.learning_rate,
+                        tune.num_train_epochs)
             record = evaluate_candidate(supernet, arch, data, recipe.for_seed(seed), device, config.scheme, keep,
                                         tokenizer=tokenizer, extra_schemes=config.extra_schemes, threads=threads)
             record.update(max_seq_length=recipe.max_seq_length, train_examples=len(data.train), settings=settings,
@@ -155,6 +162,18 @@ class Evaluator:
             progress.set_postfix_str(f"{arch_summary(arch)} {text}")
             logger.info("%s seed %d %s: %s (%.1f s)", task.name, seed, arch_summary(arch), text,
                         record["elapsed_seconds"])
+
+
+_WARNED: set[str] = set()  # small-data warnings already given by this process
+
+
+def warn_small_data(task: str, examples: int, finetune) -> None:
+    """One warning line, once per process (a search runs its steps in one), when the task's data are too
+    small for its recipe (``glue.recipes.small_data_warning``)."""
+    warning = small_data_warning(task, examples, finetune.train_batch_size, finetune.num_train_epochs)
+    if warning and warning not in _WARNED:
+        _WARNED.add(warning)
+        logger.warning(warning)
 
 
 def evaluate_archs(config: EvaluationConfig, archs: Sequence[dict], seeds: Sequence[int],

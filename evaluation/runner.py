@@ -12,6 +12,7 @@ import shlex
 from evaluation.config import EvaluationConfig, TaskInput, check_evaluator_scheme, read_arch_lines
 from evaluation.evaluate import evaluate_archs
 from evaluation.recipe import RecipeSettings
+from glue.recipes import recipes_help
 from glue.tasks import TASKS, get_task
 from quantize_utils import resolve_scheme
 from utils import OneLineParser, UserError, resolve_space
@@ -70,6 +71,8 @@ def build_parser(default_scheme: str, description: str | None = None, overrides:
                              "faster with 1 (see BENCHMARKS.md)")
     parser.add_argument("--super_model", default=None, help=argparse.SUPPRESS)  # original flag, no effect here
     parser.add_argument("--cache_dir", default=None, help=argparse.SUPPRESS)  # original flag, unused there too
+    parser.epilog = recipes_help(*(parser.get_default(name) for name in
+                                   ("num_train_epochs", "warmup_proportion", "weight_decay")))
     return parser.only_given() if overrides else parser
 
 

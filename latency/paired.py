@@ -109,13 +109,12 @@ class PairedSession:
     # ----- the run
     def run(self, todo: list[Item]) -> None:
         """Measure every item of ``todo`` (nothing at all when it is empty)."""
-        from tqdm import tqdm
+        from utils.progress import progress
 
         if not todo:
             return
         self.start()
-        with tqdm(total=len(todo), unit="arch", desc="+".join(self.tables), dynamic_ncols=True,
-                  disable=not self.progress) as bar:
+        with progress(total=len(todo), unit="arch", desc="+".join(self.tables), enabled=self.progress) as bar:
             for item in todo:
                 records = self._measure_or_explain(item)
                 bar.update(1)

@@ -207,14 +207,14 @@ class Session:
     def run(self, todo: list[Item], selected: list[str], complete: bool) -> None:
         """Measure ``todo`` (main pass), then, when ``complete`` (the whole selection is in every
         table after it), re-measure the suspects among ``selected``."""
-        from tqdm import tqdm
+        from utils.progress import progress
 
         protocol = self.protocol
         if not self.has_work(todo, selected, complete):
             return
         self.checkpoint("start")
-        with tqdm(total=len(todo), unit="arch", desc="+".join(self.tables), dynamic_ncols=True,
-                  disable=not self.progress or not todo) as bar:
+        with progress(total=len(todo), unit="arch", desc="+".join(self.tables),
+                      enabled=self.progress and bool(todo)) as bar:
             for begin in range(0, len(todo), protocol.interleave):
                 self.measure_items(todo[begin:begin + protocol.interleave], bar)
                 if self.since_checkpoint >= protocol.reference_every and begin + protocol.interleave < len(todo):
@@ -238,8 +238,8 @@ class Session:
                 logger.info("re-measure pass %d: %d suspect arch(s)", attempt, len(keys))
                 items = [Item(by_key[key], [b for b in self.tables if key in need[b]],
                               {b: need[b][key] for b in self.tables if key in need[b]}) for key in keys]
-                with tqdm(total=len(items), unit="arch", desc=f"re-measure {attempt}", dynamic_ncols=True,
-                          disable=not self.progress) as bar:
+                with progress(total=len(items), unit="arch", desc=f"re-measure {attempt}",
+                              enabled=self.progress) as bar:
                     for begin in range(0, len(items), protocol.interleave):
                         if self.since_checkpoint >= protocol.reference_every:
                             self.checkpoint("interval")

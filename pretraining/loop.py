@@ -336,11 +336,11 @@ class StepLog:
     """Per-step rows of ``loss_log.jsonl`` (rank 0), the progress bar and the summary line."""
 
     def __init__(self, path: str, show_bar: bool, write: bool, every: int, total: int, initial: int):
-        from tqdm.auto import tqdm
+        from utils.progress import progress
 
         self.path, self.write, self.every = path, write, every
-        self.bar = tqdm(total=total, initial=initial, desc="pre-training", unit="step", disable=not show_bar,
-                        dynamic_ncols=True)
+        # off a terminal the bar is silent: the summary line below every ``every`` steps is the log's progress
+        self.bar = progress(total=total, initial=initial, desc="pre-training", unit="step", enabled=show_bar, every=0)
         self._reset()
 
     def _reset(self) -> None:

@@ -218,36 +218,44 @@ def write_report(out_dir: str, report: dict) -> None:
 
 
 def plot_report(report: dict, png_path: str) -> None:
+    """The ladder's held-out loss against parameters (points numbered, the numbers' archs in a key
+    beside the plot: arch names next to close points overlapped) and, with results, loss vs accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     with_results = bool(report.get("results", {}).get("archs"))
-    figure, axes = plt.subplots(1, 2 if with_results else 1, figsize=(12 if with_results else 7, 4.2), squeeze=False)
+    figure, axes = plt.subplots(1, 2 if with_results else 1, figsize=(13 if with_results else 8.5, 4.4),
+                                squeeze=False, layout="constrained")
     axis = axes[0][0]
     rows = report["ladder"]
     params = [row["parameters"] / 1e6 for row in rows]
     axis.errorbar(params, [row["mlm_loss"] for row in rows], yerr=[row["sem"] for row in rows], marker="o",
                   capsize=3, linewidth=1.2)
-    for x, row in zip(params, rows):
-        axis.annotate(row["arch_summary"], (x, row["mlm_loss"]), textcoords="offset points", xytext=(4, 4),
-                      fontsize=7)
-    axis.set_xlabel("sub-model parameters (M)")
+    for number, (x, row) in enumerate(zip(params, rows), start=1):
+        axis.annotate(str(number), (x, row["mlm_loss"]), textcoords="offset points", xytext=(5, 5), fontsize=8,
+                      fontweight="bold")
+    key = [Line2D([], [], linestyle="", marker="", label=f"{number}  {row['arch_summary']}")
+           for number, row in enumerate(rows, start=1)]
+    axis.legend(handles=key, title="sub-model", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
+                title_fontsize=8, handlelength=0, handletextpad=0, frameon=False)
+    axis.set_xlabel("sub-model parameters, millions")
     axis.set_ylabel("held-out MLM loss (inherited weights)")
-    axis.set_title(f"supernet quality per sub-model ({report['space']}, ±sem)")
+    axis.set_title(f"Held-out loss per sub-model ({report['space']}; bar = ±sem)", fontsize=10)
     axis.grid(alpha=0.3)
     if with_results:
         axis = axes[0][1]
         archs = report["results"]["archs"]
-        axis.scatter([row["mlm_loss"] for row in archs], [row["best_acc"] for row in archs], s=18)
+        axis.scatter([row["mlm_loss"] for row in archs], [row["best_acc"] for row in archs], s=30,
+                     edgecolors="black", linewidths=0.5)
         tau = report["results"]["kendall_tau_loss_vs_accuracy"]
         axis.set_xlabel("held-out MLM loss (inherited weights)")
         axis.set_ylabel("fine-tuned dev accuracy (best_acc)")
         axis.set_title(f"{len(archs)} evaluated archs: Kendall tau {tau:.3f}" if tau is not None
-                       else f"{len(archs)} evaluated arch(s)")
+                       else f"{len(archs)} evaluated arch(s)", fontsize=10)
         axis.grid(alpha=0.3)
-    figure.tight_layout()
     tmp = png_path + ".tmp.png"
     figure.savefig(tmp, dpi=110)
     plt.close(figure)

@@ -2,8 +2,10 @@
 
 Writing (``generate_shards``), the original's format and packing with its defects fixed:
 
-* every regular top-level file of the corpus directory is one document (BookCorpus convention),
-  read as UTF-8 with undecodable bytes replaced (U+FFFD), never fatal;
+* the corpus is a directory of text files or one text file; every file of a directory is one
+  document (BookCorpus convention) unless a document rule splits files (``pretraining.documents``:
+  a run of blank lines, a maximum length; a single file is split at blank lines by default);
+  files are read as UTF-8 with undecodable bytes replaced (U+FFFD), never fatal;
 * each non-blank stripped line is tokenised with the fast (Rust) WordPiece tokenizer of the
   ``tokenizers`` library; it gives the same tokens as the original's Python ``BertTokenizer``;
 * lines are packed greedily per document into sequences of at most ``max_seq_len - 2`` tokens,
@@ -34,9 +36,10 @@ import tempfile
 import time
 from typing import Iterable, Iterator, Sequence
 
+from pretraining.documents import DocumentRule, DocumentSplitter, list_corpus_files
 from pretraining.shard_index import MANIFEST_NAME, SHARD_PATTERN, SHARD_TEMPLATE, VOCAB_NAME  # noqa: F401 (re-exported)
 from pretraining.tokenizing import file_sha256, ordered_map
-from utils import UserError, atomic_write, get_logger, load_vocab, os_problem, output_lock  # noqa: F401 (re-exported)
+from utils import UserError, atomic_write, get_logger, load_vocab, output_lock  # noqa: F401 (re-exported)
 
 logger = get_logger(__name__)
 
@@ -51,22 +54,8 @@ _STAGING_PREFIX = ".generate_data."
 
 
 def list_documents(corpus_dir: str, flag: str = "--train_corpus") -> list[str]:
-    """Regular, non-hidden files at the top level of ``corpus_dir``, sorted (deterministic)."""
-    if not os.path.isdir(corpus_dir):
-        raise UserError(f"{flag}: {corpus_dir}: no such directory (one file per document is expected)")
-    documents = []
-    for entry in os.scandir(corpus_dir):
-        if entry.name.startswith("."):
-            continue
-        try:
-            if entry.is_file():
-                documents.append(entry.path)
-        except OSError as err:  # a link loop, no permission: one line naming the document
-            raise UserError(f"{flag}: {entry.path}: cannot read the document ({os_problem(err)})") from None
-    documents.sort()
-    if not documents:
-        raise UserError(f"{flag}: {corpus_dir} holds no files (one file per document is expected)")
-    return documents
+    """The corpus's files in generation order (``pretraining.documents.list_corpus_files``)."""
+    return list_corpus_files(corpus_dir, flag)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +183,7 @@ class GenerateSettings:
     num_shards: int = 28
     num_workers: int = 4
     block_bytes: int = 1 << 18
+    documents: DocumentRule = DocumentRule()  # what a document is, besides a file
 
 
 def _fingerprint(documents: Sequence[str], vocab_file: str, settings: GenerateSettings) -> str:
@@ -202,6 +192,8 @@ def _fingerprint(documents: Sequence[str], vocab_file: str, settings: GenerateSe
     payload = {"format": FORMAT_VERSION, "max_seq_len": settings.max_seq_len,
                "do_lower_case": settings.do_lower_case, "num_shards": settings.num_shards,
                "vocab_sha256": file_sha256(vocab_file)}
+    if settings.documents.active:  # (absent when inactive: shards made before the rule existed stay valid)
+        payload["documents"] = dataclasses.asdict(settings.documents)
     digest.update(json.dumps(payload, sort_keys=True).encode())
     for path in documents:
         stat = os.stat(path)
@@ -251,7 +243,7 @@ def generate_shards(corpus_dir: str, output_dir: str, vocab_file: str, settings:
 def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, vocab: list[str], fingerprint: str,
                      settings: GenerateSettings, overwrite: bool, progress: bool, corpus_dir: str) -> dict:
     """``generate_shards`` once the inputs are checked and the output lock is held."""
-    from tqdm.auto import tqdm
+    from utils.progress import progress as progress_bar
 
     old = existing_shards(output_dir)
     manifest = _read_manifest(output_dir)
@@ -272,18 +264,33 @@ def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, voc
         total_bytes = sum(os.path.getsize(path) for path in documents)
         lines = undecodable_docs = 0
         current_doc, doc_undecodable = None, False
+        rule = settings.documents
+        splitter = DocumentSplitter(rule) if rule.active else None
         tasks = plan_tasks(documents, settings.block_bytes)
-        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenising", disable=not progress) as bar:
-            for results in ordered_map(tasks, settings.num_workers, vocab_file, settings.do_lower_case):
+        with progress_bar(total=total_bytes, unit="B", unit_scale=True, desc="tokenising", enabled=progress) as bar:
+            for results in ordered_map(tasks, settings.num_workers, vocab_file, settings.do_lower_case,
+                                       with_blanks=rule.active):
                 for segment in results:
                     if segment.doc != current_doc:
                         packer.end_document()
                         undecodable_docs += doc_undecodable
                         current_doc, doc_undecodable = segment.doc, False
+                        if splitter:
+                            splitter.new_file()
                     doc_undecodable |= segment.undecodable
                     add_line = packer.add_line
-                    for fragment, count in zip(segment.fragments, segment.counts):
-                        add_line(fragment, count)
+                    if splitter:  # the document rule decides, line by line, where a document ends
+                        starts = splitter.starts_document
+                        for fragment, count, blanks, chars in zip(segment.fragments, segment.counts,
+                                                                  segment.blank_before, segment.chars):
+                            if starts(blanks, chars):
+                                packer.end_document()
+                            if count:
+                                add_line(fragment, count)
+                        splitter.end_block(segment.trailing_blanks, bool(segment.counts))
+                    else:
+                        for fragment, count in zip(segment.fragments, segment.counts):
+                            add_line(fragment, count)
                     lines += segment.lines
                     bar.update(segment.nbytes)
         packer.end_document()
@@ -295,7 +302,8 @@ def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, voc
         seconds = time.perf_counter() - started
         stats = {
             "format": FORMAT_VERSION, "fingerprint": fingerprint, "corpus": os.path.abspath(corpus_dir),
-            "documents": len(documents), "documents_with_undecodable_bytes": undecodable_docs,
+            "files": len(documents), "documents": splitter.documents if splitter else len(documents),
+            "document_rule": dataclasses.asdict(rule), "documents_with_undecodable_bytes": undecodable_docs,
             "lines": lines, "sequences": writer.sequences, "tokens": writer.tokens,
             "dropped_short_sequences": packer.dropped, "shard_sequences": writer.counts,
             "max_seq_len": settings.max_seq_len, "max_tokens_per_sequence": settings.max_seq_len - 2,
@@ -319,8 +327,9 @@ def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, voc
         shutil.rmtree(staging, ignore_errors=True)
     if undecodable_docs:
         logger.warning("%d document(s) held bytes that are not UTF-8; they were replaced by U+FFFD", undecodable_docs)
-    logger.info("%d documents -> %d sequences, %d tokens in %d shards (%.0f tokens/s)", len(documents),
-                stats["sequences"], stats["tokens"], settings.num_shards, stats["tokens_per_second"])
+    logger.info("%d documents (%d file(s); a document ends at %s) -> %d sequences, %d tokens in %d shards "
+                "(%.0f tokens/s)", stats["documents"], len(documents), rule.describe(), stats["sequences"],
+                stats["tokens"], settings.num_shards, stats["tokens_per_second"])
     return stats
 
 

@@ -78,8 +78,9 @@ class CachedEncoder:
         self.fragments: dict[str, str] = {}
         self.sizes: dict[str, int] = {}
 
-    def encode_lines(self, lines: Sequence[str]) -> tuple[list[int], list[str]]:
-        """Token count and fragment of every line that has at least one token."""
+    def encode_lines(self, lines: Sequence[str], keep_empty: bool = False) -> tuple[list[int], list[str]]:
+        """Token count and fragment of every line that has at least one token (of every line,
+        with count 0 and fragment "", when ``keep_empty``)."""
         fragments, sizes, encoded = self.fragments, self.sizes, self.encoded
         if len(fragments) > self.max_entries:
             fragments.clear()
@@ -96,16 +97,21 @@ class CachedEncoder:
             if count:
                 counts.append(count)
                 line_fragments.append(", ".join(filter(None, map(fragments.__getitem__, chunks))))
+            elif keep_empty:
+                counts.append(0)
+                line_fragments.append("")
         return counts, line_fragments
 
 
 _WORKER_ENCODER: CachedEncoder | None = None
+_WORKER_BLANKS = False  # a document rule is active: report blank lines and every line's length
 
 
-def _init_worker(vocab_file: str, do_lower_case: bool) -> None:
-    global _WORKER_ENCODER
+def _init_worker(vocab_file: str, do_lower_case: bool, with_blanks: bool = False) -> None:
+    global _WORKER_ENCODER, _WORKER_BLANKS
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # processes give the parallelism
     _WORKER_ENCODER = CachedEncoder(build_tokenizer(vocab_file, do_lower_case), load_vocab(vocab_file))
+    _WORKER_BLANKS = with_blanks
 
 
 @dataclasses.dataclass
@@ -116,6 +122,11 @@ class TokenizedSegment:
     counts: list[int]  # tokens per line that has tokens
     fragments: list[str]  # those lines' JSON fragments
     undecodable: bool
+    # with a document rule: every non-blank line is listed (count 0 when it has no token), with
+    # the blank lines before it and its length; trailing_blanks follow the last one
+    blank_before: list[int] | None = None
+    chars: list[int] | None = None
+    trailing_blanks: int = 0
 
 
 def tokenize_task(task: list) -> list[TokenizedSegment]:
@@ -129,6 +140,14 @@ def tokenize_task(task: list) -> list[TokenizedSegment]:
             text, undecodable = data.decode("utf-8"), False
         except UnicodeDecodeError:
             text, undecodable = data.decode("utf-8", errors="replace"), True
+        if _WORKER_BLANKS:
+            from pretraining.documents import lines_with_blanks
+
+            lines, before, trailing = lines_with_blanks(text)
+            counts, fragments = _WORKER_ENCODER.encode_lines(lines, keep_empty=True)
+            results.append(TokenizedSegment(segment.doc, len(data), len(lines), counts, fragments, undecodable,
+                                            before, [len(line) for line in lines], trailing))
+            continue
         lines = split_lines(text)
         counts, fragments = _WORKER_ENCODER.encode_lines(lines)
         results.append(TokenizedSegment(segment.doc, len(data), len(lines), counts, fragments, undecodable))
@@ -144,15 +163,16 @@ def _start_method() -> str:
 
 
 def ordered_map(tasks: Iterable[list], num_workers: int, vocab_file: str,
-                 do_lower_case: bool) -> Iterator[list[TokenizedSegment]]:
+                do_lower_case: bool, with_blanks: bool = False) -> Iterator[list[TokenizedSegment]]:
     """``map(tokenize_task, tasks)`` over worker processes, in order, with a bounded number of
     tasks in flight (``Pool.imap`` would read the whole task list and queue unbounded results)."""
     if num_workers <= 1:
-        _init_worker(vocab_file, do_lower_case)
+        _init_worker(vocab_file, do_lower_case, with_blanks)
         yield from map(tokenize_task, tasks)
         return
     context = multiprocessing.get_context(_start_method())
-    with context.Pool(num_workers, initializer=_init_worker, initargs=(vocab_file, do_lower_case)) as pool:
+    with context.Pool(num_workers, initializer=_init_worker,
+                      initargs=(vocab_file, do_lower_case, with_blanks)) as pool:
         pending: collections.deque = collections.deque()
         for task in tasks:
             pending.append(pool.apply_async(tokenize_task, (task,)))

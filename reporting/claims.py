@@ -120,8 +120,14 @@ def settings_text(summary: dict) -> list[str]:
              f"batch {tune.get('train_batch_size')}, max_seq_length {tune.get('max_seq_length')}, warm-up "
              f"{tune.get('warmup_proportion')}, weight decay {tune.get('weight_decay')}, {_evaluation_text(s)}.",
              f"- Search seed {s['search_seed']}; the final top-{s['top_k']} of each search re-evaluated with seeds "
-             f"{s['seeds']}; the winner is the best mean. Differences are compared with a 95 % Welch interval: "
-             "inside it, or with one seed on a side, they are reported as within noise."]
+             f"{s.get('final_seeds') or s['seeds']} (as the searches recorded them); the winner is the best mean. "
+             "Differences are compared with a 95 % Welch interval: inside it, or with one seed on a side, they are "
+             "reported as within noise."]
+    windows = s.get("window_fractions") or []
+    if windows:
+        text = " and ".join(f"[{low:g}c, {high:g}c]" for low, high in windows)
+        lines.append(f"- Candidates: archs whose predicted latency lies in the window {text} of each budget c "
+                     "(recorded in each search's identity).")
     for backend, protocol in s["latency_protocol"].items():
         lines.append(f"- Latency ({backend}): " + ", ".join(f"{k} {v}" for k, v in protocol.items()) + ".")
     for backend, text in sorted((s.get("latency_units") or {}).items()):

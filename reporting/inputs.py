@@ -5,6 +5,7 @@ errors naming the search, file or arch when something is missing or inconsistent
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from collections import defaultdict
@@ -19,6 +20,7 @@ from utils import UserError, arch_key, read_arch_file
 # Searches made before identities existed: kd_<short>_<budget>[_random] directories of the deployed schemes.
 LEGACY_TYPES = {scheme.short: scheme.name for scheme in DEPLOYED}
 LEGACY_SEARCH_DIR = re.compile(rf"^kd_({'|'.join(LEGACY_TYPES)})_([0-9]+(?:\.[0-9]+)?)(_random)?$")
+RUN_ARGS_NAME = "run_args.json"  # the evaluator's record of its latest call (arches file, seeds, settings)
 
 
 @dataclasses.dataclass
@@ -36,11 +38,25 @@ class Search:
     # the search's measurement of its finalists in the predictor's table unit (latency.finalists;
     # None: a search from before it, or a predictor whose table has no unit)
     finalist_latency: dict | None = None
+    recorded_seeds: list[int] | None = None  # the seeds the final step was started with (its evaluator's record)
 
     def finalist_measurement(self, arch: dict) -> dict | None:
         """The search's own measurement of ``arch`` (a finalist or a finalist candidate), if any."""
         key = arch_key(arch)
         return next((e for e in (self.finalist_latency or {}).get("measured", []) if e["arch_key"] == key), None)
+
+    @property
+    def window_ms(self) -> list[float] | None:
+        """The latency window the search recorded in its identity ([low, high] in ms)."""
+        window = self.identity.get("window_ms")
+        return [float(bound) for bound in window] if window else None
+
+    @property
+    def final_seeds(self) -> list[int]:
+        """The final step's seeds: as recorded when it started, else every seed its finalists have."""
+        if self.recorded_seeds:
+            return list(self.recorded_seeds)
+        return sorted({record["seed"] for arch in self.final_archs or [] for record in self.records_of(arch)})
 
     @property
     def search_seed(self) -> int | None:
@@ -63,6 +79,24 @@ class Search:
 
 def _final_file(cands_dir: str, name: str) -> str:
     return os.path.join(cands_dir, f"{name}.final.cands")
+
+
+def recorded_final_seeds(results_dir: str, name: str) -> list[int] | None:
+    """The seeds the search's final step evaluates its finalists with, as its evaluator recorded them
+    when the step started (``run_args.json`` of a call on ``<name>.final.cands``); None when the
+    latest evaluation there was another step's, or there is no record."""
+    try:
+        with open(os.path.join(results_dir, RUN_ARGS_NAME), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    arches, seeds = data.get("arches_file"), data.get("seeds")
+    if not isinstance(arches, str) or os.path.basename(arches) != f"{name}.final.cands" or not seeds:
+        return None
+    try:
+        return sorted(int(seed) for seed in seeds)
+    except (TypeError, ValueError):
+        return None
 
 
 def load_searches(cands_dir: str, output_root: str | None = None, task: str | None = None) -> list[Search]:
@@ -108,7 +142,8 @@ def load_searches(cands_dir: str, output_root: str | None = None, task: str | No
         searches.append(Search(name=name, task=wanted, scheme=scheme, budget_ms=float(identity["latency_constraint"]),
                                strategy=identity.get("strategy") or "evolution", results_dir=identity["results_dir"],
                                records=records, log=log, final_archs=final, identity=identity,
-                               finalist_latency=read_summary(final_path) if final is not None else None))
+                               finalist_latency=read_summary(final_path) if final is not None else None,
+                               recorded_seeds=recorded_final_seeds(identity["results_dir"], name)))
     if not searches:
         raise UserError(f"no search under {cands_dir} has results yet" + (f" for task {task}" if task else ""))
     tasks = sorted({search.task for search in searches})
@@ -120,19 +155,21 @@ def load_searches(cands_dir: str, output_root: str | None = None, task: str | No
 
 def check_finished(searches: list[Search], seeds: list[int] | None, allow_partial: bool) -> list[str]:
     """Refuse (or, with ``allow_partial``, list as warnings) searches whose final step did not run
-    and finalists with fewer seeds than asked."""
+    and finalists with fewer seeds than asked: ``seeds`` when given, else the seeds each search's
+    final step recorded (``Search.final_seeds``), so the report never asks for them again."""
     problems = []
     for search in searches:
         if search.final_archs is None:
             problems.append(f"search {search.name} never finished: no {search.name}.final.cands (run its final step: "
                             "bash script/search.sh final, or FINAL=1 bash script/run_search.sh)")
             continue
+        wanted = seeds or search.final_seeds
         for arch in search.final_archs:
             have = sorted({record["seed"] for record in search.records_of(arch)})
-            missing = [seed for seed in (seeds or []) if seed not in have]
+            missing = [seed for seed in wanted if seed not in have]
             if missing or not have:
                 problems.append(f"search {search.name}: finalist {arch_key(arch)} has seeds {have}, "
-                                f"missing {missing or seeds}")
+                                f"missing {missing or wanted}")
     if problems and not allow_partial:
         raise UserError(problems[0] + ("" if len(problems) == 1 else f" (and {len(problems) - 1} more problem(s))")
                         + "; pass --allow_partial to report what is there")

@@ -259,12 +259,16 @@ def settings(searches: list[Search], measured: dict) -> dict:
             sample = next(iter(records.values()))
             protocols[backend] = {field: sample.get(field) for field in protocol_fields if sample.get(field) is not None}
     final_seeds = sorted({r["seed"] for s in searches for r in s.records})
+    recorded = sorted({seed for s in searches for seed in s.final_seeds})
     return {"task": searches[0].task, "primary_dev": primary_split(first), "dev_examples": first.get("dev_examples"),
             "train_examples": first.get("train_examples"), "train_steps": first.get("train_steps"),
             "fine_tune": {key: hparams.get(key) for key in ("learning_rate", "num_train_epochs", "train_batch_size",
                                                             "warmup_proportion", "weight_decay", "eval_step")}
             | {"max_seq_length": first.get("max_seq_length")},
-            "search_seed": searches[0].search_seed, "seeds": final_seeds,
+            "search_seed": searches[0].search_seed, "seeds": final_seeds, "final_seeds": recorded,
+            "windows_ms": {s.name: s.window_ms for s in searches if s.window_ms},
+            "window_fractions": sorted({tuple(round(bound / s.budget_ms, 4) for bound in s.window_ms)
+                                        for s in searches if s.window_ms}),
             "top_k": max((len(s.final_archs) for s in searches if s.final_archs), default=None),
             "latency_protocol": protocols}
 

@@ -10,8 +10,9 @@
 # Environment (defaults relative to the repository root; the same variables as the other scripts):
 #   PYTHON (.venv/bin/python when it exists, else python3), CANDS_DIR (cands), OUTPUT_ROOT (output),
 #   PREDICTOR_DIR (conf_datasets), PREDICTORS (the predictors that exist in PREDICTOR_DIR of lat_predictor.pt,
-#   lat_predictor_quant.pt, lat_predictor_ort.pt: the schemes' files, quantize_utils.SCHEMES), LATENCY_DIR (latency_evaluated: the re-measured tables, resumed), INFER_CNT
-#   (empty: the tables' runs), SEEDS ("42 43 44": every finalist must have them), TASK (empty: the one
+#   lat_predictor_quant.pt, lat_predictor_ort.pt: the schemes' files, quantize_utils.SCHEMES), LATENCY_DIR
+#   (latency_evaluated: the re-measured tables, resumed), INFER_CNT (empty: the tables' runs), SEEDS (empty: the
+#   seeds each search's final step recorded; else every finalist must have these), TASK (empty: the one
 #   task of the searches), ALLOW_PARTIAL (0; 1 reports unfinished searches, flagged), TICKETS (BERT-Tickets
 #   run directories to add), REPORT_DIR (report), TITLE (empty: report.py's; the report's heading, spaces
 #   allowed), EXTRA_ARGS (more report.py flags, split on spaces).
@@ -31,7 +32,7 @@ if [[ -z "${PREDICTORS:-}" ]]; then
 fi
 LATENCY_DIR="${LATENCY_DIR:-$ROOT/latency_evaluated}"
 INFER_CNT="${INFER_CNT:-}"
-SEEDS="${SEEDS:-42 43 44}"
+SEEDS="${SEEDS:-}"
 TASK="${TASK:-}"
 ALLOW_PARTIAL="${ALLOW_PARTIAL:-0}"
 TICKETS="${TICKETS:-}"
@@ -49,7 +50,6 @@ baf_require_dir OUTPUT_ROOT "directory of the searches' results"
 for path in "${PREDICTOR_LIST[@]}"; do
     [[ -f "$path" ]] || baf_die "PREDICTORS: $path: no such predictor checkpoint"
 done
-[[ "${#SEED_LIST[@]}" -ge 1 ]] || baf_die "SEEDS is empty"
 baf_require_choice ALLOW_PARTIAL 0 1
 for directory in ${TICKET_LIST[@]+"${TICKET_LIST[@]}"}; do
     [[ -d "$directory" ]] || baf_die "TICKETS: $directory: no such BERT-Tickets run directory"
@@ -70,11 +70,12 @@ MEASURED=()
 for table in "$LATENCY_DIR"/lat_*.jsonl; do
     [[ -f "$table" ]] && MEASURED+=("$table")
 done
-FLAGS=(--seeds "${SEED_LIST[@]}")
+FLAGS=()
+[[ "${#SEED_LIST[@]}" -gt 0 ]] && FLAGS+=(--seeds "${SEED_LIST[@]}")
 [[ -n "$TASK" ]] && FLAGS+=(--task "$TASK")
 [[ "$ALLOW_PARTIAL" == "1" ]] && FLAGS+=(--allow_partial)
 [[ "${#TICKET_LIST[@]}" -gt 0 ]] && FLAGS+=(--tickets "${TICKET_LIST[@]}")
 [[ -n "$TITLE" ]] && FLAGS+=(--title "$TITLE")
 baf_run_py "$ROOT/report.py" --cands_dir "$CANDS_DIR" --output_root "$OUTPUT_ROOT" \
     --predictors "${PREDICTOR_LIST[@]}" --measured ${MEASURED[@]+"${MEASURED[@]}"} --report_dir "$REPORT_DIR" \
-    "${FLAGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
+    ${FLAGS[@]+"${FLAGS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}

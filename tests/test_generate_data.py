@@ -156,7 +156,7 @@ def test_rerun_is_a_no_op_and_other_settings_need_overwrite(corpus, tmp_path):
     assert not glob.glob(os.path.join(out, ".generate_data.*"))  # no staging left behind
 
 
-@pytest.mark.parametrize("case", ["empty_dir", "no_text", "missing_vocab", "vocab_without_specials", "not_a_dir"])
+@pytest.mark.parametrize("case", ["empty_dir", "no_text", "missing_vocab", "vocab_without_specials", "no_such_path"])
 def test_bad_input_is_one_line_and_keeps_existing_shards(corpus, tmp_path, capsys, case):
     raw, vocab, _ = corpus
     out = str(tmp_path / "out")
@@ -180,8 +180,8 @@ def test_bad_input_is_one_line_and_keeps_existing_shards(corpus, tmp_path, capsy
         bad_vocab = str(tmp_path / "plain_vocab.txt")
         with open(bad_vocab, "w") as handle:
             handle.write("a\nb\n")
-    elif case == "not_a_dir":
-        bad_raw = os.path.join(raw, "doc_00.txt")
+    elif case == "no_such_path":  # (a single text file is a corpus now: pretraining/documents.py)
+        bad_raw = os.path.join(raw, "doc_00.txt", "nothing")
     code = cli(["--train_corpus", bad_raw, "--output_dir", out, "--bert_model", bad_vocab, "--num_workers", "1",
                 "--no_progress", "--overwrite"])
     err = capsys.readouterr().err

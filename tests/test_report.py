@@ -179,6 +179,49 @@ def test_a_search_that_never_finished_or_lacks_seeds_is_refused(run, capsys):
         report.main(["--cands_dir", str(run / "cands"), "--seeds", "42", "43", "44", "--report_dir", str(run / "r2")])
 
 
+def _record_final_step(root, name, seeds):
+    """What the evaluator writes when the final step starts: its arches file and seeds."""
+    (root / "output" / name / "run_args.json").write_text(json.dumps(
+        {"arches_file": str(root / "cands" / f"{name}.final.cands"), "seeds": seeds}))
+
+
+def test_the_report_reads_the_seeds_and_window_the_searches_recorded(run):
+    """Issue 24: report.sh needed SEEDS repeated; the final step records them (run_args.json)."""
+    for name in ("kd_fp_5", "kd_ptq_5", "kd_ptq_5_random"):
+        _record_final_step(run, name, [42, 43, 44])
+        identity = json.loads((run / "cands" / f"{name}.search.json").read_text())
+        (run / "cands" / f"{name}.search.json").write_text(json.dumps(dict(identity, window_ms=[4.25, 5.0])))
+    assert report.main(["--cands_dir", str(run / "cands"), "--measured", str(run / "fp32.jsonl"),
+                        str(run / "int8.jsonl"), "--report_dir", str(run / "report")]) == 0
+    summary = json.load(open(run / "report" / "summary.json"))
+    assert summary["settings"]["final_seeds"] == [42, 43, 44] and summary["settings"]["window_fractions"] == [[0.85, 1.0]]
+    text = (run / "report" / "report.md").read_text()
+    assert "re-evaluated with seeds [42, 43, 44] (as the searches recorded them)" in text
+    assert "in the window [0.85c, 1c] of each budget c (recorded in each search's identity)" in text
+    # a final step interrupted before its last seed: refused without being told the seeds
+    path = run / "output" / "kd_ptq_5" / JSONL_NAME
+    path.write_text("".join(line + "\n" for line in path.read_text().splitlines() if '"seed": 44' not in line))
+    with pytest.raises(UserError, match=r"search kd_ptq_5: finalist .* has seeds \[42, 43\], missing \[44\]"):
+        report.main(["--cands_dir", str(run / "cands"), "--report_dir", str(run / "r2")])
+    # the latest evaluation there was another step's: the finalists' seeds are what the step ran
+    (run / "output" / "kd_ptq_5" / "run_args.json").write_text(json.dumps(
+        {"arches_file": str(run / "cands" / "1st_generation_kd_ptq_5.cands"), "seeds": [42]}))
+    assert report.main(["--cands_dir", str(run / "cands"), "--report_dir", str(run / "r3")]) == 0
+
+
+def test_other_seeds_than_the_default_need_no_flag(tmp_path):
+    _search(tmp_path, "kd_ptq_5", "torch_dynamic_int8", "evolution", 5.0, [(MID, 0.59), (BIG, 0.62)],
+            [(BIG, [(7, 0.63, None), (8, 0.61, None)])])
+    for record_seed in (False, True):  # read off the finalists' results (older runs), or recorded
+        if record_seed:
+            _record_final_step(tmp_path, "kd_ptq_5", [7, 8, 42])
+        out = tmp_path / f"report_{record_seed}"
+        assert report.main(["--cands_dir", str(tmp_path / "cands"), "--report_dir", str(out)]) == 0
+        summary = json.load(open(out / "summary.json"))
+        assert summary["settings"]["final_seeds"] == [7, 8, 42]
+        assert summary["budgets"][0]["methods"]["bigger_and_faster_int8"]["accuracy_points"]["n"] == 3
+
+
 def test_mixed_tasks_in_one_root_are_refused(run):
     _search(run, "kd_ptq_5_rte", "torch_dynamic_int8", "evolution", 5.0, [(MID, 0.55)], [(MID, [])], task="rte")
     with pytest.raises(UserError, match=r"searches of several tasks \(mnli, rte\)"):

@@ -117,7 +117,8 @@ def test_final_step_re_evaluates_the_top_k_with_every_seed(chain):
 def test_report_from_one_command_on_the_finished_search(chain):
     root = chain["root"]
     env = dict(chain["env"], PREDICTORS=chain["predictor"], LATENCY_DIR=str(root / "latency_evaluated"),
-               REPORT_DIR=str(root / "report"), SEEDS="42 43", INFER_CNT="3")
+               REPORT_DIR=str(root / "report"), INFER_CNT="3")
+    env.pop("SEEDS")  # the report reads the seeds the final step recorded: SEEDS is not repeated (issue 24)
     subprocess.run(["bash", os.path.join(REPO, "script", "report.sh")], check=True, env=env, cwd=str(root))
     summary = json.load(open(root / "report" / "summary.json"))
     (budget,) = summary["budgets"]

@@ -37,7 +37,6 @@ import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from evaluation.finetune import evaluate, finetune
 from tickets.pruning import (
@@ -61,6 +60,7 @@ from utils import (
     output_lock,
     set_seed,
 )
+from utils.progress import progress as progress_bar
 
 logger = get_logger("bert_tickets")
 
@@ -321,7 +321,7 @@ def run(options: RunOptions) -> list[dict]:
         if records:
             logger.info("resuming: %d round(s) done (last sparsity %.1f %%)", len(records), records[-1]["sparsity_pct"])
         planned = None if options.rounds is None else options.rounds + 1
-        progress = tqdm(total=planned, initial=len(records), desc="ticket rounds", unit="round", disable=None)
+        progress = progress_bar(total=planned, initial=len(records), desc="ticket rounds", unit="round", every=0)
         while (goal := _goal(context, records)) is not None:
             record = run_round(context, len(records), goal)
             append_jsonl(context.records_path, record)

@@ -10,7 +10,8 @@ write ``from utils import arch_key, SPACES, ...``:
 * ``utils.space_catalog`` -- the named spaces, their families, space files and the records artefacts keep;
 * ``utils.stage_space``   -- how a stage picks its space (one rule), the --space flags, coverage checks;
 * ``utils.features`` -- the latency predictor's features;
-* ``utils.vocab``    -- the vocab file (``load_vocab``, ``SPECIAL_TOKENS``).
+* ``utils.vocab``    -- the vocab file (``load_vocab``, ``SPECIAL_TOKENS``);
+* ``utils.progress`` -- progress bars on a terminal, plain lines in a log (imported as ``utils.progress``).
 """
 
 from utils.arch import *  # noqa: F401,F403

@@ -34,7 +34,11 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     Programming errors still raise with a traceback: only ``UserError`` is the user's fault, and an
     ``OSError`` naming a path (no permission, a read-only or virtual file system such as /sys, a link
     loop, a full disk), which stages check for where they can but which no check can rule out.
+    Off a terminal, the libraries' progress bars are turned off (``utils.progress``).
     """
+    from utils.progress import quiet_library_bars
+
+    quiet_library_bars()
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "bigger_and_faster"
     try:
         code = main(argv)

@@ -94,7 +94,7 @@ def _initial_model(recipe: Recipe, input_dim: int, x_train: np.ndarray, y_train:
 def _fit(model: LatencyMLP, lines: LineEffects, recipe: Recipe, parts: dict, data: Dataset, target: dict,
          seed: int, progress: bool) -> tuple[int, int, float | None]:
     """The training loop; returns ``(steps run, best step, best validation MAPD or None)``."""
-    from tqdm import tqdm
+    from utils.progress import progress as progress_bar
 
     optimizer = torch.optim.Adam(list(model.parameters()) + lines.parameters(), lr=recipe.lr)
     scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.max_steps,
@@ -109,8 +109,7 @@ def _fit(model: LatencyMLP, lines: LineEffects, recipe: Recipe, parts: dict, dat
         return float(np.mean(np.abs(predicted - data.ms[data.val]) / data.ms[data.val]))
 
     best, snapshot, best_step, stale, step = math.inf, None, 0, 0, 0
-    bar = tqdm(total=recipe.max_steps, desc=f"predictor ({recipe.features})", unit="step", disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(total=recipe.max_steps, desc=f"predictor ({recipe.features})", unit="step", enabled=progress)
     for step in range(1, recipe.max_steps + 1):
         part = train_part
         if minibatch:  # the original: a fresh random minibatch (without replacement) every step
