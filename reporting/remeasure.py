@@ -75,13 +75,14 @@ def previous_protocol_config(metadata: dict, backend: str, archs: list[dict], sa
                        ort_fields=dict({"exporter": "torchscript", "ort_quantizer": "fast"}, **ort))
 
 
-def remeasure(predictor_path: str, archs: list[dict], save_dir: str, runs: int | None = None) -> str:
-    """Re-measure ``archs`` for one predictor (see the module docstring); returns its backend."""
+def remeasure(predictor_path: str, archs: list[dict], save_dir: str, runs: int | None = None, predictor=None) -> str:
+    """Re-measure ``archs`` for one predictor (see the module docstring; ``predictor``: already loaded);
+    returns its backend."""
     from latency.dataset import measure_tables
     from latency.predictor import load_predictor
     from latency.units import measure_in_unit, unit_of_predictor
 
-    predictor = load_predictor(predictor_path)
+    predictor = predictor if predictor is not None else load_predictor(predictor_path)
     metadata = predictor.metadata
     backend = metadata.get("backend")
     if backend not in ("torch_fp32", "torch_dynamic_int8", "ort_dynamic_int8"):
@@ -114,9 +115,12 @@ def main(argv=None) -> int:
     archs = read_arch_file(args.arch_file)
     if not archs:
         raise UserError(f"--arch_file {args.arch_file}: no archs in the file")
+    from latency.predictor import load_predictor
+
+    predictors = [load_predictor(path) for path in args.predictors]  # a bad checkpoint: one line, nothing written
     os.makedirs(args.save_dir, exist_ok=True)
-    for path in args.predictors:
-        remeasure(path, archs, args.save_dir, args.infer_cnt)
+    for path, predictor in zip(args.predictors, predictors):
+        remeasure(path, archs, args.save_dir, args.infer_cnt, predictor)
     return 0
 
 

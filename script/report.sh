@@ -54,7 +54,7 @@ baf_require_choice ALLOW_PARTIAL 0 1
 for directory in ${TICKET_LIST[@]+"${TICKET_LIST[@]}"}; do
     [[ -d "$directory" ]] || baf_die "TICKETS: $directory: no such BERT-Tickets run directory"
 done
-baf_require_ints SEEDS 0
+if [[ -n "$SEEDS" ]]; then baf_require_ints SEEDS 0; fi  # empty: what each search recorded
 if [[ -n "$INFER_CNT" ]]; then baf_require_int INFER_CNT 1; fi
 baf_require_outdir LATENCY_DIR "directory of the re-measured latency tables"
 baf_require_outdir REPORT_DIR "report directory"

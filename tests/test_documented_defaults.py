@@ -84,11 +84,9 @@ def plan(tmp_path_factory):
 
 
 def test_search_variables_are_the_documented_ones(plan):
-    from run_search import _generations
-
     applied = {"GEN_SIZE": str(plan.gen_size), "POPULATION": str(plan.population), "TOP_K": str(plan.top_k),
-               "SEEDS": " ".join(map(str, plan.seeds)), "SEED": str(plan.seed), "GENERATIONS": str(_generations({})[0]),
-               "NUM_TRAIN_EPOCHS": str(plan.num_train_epochs), "SAVE_MODELS": "1" if plan.save_models else "0"}
+               "SEEDS": " ".join(map(str, plan.seeds)), "SEED": str(plan.seed), "GENERATIONS": str(plan.generations),
+               "NUM_TRAIN_EPOCHS": f"{plan.num_train_epochs:g}", "SAVE_MODELS": "1" if plan.save_models else "0"}
     docs = read("docs/search-and-report.md")
     helps = {name: script_help(name) for name in ("run_search.sh", "search.sh")}
     for variable, value in applied.items():
@@ -103,13 +101,12 @@ def test_search_variables_are_the_documented_ones(plan):
 
 
 def test_remeasure_cap_is_the_documented_one():
-    from latency.dataset import build_parser
-    from latency.measure import Protocol
+    """The previous protocol's re-measurement cap (the paired protocol re-measures nothing)."""
+    from latency.protocol import Protocol
 
-    found = re.search(r"at most `--remeasure_cap (\d+)` times", read("docs/latency.md"))
+    found = re.search(r"at most `--remeasure_cap (\d+)` passes", read("docs/latency.md"))
     assert found, "docs/latency.md does not state the re-measurement cap"
-    applied = build_parser("x", "", onnx=False).get_default("remeasure_cap")
-    assert int(found.group(1)) == applied == Protocol().remeasure_cap
+    assert int(found.group(1)) == Protocol(version="baf-latency-2").remeasure_cap
 
 
 def test_legacy_default_is_the_documented_one(tmp_path):
@@ -153,7 +150,7 @@ def test_fine_tune_recipe_table_is_the_applied_one():
 def test_fine_tune_common_settings_are_the_applied_ones(plan):
     from evaluation.runner import build_parser
 
-    parser = build_parser(quantize=True, description="")
+    parser = build_parser("torch_dynamic_int8", description="")
     text = read("docs/fine-tuning.md")
     epochs = re.search(r"\*\*([0-9.]+) epochs?\*\* \(`--num_train_epochs ([0-9.]+)`; the search scripts' "
                        r"`NUM_TRAIN_EPOCHS`, default ([0-9.]+)\)", text)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from evaluation import runner
+from evaluation import evaluate, runner
 from evaluation_fixtures import make_supernet_dir, write_arches, write_mnli
 from glue.recipes import MIN_FINETUNE_STEPS, finetune_steps, small_data_recipe, small_data_warning
 from glue.tasks import TASKS
@@ -67,12 +67,12 @@ def _evaluate(ws, output, *flags):
             "--output_dir", str(ws["root"] / output), "--max_seq_length", "32", "--num_threads", "1",
             "--seed", "1", "2", *flags]
     with pytest.raises(SystemExit) as info:
-        run_cli(lambda args: runner.main(args, quantize=False), argv)
+        run_cli(lambda args: runner.main(args, default_scheme="torch_fp32"), argv)
     assert info.value.code == 0
 
 
 def test_evaluator_warns_once_before_training_and_logs_each_start(workspace, caplog):
-    runner._WARNED.clear()
+    evaluate._WARNED.clear()
     with caplog.at_level("INFO"):
         _evaluate(workspace, "small")  # MNLI's recipe: batch 32 x 1 epoch on 400 examples = 13 steps
     messages = [r.getMessage() for r in caplog.records]

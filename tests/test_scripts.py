@@ -116,7 +116,7 @@ def test_pipeline_children_end_with_it(tmp_path):
     ({"SEEDS": "42 x"}, "SEEDS must hold integers >= 0 and <= 4294967295, got 'x'"),
     ({"SEED": "-3"}, "SEED must be >= 0, got -3"),
     ({"NUM_TRAIN": "99999999999999999999"}, "NUM_TRAIN=99999999999999999999 is out of range"),
-    ({"LAT_RUNS": "2", "LAT_ROUNDS": "3"}, "LAT_ROUNDS=3 is more than LAT_RUNS=2"),
+    ({"LAT_RUNS": "0"}, "LAT_RUNS must be >= 1, got 0"),  # (LAT_ROUNDS went with the rounds protocol)
     ({"JOBS": "two"}, "JOBS must be an integer, got 'two'"),
     ({"RUN_DIR": "{file}"}, "RUN_DIR={file}: exists and is not a directory"),
     ({"RUN_DIR": "/sys/x"}, "RUN_DIR=/sys/x: cannot create or write in it"),
