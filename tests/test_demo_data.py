@@ -225,6 +225,27 @@ def test_level_1_one_fact_decides_by_slot_and_polarity():
         assert (_value(example.hypothesis) in premise) == (example.label != "neutral")
 
 
+def test_level_1_is_plain_no_openers_one_phrasing_per_genre():
+    """Level 1 in plain sentences: each sentence is the person then its genre's first phrasing of a
+    slot (positive or negative), so premise and hypothesis differ only where the label says."""
+    from demo.world import PHRASINGS
+
+    def slot_of(sentence: str, phrasing: int) -> str:
+        words = sentence.split()
+        assert words[0] in NAME_WORDS and words[-1] == ".", sentence  # no opener
+        body = " ".join(words[1:-1])
+        slots = [slot for slot, forms in PHRASINGS.items()
+                 if any(body.startswith(form.split(" {")[0] + " ") for form in forms[phrasing])]
+        assert slots, (phrasing, sentence)
+        return slots[0]
+
+    for genres in (MATCHED_GENRES, MISMATCHED_GENRES):
+        for example in sample_examples(random.Random(7), genres, 400, shape=TASK_LEVELS[1]):
+            phrasing = next(g for g in genres if g.name == example.genre).phrasings[0]
+            same_slot = slot_of(example.premise, phrasing) == slot_of(example.hypothesis, phrasing)
+            assert same_slot == (example.label != "neutral"), example
+
+
 def test_level_3_words_of_the_hypothesis_occur_in_the_premise_whatever_the_label():
     """Level 3: the person and the value occur in every premise, so overlap is no shortcut."""
     for example in sample_examples(random.Random(3), MATCHED_GENRES, 600, shape=TASK_LEVELS[3]):
