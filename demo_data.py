@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="examples in MNLI/train.tsv (default %(default)s)")
     parser.add_argument("--num_dev", type=int, default=DEFAULTS.num_dev,
                         help="examples in each of dev_matched.tsv and dev_mismatched.tsv (default %(default)s)")
+    parser.add_argument("--num_dev_mismatched", type=int, default=DEFAULTS.num_dev_mismatched,
+                        help="examples in dev_mismatched.tsv (default: --num_dev)")
     parser.add_argument("--task_level", type=int, default=DEFAULTS.task_level,
                         help="NLI difficulty: 1 one fact, 2 two people, 3 three people with distractors "
                              "(default %(default)s; the demo's short fine-tune learns only level 1)")
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     params = DemoDataParams(seed=args.seed, corpus_mb=args.corpus_mb, num_train=args.num_train,
-                            num_dev=args.num_dev, task_level=args.task_level, vocab_size=args.vocab_size,
+                            num_dev=args.num_dev, num_dev_mismatched=args.num_dev_mismatched, task_level=args.task_level, vocab_size=args.vocab_size,
                             min_frequency=args.min_frequency)
     build_demo_data(args.output_dir, params, overwrite=args.overwrite)
     return 0

@@ -43,8 +43,9 @@ class DemoDataParams:
     seed: int = 42
     corpus_mb: float = 2.0       # target corpus size in MB (10**6 bytes)
     num_train: int = 3000        # train.tsv examples
-    num_dev: int = 500           # examples in each of dev_matched.tsv and dev_mismatched.tsv
+    num_dev: int = 500           # examples in dev_matched.tsv (and dev_mismatched.tsv unless set below)
     task_level: int = 1          # NLI difficulty (demo.nli.TASK_LEVELS)
+    num_dev_mismatched: int | None = None  # examples in dev_mismatched.tsv (None: num_dev)
     vocab_size: int = 1000       # WordPiece size cap (the demo world needs ~600; training stops there)
     min_frequency: int = 2
 
@@ -52,13 +53,18 @@ class DemoDataParams:
         for name in ("corpus_mb", "num_train", "num_dev", "vocab_size", "min_frequency"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.num_dev_mismatched is not None and self.num_dev_mismatched <= 0:
+            raise UserError(f"--num_dev_mismatched must be positive, got {self.num_dev_mismatched}")
         if self.task_level not in TASK_LEVELS:
             raise UserError(f"--task_level must be one of {', '.join(map(str, TASK_LEVELS))}, got {self.task_level}")
         if self.vocab_size < 100:
             raise UserError(f"--vocab_size must be at least 100 (alphabet + special tokens), got {self.vocab_size}")
 
     def as_dict(self) -> dict:
-        return {"version": DEMO_DATA_VERSION, **dataclasses.asdict(self)}
+        values = dataclasses.asdict(self)
+        if values["num_dev_mismatched"] is None:  # (absent: data made before the field keep their manifest)
+            del values["num_dev_mismatched"]
+        return {"version": DEMO_DATA_VERSION, **values}
 
 
 def read_manifest(output_dir: str) -> dict | None:
@@ -139,7 +145,8 @@ def _generate(root: str, params: DemoDataParams) -> dict:
     docs, corpus_bytes = write_corpus(corpus_dir, corpus_rng, int(params.corpus_mb * 1e6))
     logger.info("corpus: %d documents, %.2f MB", docs, corpus_bytes / 1e6)
 
-    splits = make_splits(nli_rng, params.num_train, params.num_dev, TASK_LEVELS[params.task_level])
+    splits = make_splits(nli_rng, params.num_train, params.num_dev, TASK_LEVELS[params.task_level],
+                         params.num_dev_mismatched)
     mnli_dir = os.path.join(root, "MNLI")
     os.makedirs(mnli_dir)
     offset = 0

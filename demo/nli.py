@@ -187,15 +187,21 @@ def sample_examples(rng: random.Random, genres: tuple[Genre, ...], count: int,
     return examples
 
 
-def make_splits(rng: random.Random, num_train: int, num_dev: int,
-                shape: TaskShape = TASK_LEVELS[1]) -> dict[str, list[Example]]:
-    """train and dev_matched from the matched genres, dev_mismatched from the others; no dev
-    pair repeats a train pair."""
+def make_splits(rng: random.Random, num_train: int, num_dev: int, shape: TaskShape = TASK_LEVELS[1],
+                num_dev_mismatched: int | None = None) -> dict[str, list[Example]]:
+    """train and dev_matched from the matched genres, dev_mismatched (``num_dev_mismatched``, default
+    ``num_dev`` examples) from the others; no example repeats within or across the splits (checked)."""
     train = sample_examples(rng, MATCHED_GENRES, num_train, shape=shape)
     seen = {(e.premise, e.hypothesis) for e in train}
     matched = sample_examples(rng, MATCHED_GENRES, num_dev, exclude=seen, shape=shape)
-    mismatched = sample_examples(rng, MISMATCHED_GENRES, num_dev, exclude=seen, shape=shape)
-    return {"train": train, "dev_matched": matched, "dev_mismatched": mismatched}
+    seen |= {(e.premise, e.hypothesis) for e in matched}
+    mismatched = sample_examples(rng, MISMATCHED_GENRES, num_dev if num_dev_mismatched is None else num_dev_mismatched,
+                                 exclude=seen, shape=shape)
+    splits = {"train": train, "dev_matched": matched, "dev_mismatched": mismatched}
+    pairs = [(e.premise, e.hypothesis) for examples in splits.values() for e in examples]
+    if len(set(pairs)) != len(pairs):  # the construction above is the spec; this guards it
+        raise AssertionError("demo NLI generator repeated an example across its splits")
+    return splits
 
 
 # --------------------------------------------------------------------------------------

@@ -100,17 +100,18 @@ def _score(model, scheme: Scheme, supernet, arch: dict, threads: int):
 
 def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneConfig, device,
                        scheme="torch_fp32", save_dir: str | None = None, tokenizer=None,
-                       extra_schemes=(), threads: int = 1) -> dict:
+                       extra_schemes=(), threads: int = 1, model_overrides: dict | None = None) -> dict:
     """Run the whole per-arch protocol and return the JSONL record (see ``evaluation.results``).
 
     ``scheme`` (a ``Scheme`` or a name the registry resolves) gives the fitness; ``extra_schemes``
-    are scored on the same fine-tuned weights and recorded under ``metrics_by_scheme``."""
+    are scored on the same fine-tuned weights and recorded under ``metrics_by_scheme``.
+    ``model_overrides``: ``BertConfig`` fields of the fine-tuned sub-model (a recipe's dropout)."""
     started = time.perf_counter()
     scheme = _as_scheme(scheme)
     extras = [s for s in (_as_scheme(x) for x in extra_schemes) if s.name != scheme.name and s.quantized]
     task = data.task
     torch.manual_seed(config.seed)  # dropout masks
-    model = to_hf_model(supernet, arch, head="cls")
+    model = to_hf_model(supernet, arch, head="cls", **(model_overrides or {}))
     _reset_classifier(model, config.seed, supernet.config.initializer_range)
     dev_name, dev = data.primary_dev
     outcome = finetune(model, data.train, dev, task, config, device)
@@ -140,6 +141,7 @@ def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneCon
         "time_per_batch_infer_fp32_ms": fp32[dev_name].time_per_batch_ms,
         "metrics_by_scheme": {"torch_fp32": _metrics_record(fp32)},
         "best_by_scheme": {"torch_fp32": fp32[dev_name].primary},
+        "time_per_batch_ms_by_scheme": {"torch_fp32": fp32[dev_name].time_per_batch_ms},
     }
     reported, scored = fp32, {}
     for current in ([scheme] if scheme.quantized else []) + extras:
@@ -149,14 +151,17 @@ def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneCon
         record["metrics_by_scheme"][current.name] = _metrics_record(results)
         record["best_by_scheme"][current.name] = results[dev_name].primary
         record.setdefault("size_mb_by_scheme", {})[current.name] = info.get("size_mb_int8")
+        record["time_per_batch_ms_by_scheme"][current.name] = results[dev_name].time_per_batch_ms
+        if current.runtime == "torch" and not current.needs_supernet:
+            # what is really int8 in that file: the Linear weights; embeddings and norms stay fp32
+            record.setdefault("int8_linear_modules_by_scheme", {})[current.name] = count_dynamic_int8_linear(quantized)
         if current.name == scheme.name:
             reported = results
             record.update({key: value for key, value in info.items() if key != "size_mb_int8"})
             if "size_mb_int8" in info:
                 record["size_mb_int8"] = info["size_mb_int8"]
-            if current.runtime == "torch" and not current.needs_supernet:
-                # what is really int8 in that file: the Linear weights; embeddings and norms stay fp32
-                record["int8_linear_modules"] = count_dynamic_int8_linear(quantized)
+            if current.name in record.get("int8_linear_modules_by_scheme", {}):
+                record["int8_linear_modules"] = record["int8_linear_modules_by_scheme"][current.name]
             record["time_per_batch_infer_int8_ms"] = results[dev_name].time_per_batch_ms
     add_score_views(record)
     record["time_per_batch_infer_ms"] = reported[dev_name].time_per_batch_ms

@@ -22,6 +22,9 @@ from transformer.modeling_super import check_arch_fits
 from utils import ArchError, SearchSpace, UserError, arch_key, arch_summary, iter_arch_lines, outside_ranges
 
 INT8_SCHEME_NAMES = tuple(name for name, scheme in SCHEMES.items() if scheme.quantized)
+# A search's two kinds of fine-tune: its candidates' (the fitness) and its finalists' (the answer),
+# each with its own recipe (a results file holds both; the recipe is part of a result's key).
+RUNGS = ("search", "final")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +53,12 @@ class EvaluationConfig:
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
     no_cuda: bool = False
     restart: bool = False  # move results of other settings aside and evaluate everything again
+    rung: str = "search"  # search: the search's fine-tunes (its fitness); final: the finalists' (RUNGS)
+    cache_dir: str | None = None  # the run's evaluation cache (evaluation.cache), shared by its searches
 
     def __post_init__(self):
+        if self.rung not in RUNGS:
+            raise ValueError(f"rung must be one of {RUNGS}, got {self.rung!r}")
         if self.num_threads < 0:
             raise UserError(f"--num_threads: must be >= 0, got {self.num_threads}")
         for extra in self.extra_schemes:
@@ -85,13 +92,14 @@ class EvaluationConfig:
                 "recipe": dataclasses.asdict(self.recipe), "do_lower_case": self.do_lower_case,
                 "save_models": self.save_models, "save_seeds": list(self.save_seeds) if self.save_seeds else None,
                 "space": self.space.to_dict() if self.space else None, "num_threads": self.num_threads,
-                "no_cuda": self.no_cuda, "restart": self.restart}
+                "no_cuda": self.no_cuda, "restart": self.restart, "rung": self.rung, "cache_dir": self.cache_dir,
+                "recipe_id": {t.task.name: self.recipe_for(t.task).identity() for t in self.tasks}}
 
 
 # The settings a result depends on besides (task, seed, scheme, arch), compared field by field.
 SETTING_FIELDS = ("model", "data_dir", "do_lower_case", "learning_rate", "num_train_epochs", "train_batch_size",
                   "eval_batch_size", "eval_step", "warmup_proportion", "weight_decay", "max_seq_length",
-                  "max_train_examples", "max_eval_examples", "extra_schemes")
+                  "max_train_examples", "max_eval_examples", "dropout", "extra_schemes")
 
 
 def model_identity(model_dir: str) -> str:

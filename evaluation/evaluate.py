@@ -18,9 +18,12 @@ import shutil
 import time
 from typing import Sequence
 
+from evaluation.cache import EvaluationCache, describe, serve
 from evaluation.config import SETTING_FIELDS, EvaluationConfig, TaskInput, check_archs
+from evaluation.recipe import RECIPE_FIELDS
 from evaluation.results import ResultsStore
-from glue.recipes import finetune_steps, small_data_warning
+from glue.overlap import check_dev_disjoint
+from glue.recipes import check_steps, finetune_steps, small_data_warning
 from glue.tasks import read_split
 from utils import (
     UserError,
@@ -92,7 +95,8 @@ class Evaluator:
                 self._evaluate_task(item, archs, list(seeds), store, rank, world, save, save_seeds)
         logger.info("results: %s and %s", store.results_path, store.jsonl_path)
         index = store.index()
-        return [index.get(store.key(item.task.name, arch, seed, config.scheme.name))
+        return [index.get(store.key(item.task.name, arch, seed, config.scheme.name,
+                                    config.recipe_for(item.task).identity()))
                 for item in config.tasks for arch in archs for seed in seeds]
 
     def _task_data(self, item: TaskInput, seed: int):
@@ -122,13 +126,15 @@ class Evaluator:
 
         config, task = self.config, item.task
         settings, recipe = config.settings(item), config.recipe_for(task)
+        recipe_name = recipe.identity()
         done, legacy = store.done_keys(), store.legacy_archs()
         todo = []
         for arch in archs:
             if (task.name, arch_key(arch)) in legacy:
                 logger.info("%s: %s already has a block without a JSONL twin; skipped", task.name, arch_summary(arch))
                 continue
-            todo += [(arch, seed) for seed in seeds if store.key(task.name, arch, seed, config.scheme.name) not in done]
+            todo += [(arch, seed) for seed in seeds
+                     if store.key(task.name, arch, seed, config.scheme.name, recipe_name) not in done]
         skipped = len(archs) * len(seeds) - len(todo)
         todo = todo[rank::world]
         logger.info("%s: %d evaluation(s) to run%s, %d already done with the same settings (resume)", task.name,
@@ -146,22 +152,53 @@ class Evaluator:
         tokenizer = self.check_inputs().tokenizer
         warn_small_data(task.name, len(data.train), recipe.finetune)
         progress = progress_bar(todo, desc=f"{task.name} candidates", unit="arch")
+        cache = EvaluationCache(config.cache_dir) if config.cache_dir else None
         for arch, seed in progress:
             keep = save_dir if save_dir and (save_seeds is None or seed in save_seeds) else None
-            tune = recipe.finetune
-            logger.info("%s seed %d %s: fine-tuning %d steps (%d examples, batch %d, lr %g, %g epoch(s))", task.name,
-                        seed, arch_summary(arch), finetune_steps(len(data.train), tune.train_batch_size,
-                        tune.num_train_epochs), len(data.train), tune.train_batch_size, tune.learning_rate,
-                        tune.num_train_epochs)
-            record = evaluate_candidate(supernet, arch, data, recipe.for_seed(seed), device, config.scheme, keep,
-                                        tokenizer=tokenizer, extra_schemes=config.extra_schemes, threads=threads)
-            record.update(max_seq_length=recipe.max_seq_length, train_examples=len(data.train), settings=settings,
-                          dev_examples={name: len(split) for name, split in data.dev.items()})
+
+            def fine_tune() -> dict:
+                tune = recipe.finetune
+                logger.info("%s seed %d %s: fine-tuning %d steps (%d examples, batch %d, lr %g, %g epoch(s); %s "
+                            "recipe %s)", task.name, seed, arch_summary(arch),
+                            finetune_steps(len(data.train), tune.train_batch_size, tune.num_train_epochs),
+                            len(data.train), tune.train_batch_size, tune.learning_rate, tune.num_train_epochs,
+                            config.rung, recipe_name)
+                made = evaluate_candidate(supernet, arch, data, recipe.for_seed(seed), device, config.scheme, keep,
+                                          tokenizer=tokenizer, extra_schemes=config.extra_schemes, threads=threads,
+                                          model_overrides=recipe.model_overrides())
+                made.update(max_seq_length=recipe.max_seq_length, train_examples=len(data.train), settings=settings,
+                            dev_examples={name: len(split) for name, split in data.dev.items()}, rung=config.rung,
+                            recipe_id=recipe_name)
+                return made
+
+            if cache is None or keep:  # a model to save is trained here, not looked up
+                record = fine_tune()
+            else:
+                record = _through_cache(cache, task.name, arch, seed, settings, config, fine_tune)
             store.append(record)
             text = " ".join(f"{name} {value:.4f}" for name, value in record["best_by_scheme"].items())
             progress.set_postfix_str(f"{arch_summary(arch)} {text}")
             logger.info("%s seed %d %s: %s (%.1f s)", task.name, seed, arch_summary(arch), text,
                         record["elapsed_seconds"])
+
+
+def _through_cache(cache: EvaluationCache, task: str, arch: dict, seed: int, settings: dict,
+                   config: EvaluationConfig, fine_tune) -> dict:
+    """The (task, arch, seed, recipe) fine-tune from the run's cache, made (and cached) when missing."""
+    schemes = {config.scheme.name, *config.extra_names()}
+    key = cache.key(task, arch, seed, settings)
+    with cache.claim(task, key, f"{task} {describe(arch, seed)}") as path:
+        cached = cache.get(task, key, settings, schemes)
+        hit = cached is not None
+        if not hit:
+            cached = fine_tune()
+            cache.put(task, key, settings, cached)
+        else:
+            logger.info("%s %s: fine-tuned already for another search of this run (%s)", task, describe(arch, seed),
+                        path)
+    served = serve(cached, config.scheme.name, settings, path if hit else None)
+    served.update(rung=config.rung)
+    return served
 
 
 _WARNED: set[str] = set()  # small-data warnings already given by this process
@@ -202,6 +239,8 @@ def _read_inputs(config: EvaluationConfig) -> _Inputs:
         splits = {"train": read_split(item.task, item.data_dir, "train", recipe.max_train_examples)}
         for name in item.task.dev_files:
             splits[name] = read_split(item.task, item.data_dir, name, recipe.max_eval_examples)
+        check_dev_disjoint(item.task, item.data_dir, splits["train"], {n: splits[n] for n in item.task.dev_files})
+        check_steps(item.task.name, len(splits["train"]), recipe.finetune)
         examples[item.task.name] = splits
     return _Inputs(supernet_config, spaces, tokenizer, examples)
 
@@ -213,7 +252,7 @@ def _start(config: EvaluationConfig, store: ResultsStore, rank: int) -> None:
         if config.restart:
             _move_aside(store)
     for item in config.tasks:
-        check_settings(store, item.task.name, config.settings(item))
+        check_settings(store, item.task.name, config.settings(item), config.rung)
     if rank == 0:
         store.reconcile()
         with atomic_write(os.path.join(config.output_dir, "run_args.json")) as handle:
@@ -221,8 +260,10 @@ def _start(config: EvaluationConfig, store: ResultsStore, rank: int) -> None:
                                                         for item in config.tasks}), handle, indent=2, sort_keys=True)
 
 
-def check_settings(store: ResultsStore, task_name: str, settings: dict) -> None:
-    """Refuse to add to results made with other settings (one line naming the first difference)."""
+def check_settings(store: ResultsStore, task_name: str, settings: dict, rung: str = "search") -> None:
+    """Refuse to add to results made with other settings (one line naming the first difference). The
+    recipe is compared with the results of the same rung only: a search's candidates and its finalists
+    are fine-tuned with a recipe each (a result's key holds its recipe, so the two never mix)."""
     for number, record in store.numbered_records():
         if record.get("task_name") != task_name:
             continue
@@ -231,7 +272,10 @@ def check_settings(store: ResultsStore, task_name: str, settings: dict) -> None:
         if theirs is None:
             raise UserError(f"{where}: this result does not say which settings made it (older format); "
                             "use another --output_dir or pass --restart")
+        same_rung = record.get("rung", "search") == rung
         for field in ("model_identity",) + SETTING_FIELDS:
+            if field in RECIPE_FIELDS and not same_rung:
+                continue
             if theirs.get(field) != settings.get(field):
                 shown = "model" if field == "model_identity" else field
                 mine = settings.get("model") if field == "model_identity" else settings.get(field)

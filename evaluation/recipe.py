@@ -25,6 +25,7 @@ class Recipe:
     max_seq_length: int
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    dropout: float | None = None  # hidden and attention dropout while fine-tuning (None: the supernet's)
 
     def for_seed(self, seed: int) -> FinetuneConfig:
         return dataclasses.replace(self.finetune, seed=seed)
@@ -36,7 +37,37 @@ class Recipe:
                 "train_batch_size": config.train_batch_size, "eval_batch_size": config.eval_batch_size,
                 "eval_step": config.eval_step, "warmup_proportion": config.warmup_proportion,
                 "weight_decay": config.weight_decay, "max_seq_length": self.max_seq_length,
-                "max_train_examples": self.max_train_examples, "max_eval_examples": self.max_eval_examples}
+                "max_train_examples": self.max_train_examples, "max_eval_examples": self.max_eval_examples,
+                "dropout": self.dropout}
+
+    def identity(self) -> str:
+        """A short name of the recipe (``recipe_id``): results of one (task, arch, seed, scheme) under two
+        recipes -- a search's short fine-tune and its final one -- are two results."""
+        return recipe_id(self.settings())
+
+    def model_overrides(self) -> dict:
+        """``BertConfig`` overrides of the fine-tuned sub-model (its dropout, when the recipe sets one)."""
+        if self.dropout is None:
+            return {}
+        return {"hidden_dropout_prob": self.dropout, "attention_probs_dropout_prob": self.dropout}
+
+
+RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "train_batch_size", "eval_batch_size", "eval_step",
+                 "warmup_proportion", "weight_decay", "max_seq_length", "max_train_examples", "max_eval_examples",
+                 "dropout")
+
+
+def recipe_id(settings: dict) -> str:
+    """The recipe's name from a result's ``settings`` (older results, without ``dropout``, read as the
+    supernet's dropout: the same name they had)."""
+    import hashlib
+    import json
+
+    values = {field: settings.get(field) for field in RECIPE_FIELDS}
+    if values["dropout"] is None:
+        del values["dropout"]
+    text = json.dumps(values, sort_keys=True, default=float)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +85,7 @@ class RecipeSettings:
     weight_decay: float = 0.01
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    dropout: float | None = None
 
     def __post_init__(self):
         check_recipe_numbers(self)
@@ -71,7 +103,7 @@ class RecipeSettings:
                                 eval_batch_size=self.eval_batch_size, eval_step=self.eval_step or table.eval_step,
                                 warmup_proportion=self.warmup_proportion, weight_decay=self.weight_decay, seed=0)
         return Recipe(config, self.max_seq_length or table.max_seq_length, self.max_train_examples,
-                      self.max_eval_examples)
+                      self.max_eval_examples, self.dropout)
 
 
 # (field, lowest allowed value, whether the lowest is allowed): the floats are also checked finite
@@ -95,6 +127,10 @@ def check_recipe_numbers(settings: RecipeSettings) -> None:
             raise UserError(f"--{field}: must be > {low:g} ({low:g} would train nothing)")
     if settings.warmup_proportion > 1:
         raise UserError(f"--warmup_proportion: must be <= 1, got {settings.warmup_proportion}")
+    if settings.dropout is not None and not (isinstance(settings.dropout, (int, float))
+                                             and not isinstance(settings.dropout, bool)
+                                             and math.isfinite(settings.dropout) and 0 <= settings.dropout < 1):
+        raise UserError(f"--dropout: must be a number in [0, 1), got {settings.dropout!r}")
     for field in _INTS:
         value = getattr(settings, field)
         if value is None:

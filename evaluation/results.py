@@ -201,13 +201,16 @@ def score(record: dict, scheme: str | None = None) -> float:
 # --------------------------------------------------------------------------------------
 
 
-def load_fitness(path: str, task_name: str | None = None, scheme: str | None = None) -> dict[str, float]:
+def load_fitness(path: str, task_name: str | None = None, scheme: str | None = None,
+                 recipe: str | None = None) -> dict[str, float]:
     """``{arch_key: fitness}`` from ``subbert.results`` (or its ``.jsonl`` twin, which is read
     instead whenever it exists: it says which task, seed and scheme made each result).
 
     One entry per block; an arch evaluated more than once (several seeds) gets the mean of its
     results. ``task_name`` keeps only that task's results. ``scheme`` (a registry name or alias)
     refuses results scored with another scheme: a search's fitness is its own scheme's metric.
+    ``recipe`` (a ``recipe_id``) keeps only the results of that recipe: the search's fine-tunes, not
+    its finalists' longer ones.
     """
     jsonl = path if path.endswith(".jsonl") else os.path.join(os.path.dirname(path) or ".", JSONL_NAME)
     scores: dict[str, list[float]] = defaultdict(list)
@@ -215,6 +218,8 @@ def load_fitness(path: str, task_name: str | None = None, scheme: str | None = N
         wanted = canonical_scheme(scheme) if scheme else None
         for number, record in read_jsonl(jsonl, with_line_numbers=True):
             if task_name is not None and record.get("task_name") != task_name:
+                continue
+            if recipe is not None and record_recipe(record) != recipe:
                 continue
             if wanted is not None and canonical_scheme(record.get("scheme", "torch_fp32")) != wanted:
                 raise UserError(f"{jsonl}:{number}: scored with scheme {canonical_scheme(record['scheme'])}, but this "
@@ -241,10 +246,18 @@ def canonical_scheme(name: str) -> str:
     return resolve_scheme(name, "scheme").name
 
 
+def record_recipe(record: dict) -> str:
+    """The ``recipe_id`` of the recipe that made ``record`` (older records: from their settings)."""
+    from evaluation.recipe import recipe_id
+
+    return record.get("recipe_id") or recipe_id(record.get("settings") or {})
+
+
 def result_key(record: dict) -> str:
-    """What makes an evaluation unique: task, seed, scheme and arch (the settings that made it are
-    checked separately: ``evaluation.runner.check_settings``)."""
-    return f"{record['task_name']}|{record['seed']}|{canonical_scheme(record['scheme'])}|{arch_key(record['arch'])}"
+    """What makes an evaluation unique: task, seed, scheme, arch and recipe (the other settings that
+    made it are checked separately: ``evaluation.evaluate.check_settings``)."""
+    return (f"{record['task_name']}|{record['seed']}|{canonical_scheme(record['scheme'])}|{arch_key(record['arch'])}"
+            f"|{record_recipe(record)}")
 
 
 def _same_settings(record: dict, settings: dict) -> bool:
@@ -283,17 +296,20 @@ class ResultsStore:
         return {result_key(record) for record in self.records()}
 
     @staticmethod
-    def key(task_name: str, arch: dict, seed: int, scheme: str) -> str:
-        """The key of the evaluation of (task, arch, seed, scheme) (``result_key``)."""
-        return result_key({"task_name": task_name, "seed": seed, "scheme": scheme, "arch": arch})
+    def key(task_name: str, arch: dict, seed: int, scheme: str, recipe: str) -> str:
+        """The key of the evaluation of (task, arch, seed, scheme) with the recipe ``recipe``
+        (a ``recipe_id``; ``result_key``)."""
+        return result_key({"task_name": task_name, "seed": seed, "scheme": scheme, "arch": arch,
+                           "recipe_id": recipe})
 
     def find(self, task_name: str, arch: dict, seed: int, scheme: str, settings: dict | None = None) -> dict | None:
         """The recorded result of (task, arch, seed, scheme) -- made with ``settings`` when given (a
         recipe's, see ``evaluation.config.EvaluationConfig.settings``) -- or None."""
-        wanted = self.key(task_name, arch, seed, scheme)
+        wanted = result_key({"task_name": task_name, "seed": seed, "scheme": scheme, "arch": arch,
+                             "recipe_id": "-"}).rsplit("|", 1)[0]
         found = None
         for record in self.records():
-            if result_key(record) == wanted and (settings is None or _same_settings(record, settings)):
+            if result_key(record).rsplit("|", 1)[0] == wanted and (settings is None or _same_settings(record, settings)):
                 found = record
         return found
 

@@ -91,6 +91,8 @@ def _add_recipe_arguments(parser) -> None:
                        help="debug/demo: first N training examples")
     group.add_argument("--max_eval_examples", type=int, default=defaults.max_eval_examples,
                        help="debug/demo: first N examples per dev set")
+    group.add_argument("--dropout", type=float, default=defaults.dropout,
+                       help="hidden and attention dropout of the fine-tuned sub-model (default: the supernet's)")
 
 
 def _add_scheme_arguments(parser, default) -> None:

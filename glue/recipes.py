@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 from glue.tasks import TASKS
+from utils import UserError
 
-__all__ = ["MIN_FINETUNE_STEPS", "SMALL_DATA_BATCH_SIZE", "finetune_steps", "small_data_recipe",
+__all__ = ["MIN_FINETUNE_STEPS", "SMALL_DATA_BATCH_SIZE", "check_steps", "finetune_steps", "small_data_recipe",
            "small_data_warning", "recipes_help"]
 
 MIN_FINETUNE_STEPS = 100  # fewer optimizer steps than this: one warning line before the work
@@ -25,6 +26,16 @@ def finetune_steps(train_examples: int, batch_size: int, epochs: float) -> int:
     """Optimizer steps of a fine-tune, counted as ``evaluation.finetune`` counts them (the last
     batch of an epoch may be short)."""
     return int(round(-(-train_examples // batch_size) * epochs))
+
+
+def check_steps(task_name: str, train_examples: int, finetune) -> None:
+    """A recipe that asks for training (epochs > 0) but makes no optimizer step on this data is refused
+    in one line (it would silently score the untrained head)."""
+    if finetune.num_train_epochs > 0 and finetune_steps(train_examples, finetune.train_batch_size,
+                                                        finetune.num_train_epochs) < 1:
+        raise UserError(f"{task_name}: {train_examples} training examples at batch {finetune.train_batch_size} x "
+                        f"{finetune.num_train_epochs:g} epoch(s) make no optimizer step; raise --num_train_epochs or "
+                        "give more training examples (0 epochs: evaluate only, on purpose)")
 
 
 def small_data_recipe(train_examples: int, batch_size: int, epochs: float,

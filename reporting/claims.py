@@ -68,9 +68,11 @@ def budget_claims(entry: dict) -> list[str]:
                     f"({'bigger' if comparison['encoder_params_ratio'] > 1 else 'not bigger'})")
         elif a["arch_summary"] == b["arch_summary"]:
             size = "; both chose the same arch"
+        paired = comparison.get("paired")
+        paired_text = (f"; paired by seed {paired['text']}: {paired['verdict']}" if paired else "")
         sentences.append(f"- {budget:g} ms, {SHORT[comparison['a']]} vs {SHORT[comparison['b']]} "
                          f"({comparison['meaning']}): {_acc(a)} vs {_acc(b)}, difference {comparison['text']}: "
-                         f"**{wording}**{size}.")
+                         f"**{wording}**{paired_text}{size}.")
     return sentences
 
 
@@ -111,18 +113,28 @@ def _evaluation_text(settings: dict) -> str:
     return f"dev evaluated every {eval_step} steps and at the end (best kept)"
 
 
+def _recipe_text(tune: dict) -> str:
+    text = (f"lr {tune.get('learning_rate')}, {tune.get('num_train_epochs')} epoch(s), batch {tune.get('train_batch_size')}, "
+            f"max_seq_length {tune.get('max_seq_length')}, warm-up {tune.get('warmup_proportion')}, weight decay "
+            f"{tune.get('weight_decay')}")
+    return text + (f", dropout {tune['dropout']}" if tune.get("dropout") is not None else "")
+
+
 def settings_text(summary: dict) -> list[str]:
     s = summary["settings"]
     tune = s["fine_tune"]
     lines = [f"- Task {s['task']}, fitness and accuracy on the primary dev split `{s['primary_dev']}`"
              f" (dev examples: {s['dev_examples']}); {s['train_examples']} training examples.",
-             f"- Fine-tune per candidate: lr {tune.get('learning_rate')}, {tune.get('num_train_epochs')} epoch(s), "
-             f"batch {tune.get('train_batch_size')}, max_seq_length {tune.get('max_seq_length')}, warm-up "
-             f"{tune.get('warmup_proportion')}, weight decay {tune.get('weight_decay')}, {_evaluation_text(s)}.",
+             f"- Fine-tune per candidate: {_recipe_text(tune)}, {_evaluation_text(s)}.",
              f"- Search seed {s['search_seed']}; the final top-{s['top_k']} of each search re-evaluated with seeds "
              f"{s.get('final_seeds') or s['seeds']} (as the searches recorded them); the winner is the best mean. "
              "Differences are compared with a 95 % Welch interval: inside it, or with one seed on a side, they are "
-             "reported as within noise."]
+             "reported as within noise; where both sides share seeds the paired-by-seed interval is given too."]
+    final = s.get("final_fine_tune")
+    if final:
+        lines.insert(2, f"- Fine-tune of each finalist (its own recipe, longer than the candidates'): {_recipe_text(final)}, "
+                        f"{final.get('train_examples')} training examples ({final.get('train_steps')} steps), dev examples "
+                        f"{final.get('dev_examples')}; the accuracies below are these fine-tunes'.")
     windows = s.get("window_fractions") or []
     if windows:
         text = " and ".join(f"[{low:g}c, {high:g}c]" for low, high in windows)

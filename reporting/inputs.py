@@ -10,12 +10,12 @@ import os
 import re
 from collections import defaultdict
 
-from evaluation.results import JSONL_NAME, ResultsStore, canonical_scheme
+from evaluation.results import JSONL_NAME, ResultsStore, canonical_scheme, record_recipe
 from latency.finalists import read_summary
 from search.history import default_log_path, read_search_log
 from quantize_utils import DEPLOYED
 from search.identity import find_searches as find_identities
-from utils import UserError, arch_key, read_arch_file
+from utils import UserError, arch_key, load_json_file, read_arch_file
 
 # Searches made before identities existed: kd_<short>_<budget>[_random] directories of the deployed schemes.
 LEGACY_TYPES = {scheme.short: scheme.name for scheme in DEPLOYED}
@@ -39,6 +39,7 @@ class Search:
     # None: a search from before it, or a predictor whose table has no unit)
     finalist_latency: dict | None = None
     recorded_seeds: list[int] | None = None  # the seeds the final step was started with (its evaluator's record)
+    final_record: dict | None = None  # <name>.final.json: the final step's seeds and recipe (search.chain)
 
     def finalist_measurement(self, arch: dict) -> dict | None:
         """The search's own measurement of ``arch`` (a finalist or a finalist candidate), if any."""
@@ -54,6 +55,8 @@ class Search:
     @property
     def final_seeds(self) -> list[int]:
         """The final step's seeds: as recorded when it started, else every seed its finalists have."""
+        if self.final_record and self.final_record.get("seeds"):
+            return sorted(int(seed) for seed in self.final_record["seeds"])
         if self.recorded_seeds:
             return list(self.recorded_seeds)
         return sorted({record["seed"] for arch in self.final_archs or [] for record in self.records_of(arch)})
@@ -62,10 +65,16 @@ class Search:
     def search_seed(self) -> int | None:
         return self.records[0]["seed"] if self.records else None
 
+    def _of_recipe(self, field: str) -> list[dict]:
+        """The results of the recipe the final record names under ``field`` (every result without one)."""
+        wanted = (self.final_record or {}).get(field)
+        return [record for record in self.records if wanted is None or record_recipe(record) == wanted]
+
     def search_records(self) -> list[dict]:
-        """The search phase: each arch's first result at the search seed, in evaluation order."""
+        """The search phase: each arch's first result at the search seed with the search's recipe, in
+        evaluation order."""
         seen, out = set(), []
-        for record in self.records:
+        for record in self._of_recipe("search_recipe_id"):
             key = arch_key(record["arch"])
             if record["seed"] == self.search_seed and key not in seen:
                 seen.add(key)
@@ -73,12 +82,25 @@ class Search:
         return out
 
     def records_of(self, arch: dict) -> list[dict]:
+        """The final step's results of ``arch``: those of the final recipe (every result when the search
+        recorded no final step, or one from before the final recipe)."""
         key = arch_key(arch)
-        return [record for record in self.records if arch_key(record["arch"]) == key]
+        return [record for record in self._of_recipe("recipe_id") if arch_key(record["arch"]) == key]
 
 
 def _final_file(cands_dir: str, name: str) -> str:
     return os.path.join(cands_dir, f"{name}.final.cands")
+
+
+def read_final_record(cands_dir: str, name: str) -> dict | None:
+    """``<name>.final.json`` (what the final step is: its seeds and recipe), or None."""
+    path = os.path.join(cands_dir, f"{name}.final.json")
+    if not os.path.isfile(path):
+        return None
+    data = load_json_file(path, "final-step record")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a final-step record (a JSON object)")
+    return data
 
 
 def recorded_final_seeds(results_dir: str, name: str) -> list[int] | None:
@@ -143,7 +165,8 @@ def load_searches(cands_dir: str, output_root: str | None = None, task: str | No
                                strategy=identity.get("strategy") or "evolution", results_dir=identity["results_dir"],
                                records=records, log=log, final_archs=final, identity=identity,
                                finalist_latency=read_summary(final_path) if final is not None else None,
-                               recorded_seeds=recorded_final_seeds(identity["results_dir"], name)))
+                               recorded_seeds=recorded_final_seeds(identity["results_dir"], name),
+                               final_record=read_final_record(cands_dir, name)))
     if not searches:
         raise UserError(f"no search under {cands_dir} has results yet" + (f" for task {task}" if task else ""))
     tasks = sorted({search.task for search in searches})

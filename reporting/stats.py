@@ -85,3 +85,43 @@ def difference(a: Estimate, b: Estimate) -> Difference:
         return Difference(diff, 0.0, a.n, b.n)
     df = (va + vb) ** 2 / ((va**2 / (a.n - 1) if va else 0.0) + (vb**2 / (b.n - 1) if vb else 0.0))
     return Difference(diff, t_quantile_975(df) * se, a.n, b.n)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedDifference:
+    """``a - b`` seed by seed over the seeds both sides share, with a paired 95 % interval (t, n - 1
+    degrees of freedom): a seed fixes a fine-tune's data order and head, so its luck is partly common
+    to the two archs and cancels in the pair."""
+
+    diff: float
+    half_width: float | None  # None: fewer than two shared seeds
+    seeds: tuple[int, ...]
+
+    @property
+    def verdict(self) -> str:
+        if self.half_width is None or abs(self.diff) <= self.half_width:
+            return "within noise"
+        return "gain" if self.diff > 0 else "loss"
+
+    def to_dict(self, scale: float = 100.0) -> dict:
+        return {"diff": self.diff * scale, "ci95_half_width": None if self.half_width is None else self.half_width * scale,
+                "seeds": list(self.seeds), "verdict": self.verdict}
+
+    def text(self, scale: float = 100.0, unit: str = "points") -> str:
+        if self.half_width is None:
+            return f"{self.diff * scale:+.1f} {unit} (paired by seed: fewer than two shared seeds)"
+        return (f"{self.diff * scale:+.1f} ± {self.half_width * scale:.1f} {unit} (95 % CI, paired by seed; "
+                f"n = {len(self.seeds)})")
+
+
+def paired_difference(a: dict, b: dict) -> PairedDifference | None:
+    """``a - b`` over the seeds in both ``{seed: value}`` maps (None when they share none)."""
+    seeds = tuple(sorted(set(a) & set(b)))
+    if not seeds:
+        return None
+    diffs = np.asarray([float(a[seed]) - float(b[seed]) for seed in seeds])
+    if len(seeds) < 2:
+        return PairedDifference(float(diffs.mean()), None, seeds)
+    half = t_quantile_975(len(seeds) - 1) * float(diffs.std(ddof=1)) / math.sqrt(len(seeds))
+    return PairedDifference(float(diffs.mean()), half, seeds)
+

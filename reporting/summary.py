@@ -16,7 +16,7 @@ from evaluation.results import scheme_metrics
 from glue.tasks import get_task
 from quantize_utils import LATENCY_BACKENDS, SCHEMES
 from reporting.inputs import Search
-from reporting.stats import Estimate, difference
+from reporting.stats import Estimate, difference, paired_difference
 from utils import SearchSpace, arch_key, arch_summary
 
 # (search scheme, strategy) -> method key; labels say what was searched and what is deployed.
@@ -168,6 +168,8 @@ def method_row(method: str, search: Search, choice: Choice, deployed: str, predi
         "size_mb_deployed": (first.get("size_mb_by_scheme") or {}).get(deployed, first.get("size_mb_int8"))
         if scheme.quantized else first.get("size_mb_fp32"),
         "accuracy_points": accuracy.to_dict(100.0) if accuracy else None,
+        "accuracy_by_seed_points": {str(r["seed"]): 100.0 * value for r in choice.records
+                                    if (value := _metric(r, deployed, split)) is not None},
         "accuracy_by_split_points": per_split,
         "fitness_points": choice.fitness.to_dict(100.0), "fitness_scheme": search.scheme,
         "finalists": choice.finalists, "seeds": sorted({r["seed"] for r in choice.records}),
@@ -262,15 +264,33 @@ def settings(searches: list[Search], measured: dict) -> dict:
     recorded = sorted({seed for s in searches for seed in s.final_seeds})
     return {"task": searches[0].task, "primary_dev": primary_split(first), "dev_examples": first.get("dev_examples"),
             "train_examples": first.get("train_examples"), "train_steps": first.get("train_steps"),
-            "fine_tune": {key: hparams.get(key) for key in ("learning_rate", "num_train_epochs", "train_batch_size",
-                                                            "warmup_proportion", "weight_decay", "eval_step")}
-            | {"max_seq_length": first.get("max_seq_length")},
+            "fine_tune": _fine_tune(first), "final_fine_tune": _final_fine_tune(searches),
             "search_seed": searches[0].search_seed, "seeds": final_seeds, "final_seeds": recorded,
             "windows_ms": {s.name: s.window_ms for s in searches if s.window_ms},
             "window_fractions": sorted({tuple(round(bound / s.budget_ms, 4) for bound in s.window_ms)
                                         for s in searches if s.window_ms}),
             "top_k": max((len(s.final_archs) for s in searches if s.final_archs), default=None),
             "latency_protocol": protocols}
+
+
+def _fine_tune(record: dict) -> dict:
+    hparams = record.get("hparams", {})
+    return ({key: hparams.get(key) for key in ("learning_rate", "num_train_epochs", "train_batch_size",
+                                               "warmup_proportion", "weight_decay", "eval_step")}
+            | {"max_seq_length": record.get("max_seq_length"), "dropout": (record.get("settings") or {}).get("dropout")})
+
+
+def _final_fine_tune(searches: list[Search]) -> dict | None:
+    """The finalists' recipe when the searches recorded one other than their candidates' (None: the same)."""
+    for search in searches:
+        record = search.final_record or {}
+        if record.get("recipe_id") and record.get("recipe_id") != record.get("search_recipe_id"):
+            for arch in search.final_archs or []:
+                for result in search.records_of(arch):
+                    return dict(_fine_tune(result), train_examples=result.get("train_examples"),
+                                dev_examples=result.get("dev_examples"), train_steps=result.get("train_steps"),
+                                recipe_id=record["recipe_id"])
+    return None
 
 
 def build_summary(searches: list[Search], predictors: dict, measured: dict, problems: list[str] | None = None,
@@ -299,6 +319,10 @@ def build_summary(searches: list[Search], predictors: dict, measured: dict, prob
                 entry = {"a": a, "b": b, "meaning": meaning, **{f"{k}_points" if k in ("diff", "ci95_half_width") else k: v
                                                                  for k, v in diff.to_dict(1.0).items()}}
                 entry["text"] = diff.text(1.0)
+                paired = paired_difference(rows[a].get("accuracy_by_seed_points") or {},
+                                           rows[b].get("accuracy_by_seed_points") or {})
+                if paired is not None and paired.half_width is not None:
+                    entry["paired"] = dict(paired.to_dict(1.0), text=paired.text(1.0))
                 if rows[a].get("encoder_params") and rows[b].get("encoder_params"):
                     entry["encoder_params_ratio"] = rows[a]["encoder_params"] / rows[b]["encoder_params"]
                 entry["total_params_ratio"] = rows[a]["total_params"] / rows[b]["total_params"]

@@ -14,7 +14,8 @@
 #   STRATEGY (evolution | random), GEN_SIZE (10), POPULATION (25), TOP_K (3), SEEDS ("42 43 44"),
 #   FINAL (1: run the final seed re-evaluation), SPACE (empty: the supernet's), MODEL_DIR
 #   (model/SUPER-KD-S1/epoch_3, or final/), PREDICTOR, PREDICTOR_DIR, SEED (42), NUM_TRAIN_EPOCHS (1), PYTHON,
-#   SEARCH_ARGS / EVAL_ARGS (extra flags), CANDS_DIR, OUTPUT_ROOT, SEARCH_NAME; see script/search.sh --help.
+#   SEARCH_ARGS / EVAL_ARGS (extra flags), FINAL_EVAL_ARGS (the finalists' recipe flags over EVAL_ARGS), EVAL_CACHE
+#   (OUTPUT_ROOT/evaluation_cache, or off), CANDS_DIR, OUTPUT_ROOT, SEARCH_NAME; see script/search.sh --help.
 # Outputs: cands/<SEARCH_NAME>{.cands,.search.json,.search_log.jsonl,.final.cands},
 # cands/1st_generation_<SEARCH_NAME>{,.gen<i>.evo,.evo}.cands, output/<SEARCH_NAME>/subbert.results(.jsonl).
 # A re-run resumes where it stopped.

@@ -30,8 +30,11 @@
 #   SEARCH_NAME (kd_<TYPE>_<LAT>, with _random for STRATEGY=random), ARCHES_FILE (eval input; default the
 #   first generation, or the GENERATION's file), GENERATION (generation number), SEARCH_ARGS / EVAL_ARGS
 #   (extra flags for searcher.py / the evaluator, split as the shell does; read once, before any step; a flag
-#   the search sets itself, e.g. --output_dir, is refused naming its variable), FORCE (1: redo a step whose
-#   output exists),
+#   the search sets itself, e.g. --output_dir, is refused naming its variable), FINAL_EVAL_ARGS (empty: the
+#   finalists are fine-tuned like the candidates, the paper's; else recipe flags over EVAL_ARGS for the final
+#   step only, e.g. "--max_train_examples 8000": the report's accuracies are those fine-tunes'), EVAL_CACHE
+#   (OUTPUT_ROOT/evaluation_cache: one fine-tune per (task, arch, seed, recipe) for every search writing
+#   there; "off" to fine-tune every time), FORCE (1: redo a step whose output exists),
 #   SAVE_MODELS (0; opt-in: 1 makes the final step keep the fine-tuned and int8 models of one new seed under
 #   output/<SEARCH_NAME>/models/, an ONNX file for ort). SEARCH_NAME and the other names stay inside their
 #   directories (no '/' or '..'); every number is checked (type, range, finite) before anything is written.

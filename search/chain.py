@@ -36,11 +36,23 @@ class SearchRun:
         self.plan = plan
         self.config = plan.search_config(load(plan.predictor), load_supernet_record(plan.model_dir))
         self.evaluator = Evaluator(plan.evaluation_config())
+        self._final_evaluator = None
+
+    @property
+    def final_evaluator(self):
+        """The finalists' evaluator: the final recipe (FINAL_EVAL_ARGS), rung ``final``."""
+        if self._final_evaluator is None:
+            from evaluation.evaluate import Evaluator
+
+            self._final_evaluator = Evaluator(self.plan.evaluation_config(final=True))
+        return self._final_evaluator
 
     def check(self, ops) -> None:
         """The evaluation's inputs (tokenizer, every TSV) read and checked before the first step writes."""
         if {"eval", "final"} & set(ops):
             self.evaluator.check_inputs()
+        if "final" in ops:
+            self.final_evaluator.check_inputs()
 
     def step(self, op: str, generation: int | None = None) -> None:
         plan = self.plan.at_generation(generation) if generation is not None else self.plan
@@ -105,15 +117,34 @@ class SearchRun:
     def _final(self, plan: SearchPlan) -> None:
         if not _exists(plan.final_file, plan):
             run_method(self.config, "TopK", plan.final_file, plan.results)
-        self._evaluate(plan.final_file, list(plan.seeds), save_seeds=plan.final_save_seeds())
+        evaluator = self.final_evaluator
+        write_final_record(plan, evaluator.config)
+        self._evaluate(plan.final_file, list(plan.seeds), save_seeds=plan.final_save_seeds(), evaluator=evaluator)
 
-    def _evaluate(self, path: str, seeds: list[int], save_seeds: tuple[int, ...] = ()) -> None:
+    def _evaluate(self, path: str, seeds: list[int], save_seeds: tuple[int, ...] = (), evaluator=None) -> None:
         from evaluation.config import read_arch_lines
 
         archs, origins = read_arch_lines(path)
         if not archs:
             raise UserError(f"ARCHES_FILE={path} holds no arch")
-        self.evaluator.evaluate(archs, seeds, origins, save_seeds=save_seeds)
+        (evaluator or self.evaluator).evaluate(archs, seeds, origins, save_seeds=save_seeds)
+
+
+def write_final_record(plan: SearchPlan, config) -> None:
+    """``<name>.final.json``: the final step's seeds and recipe (the report's finalists are the results
+    of that recipe), written before it evaluates, atomically."""
+    import json
+
+    from glue.tasks import get_task
+    from utils import atomic_write
+
+    recipe = config.recipe_for(get_task(plan.task_name))
+    search_recipe = plan.evaluation_config().recipe_for(get_task(plan.task_name))
+    with atomic_write(plan.final_record) as handle:
+        json.dump({"seeds": list(plan.seeds), "search_seed": plan.seed, "recipe": recipe.settings(),
+                   "recipe_id": recipe.identity(), "search_recipe": search_recipe.settings(),
+                   "search_recipe_id": search_recipe.identity(), "top_k": plan.top_k}, handle, indent=2, sort_keys=True)
+        handle.write("\n")
 
 
 def _exists(path: str, plan: SearchPlan) -> bool:

@@ -107,6 +107,7 @@ class SearchConfig:
     evolution: EvolutionSettings = EvolutionSettings()
     seed: int = 42
     results_dir: str | None = None  # where the evaluator writes this search's results
+    fitness_recipe: str | None = None  # the recipe_id of the search's fine-tunes (None: every result counts)
     search_log: str | None = None  # default: <candidate_file stem>.search_log.jsonl
     space_source: str = ""  # where the space came from, for the log
 

@@ -46,7 +46,8 @@ def run_method(config: SearchConfig, method: str, output_file: str | None = None
     if method == "Candidate":
         return write_candidates(config)
     candidates = read_candidates(config)
-    fitness = load_fitness(fitness_file, config.task, config.scheme.name if config.scheme else None) \
+    fitness = load_fitness(fitness_file, config.task, config.scheme.name if config.scheme else None,
+                           config.fitness_recipe) \
         if fitness_file else None
     if method == "TopK":
         return write_top_k(config, fitness, fitness_file, output_file)

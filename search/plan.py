@@ -64,6 +64,8 @@ class SearchPlan:
     arches_file: str | None
     search_args: dict  # the searcher flags SEARCH_ARGS gives (dest -> value)
     eval_args: dict  # the evaluator flags EVAL_ARGS gives (dest -> value)
+    final_eval_args: dict  # FINAL_EVAL_ARGS: the finalists' recipe flags over EVAL_ARGS (dest -> value)
+    cache_dir: str | None  # EVAL_CACHE: the run's evaluation cache (None: off)
     force: bool
     save_models: bool
     generations: int = 3
@@ -96,6 +98,11 @@ class SearchPlan:
         return os.path.join(self.cands_dir, f"{self.search_name}.final.cands")
 
     @property
+    def final_record(self) -> str:
+        """What the final step is (seeds, recipe), written before it evaluates: the report reads it."""
+        return os.path.join(self.cands_dir, f"{self.search_name}.final.json")
+
+    @property
     def output_dir(self) -> str:
         return os.path.join(self.output_root, self.search_name)
 
@@ -119,27 +126,32 @@ class SearchPlan:
         window, settings = self.search_settings()
         space_args = argparse.Namespace(space=self.search_args.get("space") or self.space or None,
                                         **{flag: self.search_args.get(flag) for flag, _ in RANGE_FLAGS})
+        from glue.tasks import get_task
+
+        fitness_recipe = self.evaluation_config().recipe_for(get_task(self.task_name)).identity()
         return build_search_config(predictor, window, self.candidate_file, space_args, scheme=self.scheme,
                                    supernet=supernet, task=self.task_name, strategy=self.strategy,
-                                   results_dir=self.output_dir, **settings)
+                                   results_dir=self.output_dir, fitness_recipe=fitness_recipe, **settings)
 
-    def evaluation_config(self):
-        """The ``EvaluationConfig`` of the search's evaluations (EVAL_ARGS over the plan's settings)."""
+    def evaluation_config(self, final: bool = False):
+        """The ``EvaluationConfig`` of the search's evaluations (EVAL_ARGS over the plan's settings); with
+        ``final``, of its finalists' (FINAL_EVAL_ARGS over those: the final recipe, rung ``final``)."""
         from evaluation.config import EvaluationConfig, TaskInput
         from evaluation.recipe import RecipeSettings
         from glue.tasks import get_task
         from utils import resolve_space
 
         given = self.eval_args
+        recipe = {"num_train_epochs": self.num_train_epochs, **given, **(self.final_eval_args if final else {})}
         space = given.get("space") or self.space
         return EvaluationConfig(
             model_dir=self.model_dir, tasks=(TaskInput(get_task(self.task_name), self.data_dir),), scheme=self.scheme,
-            output_dir=self.output_dir, recipe=RecipeSettings.from_values({"num_train_epochs": self.num_train_epochs, **given}),
+            output_dir=self.output_dir, recipe=RecipeSettings.from_values(recipe),
             extra_schemes=tuple(given.get("extra_schemes", self.extra_schemes)),
             do_lower_case=self.do_lower_case or bool(given.get("do_lower_case")),
             space=resolve_space(space, "search", flag="SPACE") if space else None,
             num_threads=given.get("num_threads", self.num_threads), no_cuda=bool(given.get("no_cuda")),
-            restart=bool(given.get("restart")))
+            restart=bool(given.get("restart")), rung="final" if final else "search", cache_dir=self.cache_dir)
 
     def final_save_seeds(self) -> tuple[int, ...]:
         """The final step keeps the models of one newly trained seed (the search seed's exist)."""
@@ -239,6 +251,30 @@ def _extra_args(env: dict) -> tuple[dict, dict]:
     return search, eval_overrides(env.get("EVAL_ARGS") or "")
 
 
+def _final_args(env: dict) -> dict:
+    """FINAL_EVAL_ARGS: recipe flags only (the finalists are fine-tuned otherwise like the candidates)."""
+    from evaluation.recipe import RECIPE_FIELDS
+    from evaluation.runner import parse_overrides
+
+    given = parse_overrides(env.get("FINAL_EVAL_ARGS") or "", "FINAL_EVAL_ARGS")
+    for dest in given:
+        if dest not in RECIPE_FIELDS:
+            raise UserError(f"FINAL_EVAL_ARGS: --{dest} is not a fine-tune recipe flag; the finalists differ from the "
+                            f"candidates only in their recipe ({', '.join('--' + f for f in RECIPE_FIELDS)})")
+    return given
+
+
+def _cache_dir(env: dict, output_root: str) -> str | None:
+    """EVAL_CACHE: a directory (default: OUTPUT_ROOT/evaluation_cache, shared by the searches that write
+    there), or ``off``."""
+    value = env.get("EVAL_CACHE") or os.path.join(output_root, "evaluation_cache")
+    if value == "off":
+        return None
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise UserError(f"EVAL_CACHE={value} exists and is not a directory (or set EVAL_CACHE=off)")
+    return value
+
+
 def plan_from_env(env: dict, root: str, op: str | None = None, positional: list[str] | None = None) -> SearchPlan:
     """The settings of one search from the environment (positional TYPE LAT DATA_DIR TASK win),
     checked in the order a user would fix them; nothing is written."""
@@ -261,6 +297,7 @@ def plan_from_env(env: dict, root: str, op: str | None = None, positional: list[
     extra_default = "torch_dynamic_int8" if not scheme.quantized else ""
     extra = (env["EXTRA_SCHEMES"] if "EXTRA_SCHEMES" in env else extra_default).split()
     search_args, eval_args = _extra_args(env)
+    output_root = _path(env, "OUTPUT_ROOT", "output", root)
     plan = SearchPlan(
         root=root, scheme=scheme, budget_ms=budget, budget_text=budget_text, task_name=task,
         data_dir=_path(env, "DATA_DIR", os.path.join("data", "glue", TASKS[task].directory), root),
@@ -275,11 +312,12 @@ def plan_from_env(env: dict, root: str, op: str | None = None, positional: list[
         num_threads=_int(env, "NUM_THREADS", 0, 0),
         do_lower_case=_choice(env, "DO_LOWER_CASE", "1", ("0", "1")) == "1",
         extra_schemes=tuple(resolve_scheme(name, "EXTRA_SCHEMES") for name in extra),
-        cands_dir=_path(env, "CANDS_DIR", "cands", root), output_root=_path(env, "OUTPUT_ROOT", "output", root),
+        cands_dir=_path(env, "CANDS_DIR", "cands", root), output_root=output_root,
         search_name=_name(env, "SEARCH_NAME", f"kd_{scheme.short}_{budget_text}"
                           + ("_random" if strategy == "random" else "")),
         generation=int(generation_text) if generation_text else None, arches_file=env.get("ARCHES_FILE") or None,
-        search_args=search_args, eval_args=eval_args,
+        search_args=search_args, eval_args=eval_args, final_eval_args=_final_args(env),
+        cache_dir=_cache_dir(env, output_root),
         force=_choice(env, "FORCE", "0", ("0", "1")) == "1",
         save_models=_choice(env, "SAVE_MODELS", "0", ("0", "1")) == "1",
         generations=_int(env, "GENERATIONS", 3, 0), first_generation_index=_int(env, "FIRST_GENERATION_INDEX", 1, 1),
@@ -287,6 +325,7 @@ def plan_from_env(env: dict, root: str, op: str | None = None, positional: list[
         final=_choice(env, "FINAL", "1", ("0", "1")) == "1")
     plan.search_settings()  # the window and the evolution's numbers, checked now
     plan.evaluation_config()  # the recipe, the extra schemes and the evaluation's space, checked now
+    plan.evaluation_config(final=True)  # and the finalists' recipe
     check(plan, op)
     return plan
 

@@ -1,0 +1,123 @@
+"""One fine-tune per (task, arch, seed, recipe) for every search of a run: the evaluation cache.
+
+A search's evaluator asks the cache before it fine-tunes. An entry is the record of one fine-tune --
+its metrics under every scheme that was scored on the fine-tuned weights -- keyed by what made it:
+the task, the arch, the seed and the settings (supernet weights, data directory, casing and the
+whole recipe). The fp32 search, the int8 search and the random baseline of a run that meet the same
+(arch, seed, recipe) therefore share one fine-tune, and both scorings (fp32 and int8) of it. Two
+recipes never mix: the recipe is part of the key, and an entry whose recorded settings differ from
+its key's is refused in one line naming the file and the field.
+
+Entries are small JSON files written atomically under ``<cache_dir>/<task>/``. Two searches that want
+the same entry at once take turns on a lock file next to it: the second waits and then reads the
+first one's result, so nothing is trained twice. A scheme the entry was not scored with (an ORT
+search after PyTorch ones) is the one case that fine-tunes again; the new entry then holds the
+schemes of both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import json
+import os
+import time
+
+from evaluation.results import add_score_views
+from utils import UserError, arch_key, arch_summary, atomic_write, get_logger, load_json_file
+
+logger = get_logger("evaluation.cache")
+
+CACHE_FORMAT = 1
+# settings a cached fine-tune does not depend on: which extra schemes a search asks for is the
+# request, not the fine-tune (an entry scored with more schemes serves fewer)
+NOT_IN_KEY = ("extra_schemes",)
+
+
+def fine_tune_settings(settings: dict) -> dict:
+    """The part of a result's ``settings`` that makes the fine-tune (everything but the request)."""
+    return {field: value for field, value in sorted(settings.items()) if field not in NOT_IN_KEY}
+
+
+class EvaluationCache:
+    """The fine-tunes of one run, shared by its searches (see the module docstring)."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def key(self, task: str, arch: dict, seed: int, settings: dict) -> str:
+        text = json.dumps({"format": CACHE_FORMAT, "task": task, "arch": arch_key(arch), "seed": int(seed),
+                           "settings": fine_tune_settings(settings)}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def path(self, task: str, key: str) -> str:
+        return os.path.join(self.directory, task, f"{key}.json")
+
+    @contextlib.contextmanager
+    def claim(self, task: str, key: str, what: str):
+        """Hold the entry's lock while it is looked up and, if missing, made (others wait, then read it)."""
+        path = self.path(task, key)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise UserError(f"EVAL_CACHE={self.directory}: cannot write the evaluation cache there "
+                            f"({err.strerror})") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                started = time.perf_counter()
+                logger.info("%s: another search is fine-tuning it; waiting for its result", what)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                logger.info("%s: its result came after %.1f s", what, time.perf_counter() - started)
+            yield path
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def get(self, task: str, key: str, settings: dict, schemes) -> dict | None:
+        """The cached record when the entry exists and was scored with every one of ``schemes``."""
+        path = self.path(task, key)
+        if not os.path.isfile(path):
+            return None
+        entry = load_json_file(path, "evaluation cache entry")
+        if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT or not isinstance(entry.get("record"),
+                                                                                                   dict):
+            raise UserError(f"{path}: not an evaluation cache entry of this version; remove it (it is re-made)")
+        mine, theirs = fine_tune_settings(settings), entry.get("settings") or {}
+        for field in sorted(set(mine) | set(theirs)):
+            if mine.get(field) != theirs.get(field):
+                raise UserError(f"{path}: a cache entry made with {field}={theirs.get(field)!r}, asked for with "
+                                f"{field}={mine.get(field)!r}; the cache never mixes settings: remove the entry or "
+                                "use another EVAL_CACHE")
+        record = entry["record"]
+        if not set(schemes) <= set(record.get("best_by_scheme") or {}):
+            return None
+        return record
+
+    def put(self, task: str, key: str, settings: dict, record: dict) -> None:
+        with atomic_write(self.path(task, key)) as handle:
+            json.dump({"format": CACHE_FORMAT, "settings": fine_tune_settings(settings), "record": record}, handle,
+                      sort_keys=True)
+            handle.write("\n")
+
+
+def serve(record: dict, scheme: str, settings: dict, origin: str | None) -> dict:
+    """A cached fine-tune's record as the requesting search's result: its fitness scheme, its settings
+    (``origin``: the entry it was read from, recorded as ``from_cache``; None: fine-tuned for this search)."""
+    served = copy.deepcopy(record)
+    served["scheme"] = scheme
+    served["settings"] = settings
+    served.pop("from_cache", None)
+    if origin is not None:
+        served["from_cache"] = origin
+    timing = served.get("time_per_batch_ms_by_scheme") or {}
+    if scheme in timing:
+        served["time_per_batch_infer_ms"] = timing[scheme]
+    return add_score_views(served)
+
+
+def describe(arch: dict, seed: int) -> str:
+    return f"{arch_summary(arch)} seed {seed}"
