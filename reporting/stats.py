@@ -40,14 +40,11 @@ class Estimate:
         return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f} (n={self.n})"
 
 
-@dataclasses.dataclass(frozen=True)
-class Difference:
-    """``a - b`` with its 95 % confidence half-width (Welch-Satterthwaite), and the verdict."""
+class _Verdict:
+    """The verdict of a difference ``diff`` with a 95 % half-width (None: no spread is known)."""
 
     diff: float
-    half_width: float | None  # None: a side has a single seed, no spread is known
-    n_a: int
-    n_b: int
+    half_width: float | None
 
     @property
     def verdict(self) -> str:
@@ -55,6 +52,16 @@ class Difference:
         if self.half_width is None or abs(self.diff) <= self.half_width:
             return "within noise"
         return "gain" if self.diff > 0 else "loss"
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference(_Verdict):
+    """``a - b`` with its 95 % confidence half-width (Welch-Satterthwaite), and the verdict."""
+
+    diff: float
+    half_width: float | None  # None: a side has a single seed, no spread is known
+    n_a: int
+    n_b: int
 
     def to_dict(self, scale: float = 100.0) -> dict:
         return {"diff": self.diff * scale, "ci95_half_width": None if self.half_width is None else self.half_width * scale,
@@ -88,7 +95,7 @@ def difference(a: Estimate, b: Estimate) -> Difference:
 
 
 @dataclasses.dataclass(frozen=True)
-class PairedDifference:
+class PairedDifference(_Verdict):
     """``a - b`` seed by seed over the seeds both sides share, with a paired 95 % interval (t, n - 1
     degrees of freedom): a seed fixes a fine-tune's data order and head, so its luck is partly common
     to the two archs and cancels in the pair."""
@@ -96,12 +103,6 @@ class PairedDifference:
     diff: float
     half_width: float | None  # None: fewer than two shared seeds
     seeds: tuple[int, ...]
-
-    @property
-    def verdict(self) -> str:
-        if self.half_width is None or abs(self.diff) <= self.half_width:
-            return "within noise"
-        return "gain" if self.diff > 0 else "loss"
 
     def to_dict(self, scale: float = 100.0) -> dict:
         return {"diff": self.diff * scale, "ci95_half_width": None if self.half_width is None else self.half_width * scale,

@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Does the search's fitness rank archs the way the accurate evaluation does? (issue 21)
+
+On the archs of a finished demo run's search windows (``cands/<search>.cands``: at least 12, spread over
+every window from its smallest to its largest encoder), in one run:
+
+* the reference: each arch fine-tuned with the demo's final recipe (all training examples) with
+  ``--ref_seeds`` seeds, scored on every example of dev_matched (2,000 in the demo, none of them a
+  training example) -- the mean over seeds;
+* the fitness the searches use now: one fine-tune with the candidates' recipe and the search seed;
+* the baseline, measured in the same run: the former demo's fitness (1,000 examples, batch 8, lr 3e-4,
+  the supernet's dropout, 125 steps, 300 dev examples);
+
+and prints Kendall's tau of each fitness against the reference, the reference's own consistency (one
+of its seeds against the mean of the others: what no fitness can beat), the seed spread of every arch,
+and the CPU seconds of each recipe. Results are kept in ``--work_dir`` (a re-run resumes; the
+evaluation cache makes each (arch, seed, recipe) once).
+
+    .venv/bin/python benchmarks/bench_fitness_rank.py --run_dir demo_run --work_dir /tmp/bench_fitness
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def window_archs(cands_dir: str, per_window: int) -> list[tuple[str, dict]]:
+    """``per_window`` archs of every search window, from its smallest to its largest encoder."""
+    from utils import arch_key, read_arch_file
+
+    chosen, seen = [], set()
+    for name in sorted(os.listdir(cands_dir)):
+        if not (name.startswith("kd_") and name.endswith(".cands")) or name.count(".") != 2 or "_random" in name:
+            continue
+        archs = sorted(read_arch_file(os.path.join(cands_dir, name)), key=encoder_size)
+        picks = [archs[round(i * (len(archs) - 1) / max(1, per_window - 1))] for i in range(per_window)]
+        for arch in picks:
+            if arch_key(arch) not in seen:
+                seen.add(arch_key(arch))
+                chosen.append((name[:-len(".cands")], arch))
+    return chosen
+
+
+def encoder_size(arch: dict) -> int:
+    hidden = arch["sample_hidden_size"]
+    return sum(4 * hidden * qkv + 2 * hidden * ffn for qkv, ffn in zip(arch["sample_qkv_sizes"],
+                                                                        arch["sample_intermediate_sizes"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run_dir", default=os.path.join(REPO, "demo_run"), help="a finished make demo run")
+    parser.add_argument("--work_dir", default="/tmp/bench_fitness_rank")
+    parser.add_argument("--per_window", type=int, default=4, help="archs per search window")
+    parser.add_argument("--ref_seeds", default="42,43,44")
+    parser.add_argument("--search_seed", type=int, default=42)
+    parser.add_argument("--fit_train", type=int, default=4000, help="the candidates' training examples")
+    parser.add_argument("--fit_dev", type=int, default=1000, help="the candidates' dev examples")
+    parser.add_argument("--fit_lr", type=float, default=5e-4)
+    parser.add_argument("--final_lr", type=float, default=5e-4)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--no_baseline", action="store_true", help="skip the former demo's fitness")
+    args = parser.parse_args()
+
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    from evaluation.config import EvaluationConfig, TaskInput
+    from evaluation.evaluate import Evaluator
+    from evaluation.recipe import RecipeSettings
+    from glue.tasks import get_task
+    from quantize_utils import resolve_scheme
+    from utils import arch_summary
+
+    task = get_task("mnli")
+    data_dir = os.path.join(args.run_dir, "data", "MNLI")
+    model_dir = os.path.join(args.run_dir, "supernet", "final")
+    common = dict(max_seq_length=32, eval_step=100000, train_batch_size=args.batch, dropout=0.0)
+    recipes = {
+        "reference": RecipeSettings(learning_rate=args.final_lr, **common),
+        "fitness": RecipeSettings(learning_rate=args.fit_lr, max_train_examples=args.fit_train,
+                                  max_eval_examples=args.fit_dev, **common),
+        "former_fitness": RecipeSettings(learning_rate=3e-4, train_batch_size=8, max_seq_length=32, eval_step=100000,
+                                         max_train_examples=1000, max_eval_examples=300),
+    }
+    if args.no_baseline:
+        del recipes["former_fitness"]
+    archs = window_archs(os.path.join(args.run_dir, "cands"), args.per_window)
+    seeds = {"reference": [int(s) for s in args.ref_seeds.split(",")], "fitness": [args.search_seed],
+             "former_fitness": [args.search_seed]}
+    print(f"{len(archs)} archs from the search windows of {args.run_dir}:", flush=True)
+    for window, arch in archs:
+        print(f"  {window}: {arch_summary(arch)} ({encoder_size(arch) / 1e6:.2f} M encoder)")
+    scores, seconds = {}, {}
+    for name, recipe in recipes.items():
+        config = EvaluationConfig(model_dir=model_dir, tasks=(TaskInput(task, data_dir),),
+                                  scheme=resolve_scheme("torch_fp32"), output_dir=os.path.join(args.work_dir, name),
+                                  recipe=recipe, do_lower_case=True, num_threads=1,
+                                  cache_dir=os.path.join(args.work_dir, "cache"))
+        started = time.process_time()
+        records = Evaluator(config).evaluate([arch for _, arch in archs], seeds[name])
+        seconds[name] = time.process_time() - started
+        per_arch = {}
+        for record in records:
+            per_arch.setdefault(record["arch_key"], []).append(100.0 * record["best_acc"])
+        scores[name] = per_arch
+    keys = [record_key(arch) for _, arch in archs]
+    reference = np.array([np.mean(scores["reference"][k]) for k in keys])
+    print("\n| arch | window | encoder M | reference mean ± std (n) | fitness | former fitness |")
+    print("|---|---|---:|---:|---:|---:|")
+    for (window, arch), key, ref in zip(archs, keys, reference):
+        values = scores["reference"][key]
+        former = scores.get("former_fitness", {}).get(key, [float("nan")])[0]
+        print(f"| {arch_summary(arch)} | {window} | {encoder_size(arch) / 1e6:.2f} | {ref:.1f} ± "
+              f"{np.std(values, ddof=1) if len(values) > 1 else 0:.1f} ({len(values)}) | "
+              f"{scores['fitness'][key][0]:.1f} | {former:.1f} |")
+    out = {}
+    for name in [n for n in recipes if n != "reference"]:
+        fit = [scores[name][k][0] for k in keys]
+        out[name] = float(kendalltau(fit, reference).statistic)
+    ceiling = []
+    for index in range(len(seeds["reference"])):
+        one = [scores["reference"][k][index] for k in keys]
+        rest = [np.mean([v for j, v in enumerate(scores["reference"][k]) if j != index]) for k in keys]
+        ceiling.append(float(kendalltau(one, rest).statistic))
+    spreads = [np.std(scores["reference"][k], ddof=1) for k in keys if len(scores["reference"][k]) > 1]
+    print(f"\nKendall tau against the reference ({len(keys)} archs, mean of {len(seeds['reference'])} seeds): "
+          + ", ".join(f"{name} {value:+.2f}" for name, value in out.items()))
+    print(f"the reference's own consistency (one seed against the mean of the others): "
+          + ", ".join(f"{value:+.2f}" for value in ceiling))
+    print(f"reference seed std: median {np.median(spreads):.1f}, max {np.max(spreads):.1f} points; "
+          f"reference range {reference.min():.1f}..{reference.max():.1f}")
+    print("CPU seconds per fine-tune: " + ", ".join(
+        f"{name} {seconds[name] / max(1, len(keys) * len(seeds[name])):.1f}" for name in recipes)
+          + " (a re-run reads the cache: 0)")
+    with open(os.path.join(args.work_dir, "figures.json"), "w", encoding="utf-8") as handle:
+        json.dump({"tau": out, "reference_consistency": ceiling, "scores": scores, "seconds": seconds,
+                   "archs": [arch_summary(a) for _, a in archs]}, handle, indent=2)
+
+
+def record_key(arch: dict) -> str:
+    from utils import arch_key
+
+    return arch_key(arch)
+
+
+if __name__ == "__main__":
+    main()
