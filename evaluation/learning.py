@@ -210,6 +210,8 @@ def describe(verdicts: list[dict]) -> str:
     did what."""
     if not verdicts:
         return "learned"
+    if any("metric" not in v for v in verdicts):  # a bare learned=False (no figures recorded)
+        return f"did not learn ({verdicts[0].get('reason') or 'no reason recorded'})"
     kinds = Counter(v["kind"] for v in verdicts)
     if len(kinds) > 1:
         return "did not learn: " + ", ".join(f"{count} {KINDS.get(kind, kind)}" for kind, count in kinds.most_common())
@@ -233,3 +235,27 @@ def describe(verdicts: list[dict]) -> str:
                 else f"a constant predictor's {_fmt(metric, first['constant_score'])}")
     return (f"scored within noise of {baseline} ({score}; at most {_fmt(metric, first['threshold'])} is noise at "
             f"n={first['n']})")
+
+
+def failed_archs(fitness_file: str, task: str | None = None) -> dict[str, list[dict]]:
+    """``{arch_key: [verdict dicts]}`` of the archs none of whose fine-tunes (of ``task``) learned, from
+    the JSONL record ``evaluation.results.load_fitness`` reads for ``fitness_file``. An arch with a
+    fine-tune that learned, or with no verdict (an older record, the original's text blocks), is not
+    in it."""
+    import os
+
+    from evaluation.results import JSONL_NAME, RESULTS_NAME
+    from utils import arch_key, read_jsonl
+
+    jsonl = fitness_file if fitness_file.endswith(".jsonl") else os.path.join(os.path.dirname(fitness_file) or ".",
+                                                                              JSONL_NAME)
+    if not os.path.isfile(jsonl) or (jsonl != fitness_file and os.path.basename(fitness_file) != RESULTS_NAME):
+        return {}
+    verdicts: dict[str, list[dict | None]] = {}
+    for record in read_jsonl(jsonl):
+        if task is None or record.get("task_name") == task:
+            verdict = None
+            if did_not_learn(record):
+                verdict = verdict_of(record) or {"learned": False, "reason": not_learned_reason(record)}
+            verdicts.setdefault(arch_key(record["arch"]), []).append(verdict)
+    return {key: found for key, found in verdicts.items() if all(v is not None for v in found)}

@@ -3,6 +3,7 @@ constant predictor, the majority class, a score within noise, a learned one, CoL
 and a learned regression -- computed where a split is scored (evaluation.finetune.evaluate) and
 stored in the candidate's record (evaluation.candidate.evaluate_candidate)."""
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -201,3 +202,70 @@ def test_a_candidates_record_says_whether_it_learned(tmp_path, caplog):
     assert verdict["score"] <= verdict["majority_rate"] + verdict["noise"] or verdict["top_class_share"] >= 0.95
     (line,) = [r.getMessage() for r in caplog.records if r.name == "evaluation.candidate"]
     assert line == f"mnli seed 42 L2/H64/F128/Q64/A4 did not learn: {verdict['reason']}"
+
+
+# --------------------------------------------------------------------------------------
+# The search's TopK ranks only archs that learned
+# --------------------------------------------------------------------------------------
+
+from tests.test_search_identity import _results, args as search_args, predictor, run as search_run, supernet  # noqa: E402,F401
+
+
+def _majority_verdict(split="matched"):
+    return judge(MNLI, np.ones(100, dtype=int), LABELS, split=split).to_dict()
+
+
+def _mark_not_learned(results, keys):
+    """Rewrite the JSONL record of ``results`` so that the archs ``keys`` predicted the majority class."""
+    from utils import arch_key
+
+    path = str(results) + ".jsonl"
+    records = [json.loads(line) for line in open(path)]
+    for record in records:
+        if arch_key(record["arch"]) in keys:
+            verdict = _majority_verdict()
+            record.update(primary_dev="matched", learned=False, not_learned_reason=verdict["reason"],
+                          learning_by_scheme={record["scheme"]: {"matched": verdict}})
+        else:
+            record.update(primary_dev="matched", learned=True, not_learned_reason=None)
+    with open(path, "w") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+    return records
+
+
+def test_top_k_never_picks_an_arch_that_did_not_learn(tmp_path, supernet, predictor, caplog):  # noqa: F811
+    import logging
+
+    from utils import arch_key, read_arch_file
+
+    base = search_args(tmp_path, supernet)
+    assert search_run(base + ["--method", "Candidate"]) == 0
+    archs = read_arch_file(tmp_path / "kd_ptq_6.cands")[:6]
+    results = tmp_path / "out" / "subbert.results"
+    results.parent.mkdir()
+    ranked = sorted(_results(results, archs), key=lambda r: -r["best_acc"])
+    failed = {arch_key(r["arch"]) for r in ranked[:2]}  # the two fittest predicted the majority class
+    _mark_not_learned(results, failed)
+    final = tmp_path / "kd_ptq_6.final.cands"
+    top_k = ["--method", "TopK", "--top_k", "3", "--arch_perfs_file", str(results), "--output_file", str(final)]
+    assert search_run(base + top_k) == 0
+    assert read_arch_file(final) == [r["arch"] for r in ranked[2:5]]
+    summary = json.load(open(tmp_path / "kd_ptq_6.final.learning.json"))
+    assert summary["evaluated"] == 6 and summary["learned"] == 4 and summary["not_learned"] == 2
+    assert summary["none_learned"] is False and summary["message"] is None
+    assert [e["arch_key"] for e in summary["excluded"]] == [arch_key(r["arch"]) for r in ranked[:2]]
+    assert summary["excluded"][0]["reasons"] == [_majority_verdict()["reason"]]
+
+    # nothing learned: one warning line, the fittest are the finalists anyway, and the file says so
+    _mark_not_learned(results, {arch_key(a) for a in archs})
+    final.unlink()
+    with caplog.at_level(logging.WARNING, logger="searcher"):
+        assert search_run(base + top_k) == 0
+    assert read_arch_file(final) == [r["arch"] for r in ranked[:3]]
+    summary = json.load(open(tmp_path / "kd_ptq_6.final.learning.json"))
+    assert summary["none_learned"] is True and summary["learned"] == 0 and summary["not_learned"] == 6
+    message = ("NOTHING LEARNED: every fine-tune of the 6 archs search kd_ptq_6 evaluated predicted the majority class "
+               "(accuracy 37.0 = the majority-class rate of matched, n=100); its finalists are the fittest anyway, so "
+               "the chain finishes, and no winner can be named")
+    assert summary["message"] == message
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "LEARNED" in r.getMessage()] == [message]
