@@ -204,6 +204,13 @@ def not_learned_reason(record: dict, scheme: str | None = None, split: str | Non
     return None if verdict is None else verdict.get("reason")
 
 
+def kinds_text(verdicts: list[dict]) -> str:
+    """How many of ``verdicts`` did what: "2 predicted the majority class, 1 scored within noise of a
+    constant predictor"."""
+    kinds = Counter(v.get("kind") for v in verdicts)
+    return ", ".join(f"{count} {KINDS.get(kind, 'did not learn')}" for kind, count in kinds.most_common())
+
+
 def describe(verdicts: list[dict]) -> str:
     """What a group of not-learned verdicts (dicts) share, in words: "predicted the majority class
     (accuracy 37.0 = the majority-class rate of matched, n=300)" when they all did that, else how many
@@ -212,9 +219,8 @@ def describe(verdicts: list[dict]) -> str:
         return "learned"
     if any("metric" not in v for v in verdicts):  # a bare learned=False (no figures recorded)
         return f"did not learn ({verdicts[0].get('reason') or 'no reason recorded'})"
-    kinds = Counter(v["kind"] for v in verdicts)
-    if len(kinds) > 1:
-        return "did not learn: " + ", ".join(f"{count} {KINDS.get(kind, kind)}" for kind, count in kinds.most_common())
+    if len(Counter(v["kind"] for v in verdicts)) > 1:
+        return f"did not learn ({kinds_text(verdicts)})"
     first = verdicts[0]
     scores = sorted(v["score"] for v in verdicts)
     metric = first["metric"]

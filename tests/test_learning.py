@@ -158,8 +158,8 @@ def test_a_records_verdict_and_old_records():
     assert describe([verdict, verdict]) == ("predicted the majority class (accuracy 37.0 = the majority-class rate "
                                             "of matched, n=100)")
     within = judge(MNLI, _with_accuracy(46), LABELS, split="matched").to_dict()
-    assert describe([verdict, within]) == ("did not learn: 1 predicted the majority class, 1 scored within noise "
-                                           "of a constant predictor")
+    assert describe([verdict, within]) == ("did not learn (1 predicted the majority class, 1 scored within noise "
+                                           "of a constant predictor)")
 
 
 def test_a_candidates_record_says_whether_it_learned(tmp_path, caplog):
