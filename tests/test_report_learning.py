@@ -11,6 +11,7 @@ import pytest
 from evaluation.learning import judge
 from glue.tasks import get_task
 from tests.test_report import BIG, MID, SMALL, _search, _table, main, run  # noqa: F401 (run: the report's fixture)
+from tests.test_bert_tickets import inputs  # noqa: F401 (a tiny BERT and a cue task, for a real ticket run)
 from utils import arch_key
 
 MNLI = get_task("mnli")
@@ -167,3 +168,34 @@ def test_bert_tickets_rounds_that_did_not_learn_are_marked_and_never_selected(ru
     assert not any(r["is_selected"] for r in rows)
     assert learning_lines(rows) == [f"NOTHING LEARNED: no BERT-Tickets round learned (round 0: {reason}); no round "
                                     "can be selected"]
+
+
+def test_a_real_ticket_round_records_whether_its_fine_tunes_learned(inputs, tmp_path):  # noqa: F811
+    import torch
+
+    from tests.test_bert_tickets import options
+    from tickets import imp
+    from tickets.report import ticket_rows
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ws = inputs
+    for name in ("short", "long"):  # 6 steps at 2e-3 and 60 steps at 5e-3 on the cue task
+        epochs, lr = (1.0, 2e-3) if name == "short" else (10.0, 5e-3)
+        records = imp.run(options(ws, tmp_path / name, rounds=1, seeds=(3, 4), num_train_epochs=epochs,
+                                  learning_rate=lr))
+        for record in records:
+            for seed in record["per_seed"]:
+                verdict = seed["learning"]["fp32"]["matched"]
+                assert verdict["score"] == pytest.approx(seed["dev_fp32"]["matched"]["primary"])
+                assert set(seed["learning"]) == {"fp32", "int8"} and verdict["n"] == 32
+                assert seed["learned"] == verdict["learned"]
+                assert seed["not_learned_reason"] == verdict["reason"]
+            assert record["learned"] == all(seed["learned"] for seed in record["per_seed"])
+            assert record["not_learned_seeds"] == [s["seed"] for s in record["per_seed"] if not s["learned"]]
+        rows = ticket_rows(str(tmp_path / name))
+        assert [row["learned"] for row in rows] == [record["learned"] for record in records]
+        assert not any(row["is_selected"] and row["learned"] is False for row in rows)
+        # measured: the short recipe stays at chance (31.2 on 32 examples), the long one learns (81.2 and 64.1)
+        assert [row["learned"] for row in rows] == ([False, False] if name == "short" else [True, True])
+    torch.set_num_threads(threads)
