@@ -269,3 +269,15 @@ def test_top_k_never_picks_an_arch_that_did_not_learn(tmp_path, supernet, predic
                "the chain finishes, and no winner can be named")
     assert summary["message"] == message
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "LEARNED" in r.getMessage()] == [message]
+
+
+def test_the_documented_thresholds_are_the_applied_ones():
+    import os
+
+    from evaluation import learning
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "docs", "search-and-report.md"), encoding="utf-8").read()
+    assert f"covers ≥ {100 * learning.ONE_CLASS_SHARE:.0f} % of the split" in text
+    assert f"std ≤ {100 * learning.CONSTANT_STD_RATIO:.0f} % of the labels' std" in text
+    assert f"Z = {learning.Z:g}" in text
