@@ -150,7 +150,7 @@ def rank_learned(ranked: list[tuple[str, float]], failed: dict[str, list[dict]],
     name = os.path.basename(final_file).removesuffix(".cands").removesuffix(".final")
     message = None
     if not learned:
-        message = (f"NOTHING LEARNED: every fine-tune of the {len(ranked)} archs search {name} evaluated "
+        message = (f"NOTHING LEARNED: every fine-tune of search {name} ({len(ranked)} archs) "
                    f"{describe([v for found in failed.values() for v in found])}; its finalists are the fittest "
                    "anyway, so the chain finishes, and no winner can be named")
         logger.warning("%s", message)

@@ -264,9 +264,9 @@ def test_top_k_never_picks_an_arch_that_did_not_learn(tmp_path, supernet, predic
     assert read_arch_file(final) == [r["arch"] for r in ranked[:3]]
     summary = json.load(open(tmp_path / "kd_ptq_6.final.learning.json"))
     assert summary["none_learned"] is True and summary["learned"] == 0 and summary["not_learned"] == 6
-    message = ("NOTHING LEARNED: every fine-tune of the 6 archs search kd_ptq_6 evaluated predicted the majority class "
-               "(accuracy 37.0 = the majority-class rate of matched, n=100); its finalists are the fittest anyway, so "
-               "the chain finishes, and no winner can be named")
+    message = ("NOTHING LEARNED: every fine-tune of search kd_ptq_6 (6 archs) predicted the majority class (accuracy "
+               "37.0 = the majority-class rate of matched, n=100); its finalists are the fittest anyway, so the chain "
+               "finishes, and no winner can be named")
     assert summary["message"] == message
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "LEARNED" in r.getMessage()] == [message]
 
