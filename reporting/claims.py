@@ -88,9 +88,10 @@ def _learning_claims(who: str, row: dict) -> list[str]:
     """Why the row's arch won or could not: finalists that did not learn, none that did, a tie."""
     sentences = []
     if row.get("none_learned"):
-        reasons = [reason for entry in row.get("excluded_not_learned", []) for reason in entry["reasons"] if reason]
+        named = [(entry["arch"], reason) for entry in row.get("excluded_not_learned", [])
+                 for reason in entry["reasons"] if reason]
         sentences.append(f"{who}: **no winner**: no finalist learned on every seed"
-                         + (f" ({row['arch_summary']}: {reasons[0]})" if reasons else "") + ".")
+                         + (f" ({named[0][0]}: {named[0][1]})" if named else "") + ".")
     elif row.get("excluded_not_learned"):
         sentences.append(f"{who}: finalists that did not learn, so they could not win: "
                          + "; ".join(f"{entry['arch']} ({entry['reasons'][0]})" for entry in row["excluded_not_learned"])
