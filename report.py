@@ -66,7 +66,10 @@ def main(argv=None) -> int:
     measured, comparability = load_measured(args.measured, predictors)
     summary = build_summary(searches, predictors, measured, problems, comparability)
     if args.tickets:
-        summary["tickets"] = [ticket_summary_row(row) for directory in args.tickets for row in _ticket_rows(directory)]
+        rows = [row for directory in args.tickets for row in _ticket_rows(directory)]
+        summary["tickets"] = [ticket_summary_row(row) for row in rows]
+        summary["learning"]["tickets"] = _ticket_learning_lines(rows)
+        summary["problems"] += [line for line in summary["learning"]["tickets"] if "did not learn" in line]
     with output_lock(args.report_dir, "report directory"):
         views.write_json(summary, os.path.join(args.report_dir, "summary.json"))
         views.write_csv(views.flat_rows(summary), os.path.join(args.report_dir, "report.csv"))
@@ -92,6 +95,12 @@ def _ticket_rows(directory: str) -> list[dict]:
     return ticket_rows(directory)
 
 
+def _ticket_learning_lines(rows: list[dict]) -> list[str]:
+    from tickets.report import learning_lines
+
+    return learning_lines(rows)
+
+
 def ticket_summary_row(row: dict) -> dict:
     """A BERT-Tickets round as the summary holds it (points, units in the key names)."""
     def points(value):
@@ -104,7 +113,8 @@ def ticket_summary_row(row: dict) -> dict:
             "size_mb_dense_fp32": row["size_mb_dense_fp32"], "size_mb_sparse": row["size_mb_sparse"],
             "latency_ms_fp32": row["latency_ms_fp32"], "latency_ms_int8": row["latency_ms_int8"],
             "latency_spread_pct_int8": row["latency_spread_pct_int8"], "is_matching": row["is_matching"],
-            "is_selected": row["is_selected"], "matching_rule": row["matching_rule"], "ticket_dir": row["ticket_dir"]}
+            "is_selected": row["is_selected"], "matching_rule": row["matching_rule"], "ticket_dir": row["ticket_dir"],
+            "learned": row.get("learned"), "not_learned_reason": row.get("not_learned_reason")}
 
 
 def ticket_lines(rows: list[dict]) -> list[str]:
@@ -113,6 +123,8 @@ def ticket_lines(rows: list[dict]) -> list[str]:
     for row in rows:
         std = "" if row["accuracy_std_points"] is None else f" ± {row['accuracy_std_points']:.1f}"
         mark = "**selected**" if row["is_selected"] else ("yes" if row["is_matching"] else "")
+        if row.get("learned") is False:
+            mark = "**did not learn**"
         lines.append(f"| {row['round']} | {row['sparsity_pct']:.1f} | {row['nonzero_params'] / 1e6:.2f} / "
                      f"{row['total_params'] / 1e6:.2f} | {row['accuracy_points']:.1f}{std} (n={row['n_seeds']}) "
                      f"| {row['accuracy_fp32_points']:.1f} | {row['size_mb_dense_fp32']:.1f} / {row['size_mb_sparse']:.1f} "
@@ -125,11 +137,14 @@ def ticket_lines(rows: list[dict]) -> list[str]:
 
 
 def render(summary: dict, args) -> str:
-    text = [f"# {args.title}", "",
+    first = claims.learning_lines(summary)
+    text = [f"# {args.title}", "", *[f"- {line}" for line in first], *([""] if first else []),
             "Per latency budget, the arch each search chose: the finalist with the best mean fitness over the "
             "final seeds. Accuracy in points on the primary dev split, mean ± std over seeds (n); latency "
             "measured on this machine in the deployed scheme, in ms of its table's unit (\"table unit\", raw ms "
-            "next to it) or as timed (\"raw\"). A finalist the search measured over its budget cannot win. "
+            "next to it) or as timed (\"raw\"). A finalist the search measured over its budget cannot win, nor can "
+            "one that did not learn on every seed (its predictions (almost) one class, or its score within noise of "
+            "a constant predictor's). "
             "`summary.json` holds every number.", "", *(["Table units:", *views.unit_lines(summary), ""]
                                                        if views.unit_lines(summary) else []),
             views.markdown_table(summary), "", "## What the numbers say", "", *claims.all_claims(summary), "",

@@ -11,5 +11,6 @@ task, evaluate it in fp32 and with its scheme (int8), and record the result.
   the one score accessor (``score``, ``scheme_metrics``);
 * ``evaluation.data``     -- tokenise a task once and batch it with dynamic padding;
 * ``evaluation.finetune`` -- fine-tune one HF sub-model and evaluate it;
+* ``evaluation.learning`` -- did a fine-tune learn: the verdict on each scored split, read from records;
 * ``evaluation.runner``   -- the command line behind ``superbert_run_en_classifier_{fp,ptq}.py``.
 """

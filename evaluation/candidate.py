@@ -6,6 +6,9 @@ The scheme comes from the registry (``quantize_utils.SCHEMES``): the fitness sch
 fine-tuned weights (the fp32 search's winner quantized: "AutoTinyBERT + int8 PTQ"). Every int8 scheme
 is applied to the *extracted, fine-tuned* sub-model exactly as its latency table times it, and
 evaluated on every dev split; ``best_acc`` (the fitness) is the fitness scheme's primary metric.
+Every scheme on every split also gets a verdict on whether the fine-tune learned
+(``evaluation.learning``: ``learning_by_scheme``, and ``learned`` / ``not_learned_reason`` for the
+fitness scheme on the primary split).
 ``fakequant`` (parity only) writes the fine-tuned sub-model back into the supernet, min-max
 fake-quantizes every supernet tensor and re-extracts the sub-model, as the original did.
 """
@@ -22,6 +25,7 @@ import torch
 
 from evaluation.data import EncodedSplit
 from evaluation.finetune import EvalResult, FinetuneConfig, evaluate, finetune
+from evaluation.learning import set_learned, split_verdicts
 from evaluation.results import add_score_views
 from glue.tasks import TaskSpec
 from quantize_utils import (
@@ -34,7 +38,9 @@ from quantize_utils import (
 )
 from transformer.hf_converter import to_hf_model, write_submodel_into_supernet
 from transformer.modeling_super import count_active_parameters
-from utils import arch_key, arch_summary, load_weights_only
+from utils import arch_key, arch_summary, get_logger, load_weights_only
+
+logger = get_logger(__name__)
 
 INT8_WEIGHTS = "model_int8.pt"
 FAKEQUANT_WEIGHTS = "model_fakequant.pt"
@@ -142,6 +148,7 @@ def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneCon
         "metrics_by_scheme": {"torch_fp32": _metrics_record(fp32)},
         "best_by_scheme": {"torch_fp32": fp32[dev_name].primary},
         "time_per_batch_ms_by_scheme": {"torch_fp32": fp32[dev_name].time_per_batch_ms},
+        "learning_by_scheme": {"torch_fp32": split_verdicts(fp32)},
     }
     reported, scored = fp32, {}
     for current in ([scheme] if scheme.quantized else []) + extras:
@@ -150,6 +157,7 @@ def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneCon
         scored[current.name] = quantized
         record["metrics_by_scheme"][current.name] = _metrics_record(results)
         record["best_by_scheme"][current.name] = results[dev_name].primary
+        record["learning_by_scheme"][current.name] = split_verdicts(results)
         record.setdefault("size_mb_by_scheme", {})[current.name] = info.get("size_mb_int8")
         record["time_per_batch_ms_by_scheme"][current.name] = results[dev_name].time_per_batch_ms
         if current.runtime == "torch" and not current.needs_supernet:
@@ -164,6 +172,9 @@ def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneCon
                 record["int8_linear_modules"] = record["int8_linear_modules_by_scheme"][current.name]
             record["time_per_batch_infer_int8_ms"] = results[dev_name].time_per_batch_ms
     add_score_views(record)
+    if set_learned(record)["learned"] is False:
+        logger.warning("%s seed %d %s did not learn: %s", task.name, config.seed, arch_summary(arch),
+                       record["not_learned_reason"])
     record["time_per_batch_infer_ms"] = reported[dev_name].time_per_batch_ms
     record["infer_cnt"] = reported[dev_name].batches
     if save_dir is not None:

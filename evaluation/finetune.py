@@ -18,6 +18,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from evaluation.data import EncodedSplit
+from evaluation.learning import LearningVerdict, judge
 from glue.metrics import compute_metrics, primary_metric
 from glue.tasks import TaskSpec
 
@@ -41,6 +42,7 @@ class EvalResult:
     primary: float
     time_per_batch_ms: float  # model forward only, batch already on the device
     batches: int
+    verdict: LearningVerdict | None = None  # did it learn (evaluation.learning)
 
 
 @dataclasses.dataclass
@@ -61,7 +63,7 @@ def _synchronize(device: torch.device) -> None:
 @torch.no_grad()
 def evaluate(model: nn.Module, split: EncodedSplit, task: TaskSpec, batch_size: int,
              device: torch.device | str = "cpu") -> EvalResult:
-    """Metrics of ``model`` on ``split``; the forward pass of every batch is timed with
+    """Metrics of ``model`` on ``split`` and whether it learned (``evaluation.learning``); the forward pass of every batch is timed with
     ``perf_counter`` (CUDA synchronised), excluding batching and the host transfer."""
     device = torch.device(device)
     was_training = model.training
@@ -82,7 +84,8 @@ def evaluate(model: nn.Module, split: EncodedSplit, task: TaskSpec, batch_size: 
     order = torch.argsort(split.lengths, stable=True)
     labels = split.labels[order].numpy()
     metrics = compute_metrics(task.name, preds, labels)
-    return EvalResult(metrics, primary_metric(task.name, metrics), 1000.0 * elapsed / max(batches, 1), batches)
+    primary = primary_metric(task.name, metrics)
+    return EvalResult(metrics, primary, 1000.0 * elapsed / max(batches, 1), batches, judge(task, preds, labels, primary))
 
 
 def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:

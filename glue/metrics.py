@@ -44,5 +44,10 @@ def compute_metrics(task_name: str, predictions, labels) -> dict[str, float]:
     return metrics
 
 
+def primary_name(task_name: str) -> str:
+    """The name of the task's primary metric (``acc``, ``mcc`` or ``corr``)."""
+    return PRIMARY.get(task_name, "acc")
+
+
 def primary_metric(task_name: str, metrics: dict[str, float]) -> float:
-    return metrics[PRIMARY.get(task_name, "acc")]
+    return metrics[primary_name(task_name)]

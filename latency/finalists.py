@@ -35,18 +35,19 @@ SUMMARY_SUFFIX = ".latency.json"
 TABLE_SUFFIX = ".latency"
 
 
-def _stem(final_file: str) -> str:
+def final_stem(final_file: str) -> str:
+    """``<name>.final`` of ``<name>.final.cands``: what the files written next to it start with."""
     stem, ext = os.path.splitext(final_file)
     return stem if ext == ".cands" else final_file
 
 
 def summary_path(final_file: str) -> str:
     """Where the finalists' measurement of ``final_file`` is summarised (the report reads it)."""
-    return _stem(final_file) + SUMMARY_SUFFIX
+    return final_stem(final_file) + SUMMARY_SUFFIX
 
 
 def table_dir(final_file: str) -> str:
-    return _stem(final_file) + TABLE_SUFFIX
+    return final_stem(final_file) + TABLE_SUFFIX
 
 
 def read_summary(final_file: str) -> dict | None:

@@ -1,5 +1,6 @@
 """The report's sentences, every one computed from ``summary.json``: a difference inside its 95 %
-interval (or with a single seed on a side) reads "within noise", never as a gain."""
+interval (or with a single seed on a side) reads "within noise", never as a gain; neither does one
+with a side that did not learn (``evaluation.learning``)."""
 
 from __future__ import annotations
 
@@ -50,22 +51,31 @@ def budget_claims(entry: dict) -> list[str]:
                          f"{_latency_text(row)}; accuracy {_acc(row)} on {row['task']} dev "
                          f"({len(row['finalists'])} finalist{'s' if len(row['finalists']) != 1 else ''}, "
                          f"{row['evaluations_total']} fine-tunes).")
-        if row.get("none_fit"):
-            sentences.append(f"- {budget:g} ms, {SHORT.get(method, method)}: **no winner**: {row['none_fit_message']}")
+        who = f"- {budget:g} ms, {SHORT.get(method, method)}"
+        sentences += _learning_claims(who, row)
+        if row.get("none_fit") and not row.get("none_learned"):
+            sentences.append(f"{who}: **no winner**: {row['none_fit_message']}")
         elif row.get("excluded_over_budget"):
-            sentences.append(f"- {budget:g} ms, {SHORT.get(method, method)}: finalists measured over the budget, "
-                             f"so they could not win: {', '.join(row['excluded_over_budget'])}.")
+            sentences.append(f"{who}: finalists measured over the budget, so they could not win: "
+                             f"{', '.join(row['excluded_over_budget'])}.")
     for comparison in entry["comparisons"]:
         a, b = rows[comparison["a"]], rows[comparison["b"]]
         verdict = comparison["verdict"]
-        if verdict == "within noise":
+        silent = [SHORT[side] for side in comparison.get("not_learned", [])]
+        if silent:
+            wording = f"not a gain: {' and '.join(silent)} did not learn"
+        elif verdict == "within noise":
             wording = "within noise"
         else:
             wording = f"a {'gain' if verdict == 'gain' else 'loss'} beyond the spread"
         size = ""
         if comparison.get("encoder_params_ratio") and a["arch_summary"] != b["arch_summary"]:
-            size = (f"; {SHORT[comparison['a']]} is {comparison['encoder_params_ratio']:.2f}x the encoder parameters "
-                    f"({'bigger' if comparison['encoder_params_ratio'] > 1 else 'not bigger'})")
+            ratio = comparison["encoder_params_ratio"]
+            bigger = comparison["a"] if ratio > 1 else comparison["b"]
+            label = "bigger" if ratio > 1 else "not bigger"
+            if bigger in comparison.get("not_learned", []):
+                label += f", but {SHORT[bigger]} did not learn: no win"
+            size = f"; {SHORT[comparison['a']]} is {ratio:.2f}x the encoder parameters ({label})"
         elif a["arch_summary"] == b["arch_summary"]:
             size = "; both chose the same arch"
         paired = comparison.get("paired")
@@ -73,6 +83,27 @@ def budget_claims(entry: dict) -> list[str]:
         sentences.append(f"- {budget:g} ms, {SHORT[comparison['a']]} vs {SHORT[comparison['b']]} "
                          f"({comparison['meaning']}): {_acc(a)} vs {_acc(b)}, difference {comparison['text']}: "
                          f"**{wording}**{paired_text}{size}.")
+    return sentences
+
+
+def _learning_claims(who: str, row: dict) -> list[str]:
+    """Why the row's arch won or could not: finalists that did not learn, none that did, a tie."""
+    sentences = []
+    if row.get("none_learned"):
+        named = [(entry["arch"], reason) for entry in row.get("excluded_not_learned", [])
+                 for reason in entry["reasons"] if reason]
+        sentences.append(f"{who}: **no winner**: no finalist learned on every seed"
+                         + (f" ({named[0][0]}: {named[0][1]})" if named else "") + ".")
+    elif row.get("excluded_not_learned"):
+        sentences.append(f"{who}: finalists that did not learn, so they could not win: "
+                         + "; ".join(f"{entry['arch']} ({entry['reasons'][0]})" for entry in row["excluded_not_learned"])
+                         + ".")
+    elif row.get("learned") is False:  # scored in another scheme than the search's (the fp32 winner in int8)
+        sentences.append(f"{who}: did not learn in {row['deployed_scheme']}: {row['not_learned_reasons'][0]}.")
+    tie = row.get("tie")
+    if tie:
+        rivals = ", ".join(f"{r['arch']} ({r['difference']})" for r in tie["tied_with"])
+        sentences.append(f"{who}: tied within noise with {rivals}; chosen by {tie['decided_by']}.")
     return sentences
 
 
@@ -147,14 +178,23 @@ def settings_text(summary: dict) -> list[str]:
     return lines
 
 
+def learning_lines(summary: dict) -> list[str]:
+    """The report's first lines: whether the fine-tunes learned (``reporting.learning``), and the
+    BERT-Tickets rounds that did not."""
+    learning = summary.get("learning") or {}
+    return list(learning.get("lines", [])) + list(learning.get("tickets", []))
+
+
 def all_claims(summary: dict) -> list[str]:
     sentences = []
     for entry in summary["budgets"]:
         sentences += budget_claims(entry)
     sentences += predictor_claims(summary)
+    first = set(learning_lines(summary))  # already the report's first lines
     for problem in summary.get("problems", []):
-        sentences.append(f"- WARNING: {problem}")
+        if problem not in first:
+            sentences.append(f"- WARNING: {problem}")
     return sentences
 
 
-__all__ = ["METHOD_LABELS", "all_claims", "budget_claims", "predictor_claims", "settings_text"]
+__all__ = ["METHOD_LABELS", "all_claims", "budget_claims", "learning_lines", "predictor_claims", "settings_text"]

@@ -174,7 +174,9 @@ def _scatter(searches, summary: dict, path: str, x_of, row_x, title: str, xlabel
             acc, x = row["accuracy_points"], row_x(row)
             if acc and x is not None:
                 colour = METHOD_COLOURS.get(method, "black")
-                ax.errorbar([x], [acc["mean"]], yerr=[[acc["mean"] - acc["min"]], [acc["max"] - acc["mean"]]],
+                # equal seeds: the float mean may sit a hair outside [min, max], and matplotlib refuses that
+                low, high = max(0.0, acc["mean"] - acc["min"]), max(0.0, acc["max"] - acc["mean"])
+                ax.errorbar([x], [acc["mean"]], yerr=[[low], [high]],
                             fmt=marker, markersize=11, color=colour, markeredgecolor="black", capsize=4,
                             linewidth=1.6, zorder=3)
     tickets = [row for row in summary.get("tickets", []) if tickets_x and tickets_x(row) and row.get("accuracy_points")]

@@ -3,7 +3,9 @@ method the chosen arch, its sizes, predicted and measured latency, the fraction 
 uses, and its accuracy as a mean over seeds with spread and n; per budget the comparisons the
 paper makes, each with a verdict that respects the spread; per backend how well the predictor
 did on the evaluated archs. The Markdown and CSV are views of this dict (``reporting.views``).
-Key names say their unit (``_ms``, ``_mb``, ``_pct``, ``_points``)."""
+Key names say their unit (``_ms``, ``_mb``, ``_pct``, ``_points``). Whether the fine-tunes learned
+(``learning``, ``reporting.learning``) comes first: a finalist that did not learn cannot win, and a
+comparison with a side that did not learn is no gain."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from evaluation.results import scheme_metrics
 from glue.tasks import get_task
 from quantize_utils import LATENCY_BACKENDS, SCHEMES
 from reporting.inputs import Search
+from reporting.learning import failed_verdicts, group_learned, learning_section
 from reporting.stats import Estimate, difference, paired_difference
 from utils import SearchSpace, arch_key, arch_summary
 
@@ -80,6 +83,9 @@ class Choice:
     finalists: list[dict]  # [{arch_summary, fitness: {...}}] in fitness order
     none_fit: bool = False  # every finalist measured over the budget: the arch is shown, it did not win
     excluded: list[str] = dataclasses.field(default_factory=list)  # finalists measured over the budget
+    none_learned: bool = False  # no finalist learned on every seed: the arch is shown, it did not win
+    not_learned: list[dict] = dataclasses.field(default_factory=list)  # [{arch, reasons}]: could not win
+    tie: dict | None = None  # {tied_with: [{arch, difference}], decided_by}: the winner's rivals within noise
 
 
 def _over_budget(search: Search, arch: dict) -> bool:
@@ -88,10 +94,13 @@ def _over_budget(search: Search, arch: dict) -> bool:
 
 
 def choose(search: Search) -> Choice:
-    """The best finalist by mean fitness over its seeds (ties: fewer parameters) among those the
-    search did not measure over its budget (``latency.finalists``: a finalist measured over the
-    budget cannot win; when every one is over, the fittest is shown with ``none_fit``). Without a
-    final step (``--allow_partial``) the top-3 of the search phase, each with its one seed."""
+    """The best finalist by mean fitness over its seeds (ties: fewer parameters) among those that learned
+    on every seed (``evaluation.learning``; a record without a verdict counts as learned) and that the
+    search did not measure over its budget (``latency.finalists``). A finalist that did not learn cannot
+    win; when none learned, the fittest is shown with ``none_learned`` (no winner); when every one that
+    learned is over the budget, the fittest of them with ``none_fit``. Rivals within noise of the winner
+    are named in ``tie``. Without a final step (``--allow_partial``) the top-3 of the search phase, each
+    with its one seed."""
     split = primary_split(search.records[0])
     finalists = search.final_archs
     if finalists is None:
@@ -106,11 +115,35 @@ def choose(search: Search) -> Choice:
     if not scored:
         raise ValueError(f"search {search.name}: no finalist has a result")
     scored.sort(key=lambda item: (-item[0].mean, item[1]))
-    eligible = [item for item in scored if not _over_budget(search, item[2])]
-    best = (eligible or scored)[0]
+    failed = {arch_key(a): failed_verdicts(r) for _, _, a, r in scored}
+    learned = [item for item in scored if not failed[arch_key(item[2])]]
+    eligible = [item for item in (learned or scored) if not _over_budget(search, item[2])]
+    best = (eligible or learned or scored)[0]
     return Choice(best[2], best[3], best[0], [{"arch": arch_summary(a), "arch_key": arch_key(a),
                                                "fitness": e.to_dict(100.0)} for e, _, a, _ in scored],
-                  none_fit=not eligible, excluded=[arch_summary(a) for _, _, a, _ in scored if _over_budget(search, a)])
+                  none_fit=not eligible,
+                  excluded=[arch_summary(a) for _, _, a, _ in scored if _over_budget(search, a)],
+                  none_learned=not learned,
+                  not_learned=[{"arch": arch_summary(a), "reasons": [v.get("reason") for v in failed[arch_key(a)]]}
+                               for _, _, a, _ in scored if failed[arch_key(a)]],
+                  tie=_tie(best, eligible) if learned else None)
+
+
+def _tie(best: tuple, eligible: list[tuple]) -> dict | None:
+    """The eligible finalists whose mean is within noise of the winner's, and what decided among them
+    (the rule is unchanged: the higher mean, fewer parameters on an exact tie)."""
+    rivals = []
+    for estimate, params, arch, _ in eligible:
+        if arch is best[2]:
+            continue
+        gap = difference(best[0], estimate)
+        if gap.verdict == "within noise":
+            rivals.append({"arch": arch_summary(arch), "difference": gap.text(100.0),
+                           "by": "fewer parameters" if estimate.mean == best[0].mean else "the higher mean fitness"})
+    if not rivals:
+        return None
+    decided = "fewer parameters" if all(r["by"] == "fewer parameters" for r in rivals) else "the higher mean fitness"
+    return {"tied_with": rivals, "decided_by": decided}
 
 
 def latency_unit(record: dict) -> str:
@@ -196,6 +229,13 @@ def method_row(method: str, search: Search, choice: Choice, deployed: str, predi
     row["none_fit"] = choice.none_fit and deployed == search.scheme
     row["none_fit_message"] = (search.finalist_latency or {}).get("message") if row["none_fit"] else None
     row["excluded_over_budget"] = choice.excluded
+    # a finalist that did not learn cannot win; the deployed scheme's verdict on the chosen arch's seeds
+    row["learned"] = group_learned(choice.records, deployed, split)
+    row["not_learned_reasons"] = [v.get("reason") for v in failed_verdicts(choice.records, deployed, split)]
+    row["none_learned"] = choice.none_learned
+    searched = deployed == search.scheme  # the search's own row says how it chose (not its int8 PTQ twin)
+    row["excluded_not_learned"] = choice.not_learned if searched else []
+    row["tie"] = choice.tie if searched else None
     return row
 
 
@@ -323,16 +363,21 @@ def build_summary(searches: list[Search], predictors: dict, measured: dict, prob
                                            rows[b].get("accuracy_by_seed_points") or {})
                 if paired is not None and paired.half_width is not None:
                     entry["paired"] = dict(paired.to_dict(1.0), text=paired.text(1.0))
+                silent = [side for side in (a, b) if rows[side]["learned"] is False]
+                if silent:  # a side that did not learn: no gain, no loss, whatever the numbers
+                    entry.update(verdict="did not learn", not_learned=silent)
                 if rows[a].get("encoder_params") and rows[b].get("encoder_params"):
                     entry["encoder_params_ratio"] = rows[a]["encoder_params"] / rows[b]["encoder_params"]
                 entry["total_params_ratio"] = rows[a]["total_params"] / rows[b]["total_params"]
                 comparisons.append(entry)
         budgets.append({"budget_ms": budget, "methods": {m: rows[m] for m in METHOD_ORDER if m in rows},
                         "comparisons": comparisons, "progress": curves[budget]})
+    learning = learning_section(searches)
     return {"settings": dict(settings(searches, measured), latency_units=latency_units(predictors, searches)),
             "budgets": budgets,
             "predictors": predictor_quality(searches, predictors, measured, comparability),
-            "problems": list(problems or []),
+            "learning": learning,
+            "problems": list(problems or []) + learning["problems"],
             "searches": [{"name": s.name, "task": s.task, "scheme": s.scheme, "strategy": s.strategy,
                           "budget_ms": s.budget_ms, "evaluations_search": len(s.search_records()),
                           "evaluations_total": len(s.records), "finished": s.final_archs is not None}

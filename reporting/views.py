@@ -45,7 +45,8 @@ def flat_rows(summary: dict) -> list[dict]:
                     "measured_latency_raw_ms_deployed": row.get("measured_latency_raw_ms_deployed"),
                     "latency_unit": row.get("latency_unit"),
                     "budget_fraction": row["budget_fraction"], "within_budget": row["within_budget"],
-                    "none_fit": row.get("none_fit"),
+                    "none_fit": row.get("none_fit"), "learned": row.get("learned"),
+                    "none_learned": row.get("none_learned"),
                     "accuracy_mean_points": acc.get("mean"), "accuracy_std_points": acc.get("std"),
                     "accuracy_n": acc.get("n"), "evaluations_total": row["evaluations_total"],
                     "saved_model": row["saved_model"]}
@@ -79,13 +80,18 @@ def markdown_table(summary: dict) -> str:
         for row in entry["methods"].values():
             enc = row["encoder_params"] / 1e6 if row["encoder_params"] else None
             fraction = None if row["budget_fraction"] is None else f"{100 * row['budget_fraction']:.0f} %"
-            if row.get("none_fit"):
+            if row.get("none_fit") and not row.get("none_learned"):
                 fraction = f"{fraction} (no finalist fits: no winner)"
+            accuracy = _acc(row)
+            if row.get("none_learned"):
+                accuracy += " **did not learn: no winner**"
+            elif row.get("learned") is False:
+                accuracy += " **did not learn**"
             lines.append(
                 f"| {entry['budget_ms']:g} | {row['label']} | {row['arch_summary']} | {_f(enc)} / "
                 f"{_f(row['total_params'] / 1e6)} | {_f(row['size_mb_fp32'], 1)} / {_f(row['size_mb_deployed'], 1)} "
                 f"| {_f(row['pred_latency_ms_deployed'])} / {_measured(row)} | {_f(fraction)} "
-                f"| {_f(row['within_budget'])} | {_acc(row)} | {_splits(row)} | {row['evaluations_total']} |")
+                f"| {_f(row['within_budget'])} | {accuracy} | {_splits(row)} | {row['evaluations_total']} |")
     return "\n".join(lines)
 
 

@@ -7,7 +7,9 @@
   shapes first); with a results file, a later generation of unevaluated candidates (the random-search
   baseline spends the same evaluations as evolution);
 * ``Evolved``: ``population`` new archs bred from the best evaluated ones;
-* ``TopK``: the ``top_k`` fittest evaluated archs, for the final re-evaluation with several seeds.
+* ``TopK``: the ``top_k`` fittest evaluated archs that learned (``evaluation.learning``), for the final
+  re-evaluation with several seeds; ``<name>.final.learning.json`` says how many did not, and when none
+  did the fittest are taken anyway (the chain finishes) and the report names no winner.
 
 Every generation is logged (``search.history``); the search's identity is checked before anything is
 written (``search.identity``).
@@ -22,14 +24,16 @@ import time
 
 import numpy as np
 
+from evaluation.learning import describe, failed_archs
 from evaluation.results import load_fitness
 from search.config import SearchConfig, logger
 from search.evolution import METHODS, evolve, filter_by_window, first_generation, generate_candidates, rule_archs
 from search.history import fitness_by_generation, read_search_log, record_generation
 from search.identity import check_identity
-from utils import UserError, arch_key, arch_summary, read_arch_file, write_arch_file
+from utils import UserError, arch_key, arch_summary, atomic_write, read_arch_file, write_arch_file
 
 ALL_METHODS = METHODS + ("TopK",)
+LEARNING_SUFFIX = ".learning.json"
 
 
 def run_method(config: SearchConfig, method: str, output_file: str | None = None, fitness_file: str | None = None,
@@ -113,13 +117,15 @@ def _no_result(fitness_file: str, task: str | None) -> UserError:
 
 
 def write_top_k(config: SearchConfig, fitness: dict | None, fitness_file: str, output_file: str) -> list[dict]:
-    """``TopK``: the ``top_k`` fittest evaluated archs of the search's task that measure within the
-    budget (``latency.finalists``: measured with the predictor's table protocol, in its unit)."""
+    """``TopK``: the ``top_k`` fittest evaluated archs of the search's task that learned
+    (``rank_learned``) and measure within the budget (``latency.finalists``: measured with the
+    predictor's table protocol, in its unit)."""
     from latency.finalists import keep_within_budget
 
     if not fitness:
         raise _no_result(fitness_file, config.task)
-    ranked = sorted(fitness.items(), key=lambda item: (-item[1], item[0]))
+    ranked = rank_learned(sorted(fitness.items(), key=lambda item: (-item[1], item[0])),
+                          failed_archs(fitness_file, config.task), output_file)
     archs = keep_within_budget([(json.loads(key), value) for key, value in ranked], config.predictor.predict,
                                config.predictor.metadata, config.window.constraint, config.sizes.top_k, output_file,
                                config.predictor.path)
@@ -127,6 +133,38 @@ def write_top_k(config: SearchConfig, fitness: dict | None, fitness_file: str, o
     logger.info("wrote %d finalists of %d evaluated archs to %s: %s", len(archs), len(fitness), output_file,
                 ", ".join(f"{arch_summary(a)} {fitness[arch_key(a)]:.4f}" for a in archs))
     return archs
+
+
+def learning_summary_path(final_file: str) -> str:
+    """``<name>.final.learning.json``: how many of the search's archs learned, next to its final file."""
+    from latency.finalists import final_stem
+
+    return final_stem(final_file) + LEARNING_SUFFIX
+
+
+def rank_learned(ranked: list[tuple[str, float]], failed: dict[str, list[dict]], final_file: str) -> list[tuple[str, float]]:
+    """``ranked`` ([(arch_key, fitness)], best first) without the archs none of whose fine-tunes learned
+    (``failed``: ``evaluation.learning.failed_archs``); what was left out is written to
+    ``learning_summary_path(final_file)``. When none learned: one warning line, and ``ranked`` whole
+    (the final step still runs, so the chain finishes; the report names no winner)."""
+    learned = [item for item in ranked if item[0] not in failed]
+    name = os.path.basename(final_file).removesuffix(".cands").removesuffix(".final")
+    message = None
+    if not learned:
+        message = (f"NOTHING LEARNED: every fine-tune of search {name} ({len(ranked)} archs) "
+                   f"{describe([v for found in failed.values() for v in found])}; its finalists are the fittest "
+                   "anyway, so the chain finishes, and no winner can be named")
+        logger.warning("%s", message)
+    elif failed:
+        logger.info("%d of %d evaluated archs did not learn and cannot be finalists", len(failed), len(ranked))
+    summary = {"evaluated": len(ranked), "learned": len(learned), "not_learned": len(failed),
+               "none_learned": not learned, "message": message,
+               "excluded": [{"arch_key": key, "arch_summary": arch_summary(json.loads(key)), "fitness": value,
+                             "reasons": [v.get("reason") for v in failed[key]]} for key, value in ranked if key in failed]}
+    with atomic_write(learning_summary_path(final_file)) as handle:
+        json.dump(summary, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    return learned or ranked
 
 
 def _draw(config: SearchConfig, method: str, candidates: list[dict], fitness: dict | None, record: dict) -> list[dict]:

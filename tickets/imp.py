@@ -7,7 +7,9 @@ Round 0 fine-tunes the dense pre-trained model (the baseline). Round r >= 1:
 2. rewind: reload the pre-trained weights (and the seeded initial classifier) and attach the masks,
    so every surviving weight starts again from its pre-trained value;
 3. fine-tune with the masks (pruned weights stay zero), keep the best dev checkpoint, evaluate it
-   in fp32 and in dynamic int8, time it with the latency tables' protocol, and save it.
+   in fp32 and in dynamic int8 (with a verdict on whether it learned: ``evaluation.learning``; a
+   round any of whose seeds did not learn is recorded so and cannot be selected), time it with the
+   latency tables' protocol, and save it.
 
 Rounds stop after ``rounds`` pruning rounds or when ``target_sparsity`` is reached. Several
 ``seeds`` fine-tune the same subnetwork several times (its spread); the first seed's ticket is the
@@ -31,6 +33,7 @@ resumed run ends equal to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 
 from evaluation.finetune import evaluate, finetune
+from evaluation.learning import split_verdicts
 from tickets.pruning import (
     apply_masks,
     dense_masks,
@@ -149,9 +153,12 @@ def finetune_ticket(context: Context, masks: dict[str, torch.Tensor], seed: int)
     model.to("cpu").eval()
     int8_model, _converted = to_int8(make_permanent(_copy(model)))
     int8 = {name: evaluate(int8_model, split, task, config.eval_batch_size, "cpu") for name, split in data.dev.items()}
+    verdict = fp32[dev_name].verdict
     record = {"seed": seed, "dev_fp32": _metrics_record(fp32), "dev_int8": _metrics_record(int8),
               "best_step": outcome.best_step, "train_steps": outcome.steps,
-              "evaluations": outcome.evaluations, "train_seconds": outcome.train_seconds}
+              "evaluations": outcome.evaluations, "train_seconds": outcome.train_seconds,
+              "learning": {"fp32": split_verdicts(fp32), "int8": split_verdicts(int8)},
+              "learned": verdict.learned, "not_learned_reason": dataclasses.replace(verdict, split=dev_name).reason}
     return model, record
 
 
@@ -270,6 +277,10 @@ def run_round(context: Context, round_index: int, target_total: int | None) -> d
         "dev_primary_int8": float(np.mean(primaries["int8"])),
         "dev_primary_int8_std": _std(primaries["int8"]),
         "per_seed": per_seed,
+        # a round whose fine-tunes did not learn (fp32, primary split; evaluation.learning) cannot be selected
+        "learned": all(seed["learned"] for seed in per_seed),
+        "not_learned_seeds": [seed["seed"] for seed in per_seed if not seed["learned"]],
+        "not_learned_reason": next((seed["not_learned_reason"] for seed in per_seed if not seed["learned"]), None),
         "max_seq_length": context.max_seq_length,
         "train_examples": len(context.data.train),
         "dev_examples": {name: len(split) for name, split in context.data.dev.items()},
@@ -332,6 +343,9 @@ def run(options: RunOptions) -> list[dict]:
                         record["encoder_params"], record["dev_split"], record["dev_primary_fp32"],
                         record["dev_primary_int8"], _fmt(record["latency_ms_fp32"]), _fmt(record["latency_ms_int8"]),
                         record["round_cpu_seconds"])
+            if not record["learned"]:
+                logger.warning("round %d did not learn (seed(s) %s): %s; it cannot be selected", record["round"],
+                               ", ".join(map(str, record["not_learned_seeds"])), record["not_learned_reason"])
         progress.close()
     return records
 
