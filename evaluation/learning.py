@@ -243,14 +243,14 @@ def describe(verdicts: list[dict]) -> str:
             f"n={first['n']})")
 
 
-def failed_archs(fitness_file: str, task: str | None = None) -> dict[str, list[dict]]:
-    """``{arch_key: [verdict dicts]}`` of the archs none of whose fine-tunes (of ``task``) learned, from
-    the JSONL record ``evaluation.results.load_fitness`` reads for ``fitness_file``. An arch with a
-    fine-tune that learned, or with no verdict (an older record, the original's text blocks), is not
-    in it."""
+def failed_archs(fitness_file: str, task: str | None = None, recipe: str | None = None) -> dict[str, list[dict]]:
+    """``{arch_key: [verdict dicts]}`` of the archs none of whose fine-tunes (of ``task``; of the recipe
+    ``recipe``, a ``recipe_id``, when given: the search's candidates') learned, from the JSONL record
+    ``evaluation.results.load_fitness`` reads for ``fitness_file``. An arch with a fine-tune that learned,
+    or with no verdict (an older record, the original's text blocks), is not in it."""
     import os
 
-    from evaluation.results import JSONL_NAME, RESULTS_NAME
+    from evaluation.results import JSONL_NAME, RESULTS_NAME, record_recipe
     from utils import arch_key, read_jsonl
 
     jsonl = fitness_file if fitness_file.endswith(".jsonl") else os.path.join(os.path.dirname(fitness_file) or ".",
@@ -259,7 +259,7 @@ def failed_archs(fitness_file: str, task: str | None = None) -> dict[str, list[d
         return {}
     verdicts: dict[str, list[dict | None]] = {}
     for record in read_jsonl(jsonl):
-        if task is None or record.get("task_name") == task:
+        if (task is None or record.get("task_name") == task) and (recipe is None or record_recipe(record) == recipe):
             verdict = None
             if did_not_learn(record):
                 verdict = verdict_of(record) or {"learned": False, "reason": not_learned_reason(record)}

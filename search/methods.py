@@ -125,7 +125,7 @@ def write_top_k(config: SearchConfig, fitness: dict | None, fitness_file: str, o
     if not fitness:
         raise _no_result(fitness_file, config.task)
     ranked = rank_learned(sorted(fitness.items(), key=lambda item: (-item[1], item[0])),
-                          failed_archs(fitness_file, config.task), output_file)
+                          failed_archs(fitness_file, config.task, config.fitness_recipe), output_file)
     archs = keep_within_budget([(json.loads(key), value) for key, value in ranked], config.predictor.predict,
                                config.predictor.metadata, config.window.constraint, config.sizes.top_k, output_file,
                                config.predictor.path)
