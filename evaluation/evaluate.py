@@ -158,8 +158,8 @@ class Evaluator:
 
             def fine_tune() -> dict:
                 tune = recipe.finetune
-                logger.info("%s seed %d %s: fine-tuning %d steps (%d examples, batch %d, lr %g, %g epoch(s); %s "
-                            "recipe %s)", task.name, seed, arch_summary(arch),
+                logger.info("%s seed %d %s: fine-tuning %d steps (%d examples, batch %d, lr %g, %g epoch(s)), %s "
+                            "recipe %s", task.name, seed, arch_summary(arch),
                             finetune_steps(len(data.train), tune.train_batch_size, tune.num_train_epochs),
                             len(data.train), tune.train_batch_size, tune.learning_rate, tune.num_train_epochs,
                             config.rung, recipe_name)

@@ -16,8 +16,9 @@
 #   steps, archs and examples), SEED (42), BUDGETS (auto: the 35th and 65th percentile of the int8 table; or
 #   e.g. "3 5" in ms), SEEDS (final re-evaluation seeds), TOP_K, PRETRAIN_STEPS, PRETRAIN_BATCH, LAT_RUNS (timed
 #   runs per arch, each paired with a run of the reference),
-#   GEN_SIZE, POPULATION, GENERATIONS, NUM_TRAIN, NUM_DEV, NUM_DEV_MISMATCHED, FIT_TRAIN and FIT_DEV (the
-#   candidates' fine-tune: the first FIT_TRAIN training and FIT_DEV dev examples; defaults depend on DEMO_SCALE),
+#   GEN_SIZE, POPULATION, GENERATIONS, NUM_TRAIN, NUM_DEV, NUM_DEV_MISMATCHED (defaults depend on DEMO_SCALE),
+#   FIT_TRAIN and FIT_DEV (the candidates' fine-tune: the first FIT_TRAIN training and FIT_DEV dev examples;
+#   default half of NUM_TRAIN and NUM_DEV),
 #   FIT_LR (5e-4), FINAL_LR (5e-4: the finalists'), FIT_BATCH (16), RANDOM_BASELINE
 #   (1: also the int8 random search), JOBS (2: searches run this many at a time, one thread each),
 #   TICKETS (0; 1 adds a short BERT-Tickets run on the supernet's largest arch, 3 rounds of 20 %, to the
@@ -41,27 +42,30 @@ TICKETS="${TICKETS:-0}"
 STOP_AFTER="${STOP_AFTER:-report}"
 TASK_NAME=mnli
 
-# Two fine-tune recipes (docs/demo.md, BENCHMARKS.md "the demo's fitness and final evaluation"): a
-# candidate of a search is fine-tuned on the first FIT_TRAIN training examples and scored on the first
-# FIT_DEV of dev_matched (its fitness); each search's TOP_K finalists on all NUM_TRAIN examples with every
-# seed of SEEDS, scored on all NUM_DEV (the report's accuracies). Every (arch, seed, recipe) is fine-tuned
+# Two fine-tune recipes (docs/demo.md, BENCHMARKS.md "the demo task and its fine-tune recipes"): a
+# candidate of a search is fine-tuned on the first FIT_TRAIN training examples (half of them by default)
+# and scored on the first FIT_DEV of dev_matched (its fitness); each search's TOP_K finalists on all
+# NUM_TRAIN examples with every seed of SEEDS, scored on all NUM_DEV (the report's accuracies). Every (arch, seed, recipe) is fine-tuned
 # once for all six searches (the run's evaluation cache, output/evaluation_cache).
 case "$DEMO_SCALE" in
     full)
         PRETRAIN_STEPS="${PRETRAIN_STEPS:-300}"; NUM_TRAIN="${NUM_TRAIN:-8000}"; NUM_DEV="${NUM_DEV:-2000}"
-        NUM_DEV_MISMATCHED="${NUM_DEV_MISMATCHED:-500}"; FIT_TRAIN="${FIT_TRAIN:-4000}"; FIT_DEV="${FIT_DEV:-1000}"
+        NUM_DEV_MISMATCHED="${NUM_DEV_MISMATCHED:-500}"
         LAT_RUNS="${LAT_RUNS:-10}"; GEN_SIZE="${GEN_SIZE:-3}"; POPULATION="${POPULATION:-3}"
         GENERATIONS="${GENERATIONS:-2}"; CORPUS_MB="${CORPUS_MB:-2}"; TOP_K="${TOP_K:-1}"
         SEEDS="${SEEDS:-42 43 44 45}" ;;
     ci)
         PRETRAIN_STEPS="${PRETRAIN_STEPS:-60}"; NUM_TRAIN="${NUM_TRAIN:-2000}"; NUM_DEV="${NUM_DEV:-500}"
-        NUM_DEV_MISMATCHED="${NUM_DEV_MISMATCHED:-200}"; FIT_TRAIN="${FIT_TRAIN:-1000}"; FIT_DEV="${FIT_DEV:-300}"
+        NUM_DEV_MISMATCHED="${NUM_DEV_MISMATCHED:-200}"
         LAT_RUNS="${LAT_RUNS:-6}"; GEN_SIZE="${GEN_SIZE:-2}"; POPULATION="${POPULATION:-2}"
         GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-0.5}"; TOP_K="${TOP_K:-1}"
         SEEDS="${SEEDS:-42 43}" ;;
     *) baf_die "DEMO_SCALE must be full or ci, got '$DEMO_SCALE'" ;;
 esac
 FIT_LR="${FIT_LR:-5e-4}"; FINAL_LR="${FINAL_LR:-5e-4}"; FIT_BATCH="${FIT_BATCH:-16}"
+baf_require_int NUM_TRAIN 1 100000000
+baf_require_int NUM_DEV 1 100000000
+FIT_TRAIN="${FIT_TRAIN:-$(( (NUM_TRAIN + 1) / 2 ))}"; FIT_DEV="${FIT_DEV:-$(( (NUM_DEV + 1) / 2 ))}"
 # The latency protocol is the default (baf-latency-3: each of LAT_RUNS timed runs of an arch paired with a
 # run of the reference, cheap model builds); 10 pairs keep the stage near a minute on 2 idle cores.
 PRETRAIN_BATCH="${PRETRAIN_BATCH:-16}"
