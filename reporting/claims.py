@@ -166,6 +166,9 @@ def settings_text(summary: dict) -> list[str]:
         lines.insert(2, f"- Fine-tune of each finalist (its own recipe, longer than the candidates'): {_recipe_text(final)}, "
                         f"{final.get('train_examples')} training examples ({final.get('train_steps')} steps), dev examples "
                         f"{final.get('dev_examples')}; the accuracies below are these fine-tunes'.")
+    if s.get("results_from_cache"):
+        lines.append(f"- {s['results']} results in all, {s['results_from_cache']} of them a fine-tune another search of "
+                     "this run had made (the evaluation cache: one fine-tune per arch, seed and recipe).")
     windows = s.get("window_fractions") or []
     if windows:
         text = " and ".join(f"[{low:g}c, {high:g}c]" for low, high in windows)

@@ -305,6 +305,8 @@ def settings(searches: list[Search], measured: dict) -> dict:
     return {"task": searches[0].task, "primary_dev": primary_split(first), "dev_examples": first.get("dev_examples"),
             "train_examples": first.get("train_examples"), "train_steps": first.get("train_steps"),
             "fine_tune": _fine_tune(first), "final_fine_tune": _final_fine_tune(searches),
+            "results": sum(len(s.records) for s in searches),
+            "results_from_cache": sum(1 for s in searches for r in s.records if r.get("from_cache")),
             "search_seed": searches[0].search_seed, "seeds": final_seeds, "final_seeds": recorded,
             "windows_ms": {s.name: s.window_ms for s in searches if s.window_ms},
             "window_fractions": sorted({tuple(round(bound / s.budget_ms, 4) for bound in s.window_ms)
