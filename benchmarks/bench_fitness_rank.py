@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument("--final_lr", type=float, default=5e-4)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--no_baseline", action="store_true", help="skip the former demo's fitness")
+    parser.add_argument("--cache_dir", default=None,
+                        help="evaluation cache (default: <work_dir>/cache; the run's own output/evaluation_cache "
+                             "reuses its fine-tunes of the same recipes)")
     args = parser.parse_args()
 
     import numpy as np
@@ -103,7 +106,7 @@ def main() -> None:
         config = EvaluationConfig(model_dir=model_dir, tasks=(TaskInput(task, data_dir),),
                                   scheme=resolve_scheme("torch_fp32"), output_dir=os.path.join(args.work_dir, name),
                                   recipe=recipe, do_lower_case=True, num_threads=1,
-                                  cache_dir=os.path.join(args.work_dir, "cache"))
+                                  cache_dir=args.cache_dir or os.path.join(args.work_dir, "cache"))
         started = time.process_time()
         records = Evaluator(config).evaluate([arch for _, arch in archs], seeds[name])
         seconds[name] = time.process_time() - started
