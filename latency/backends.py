@@ -9,7 +9,8 @@ initialisations, whose values are thrown away, were most of the build time), the
 filled by copying slices of one seeded pool of N(0, 0.02) values (LayerNorm weights 1, biases 0: the
 distribution BERT's own initialisation gives). The kernels' speed does not depend on the values
 (dense fp32 GEMM; dynamic int8 quantizes whatever range it finds), which
-``benchmarks/bench_latency_paired.py --builds`` checks by timing both builds of the same archs in pairs.
+``benchmarks/bench_latency_paired.py`` checks by timing both builds of the same archs in pairs
+(``--build_archs``; ``--skip_builds`` skips it).
 Protocol ``baf-latency-2`` builds as before (``BertModel(config)`` after ``torch.manual_seed``).
 
 * ``torch_fp32``          -- the model as is, under ``torch.inference_mode()``;
