@@ -1,4 +1,5 @@
-"""Latency of a *given* Hugging Face model with the latency tables' protocol.
+"""Latency of a *given* Hugging Face model with the rounds of the previous latency protocol
+(``baf-latency-2``; the tables' default is now the paired ``baf-latency-3``): raw ms, in no table's unit.
 
 The latency stage (``latency.backends``) builds a plain ``BertModel`` from an arch with random
 weights; a ticket is a specific model, so this module feeds the ticket itself through the same
