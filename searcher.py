@@ -15,7 +15,8 @@ from the candidates (Fast: 1.6h <= ffn <= 1.9h and 0.7h <= qkv <= h, topped up a
 Evolved breeds --population new archs from the best evaluated ones (roulette + mutation,
 optional crossover, exploration of unevaluated candidates). Added: Random with --arch_perfs_file
 draws a later generation of unevaluated candidates (the random-search baseline spends the same
-evaluations as evolution), and TopK writes the --top_k fittest evaluated archs for the final
+evaluations as evolution), and TopK writes the --top_k fittest evaluated archs whose fine-tune
+learned and that measure within the budget in the predictor table's unit, for the final
 re-evaluation with several seeds. Output: JSON arch lines. Every generation is logged to
 --search_log (default: next to the candidate file).
 

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", default=None, help="default: a fresh temporary directory")
     parser.add_argument("--reuse", action="store_true", help="do not run; summarise --run_dir as it is")
-    parser.add_argument("--corpus_tokens", type=float, default=1.0e9, help="BookCorpus tokens (README: about 1 B)")
+    parser.add_argument("--corpus_tokens", type=float, default=1.0e9, help="BookCorpus tokens (docs/paper-scale.md: about 1 B)")
     parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
                         help="more variables for the script (e.g. BUDGETS=20)")
     args = parser.parse_args(argv)

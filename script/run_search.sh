@@ -9,7 +9,8 @@
 #   TYPE=ptq STRATEGY=random LATENCY_CONSTRAINT=10 TASK_NAME=rte DATA_DIR=data/glue/RTE bash script/run_search.sh
 #
 # Environment (defaults relative to the repository root):
-#   TYPE (ptq | fp | ort), LATENCY_CONSTRAINT (10, ms; the paper uses 5/10/15/20), TASK_NAME (rte),
+#   TYPE (ptq | fp | ort, or any other name of a scheme of quantize_utils.SCHEMES), LATENCY_CONSTRAINT (10, ms;
+#   the paper uses 5/10/15/20), TASK_NAME (rte),
 #   DATA_DIR (data/glue/<TASK>), GENERATIONS (3), FIRST_GENERATION (fast | rand; rand for STRATEGY=random),
 #   STRATEGY (evolution | random), GEN_SIZE (10), POPULATION (25), TOP_K (3), SEEDS ("42 43 44"),
 #   FINAL (1: run the final seed re-evaluation), SPACE (empty: the supernet's), MODEL_DIR

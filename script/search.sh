@@ -14,7 +14,7 @@
 #         final the TOP_K fittest evaluated archs (cands/<SEARCH_NAME>.final.cands), evaluated with every seed
 #               of SEEDS: the report's winner is the best mean over those seeds
 #   TYPE  the scheme (quantize_utils.SCHEMES): ptq (PyTorch dynamic int8, Bigger&Faster), fp (fp32, the
-#         AutoTinyBERT baseline), ort (ONNX Runtime dynamic int8), or a scheme's full name
+#         AutoTinyBERT baseline), ort (ONNX Runtime dynamic int8), or any other name of a scheme
 #
 # Positional arguments override the environment; every other setting comes from the
 # environment with a default relative to the repository root:
