@@ -4,10 +4,10 @@
 On the archs of a finished demo run's search windows (``cands/<search>.cands``: at least 12, spread over
 every window from its smallest to its largest encoder), in one run:
 
-* the reference: each arch fine-tuned with the demo's final recipe (all training examples) with
-  ``--ref_seeds`` seeds, scored on every example of dev_matched (2,000 in the demo, none of them a
-  training example) -- the mean over seeds;
-* the fitness the searches use now: one fine-tune with the candidates' recipe and the search seed;
+* the reference: each arch fine-tuned with the run's finalists' recipe (its ``cands/*.final.json``: all
+  training examples) with ``--ref_seeds`` seeds, scored on every example of dev_matched (2,000 in the
+  demo, none of them a training example) -- the mean over seeds;
+* the fitness the searches used: one fine-tune with the run's candidates' recipe and the search seed;
 * the baseline, measured in the same run: the former demo's fitness (1,000 examples, batch 8, lr 3e-4,
   the supernet's dropout, 125 steps, 300 dev examples);
 
@@ -37,7 +37,8 @@ def window_archs(cands_dir: str, per_window: int) -> list[tuple[str, dict]]:
 
     chosen, seen = [], set()
     for name in sorted(os.listdir(cands_dir)):
-        if not (name.startswith("kd_") and name.endswith(".cands")) or name.count(".") != 2 or "_random" in name:
+        if not name.endswith(".cands") or not os.path.isfile(os.path.join(cands_dir, name[:-len(".cands")] + ".search.json")) \
+                or name[:-len(".cands")].endswith("_random"):  # a search's candidates (random shares its window)
             continue
         archs = sorted(read_arch_file(os.path.join(cands_dir, name)), key=encoder_size)
         picks = [archs[round(i * (len(archs) - 1) / max(1, per_window - 1))] for i in range(per_window)]
@@ -61,11 +62,6 @@ def main() -> None:
     parser.add_argument("--per_window", type=int, default=4, help="archs per search window")
     parser.add_argument("--ref_seeds", default="42,43,44")
     parser.add_argument("--search_seed", type=int, default=42)
-    parser.add_argument("--fit_train", type=int, default=4000, help="the candidates' training examples")
-    parser.add_argument("--fit_dev", type=int, default=1000, help="the candidates' dev examples")
-    parser.add_argument("--fit_lr", type=float, default=5e-4)
-    parser.add_argument("--final_lr", type=float, default=5e-4)
-    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--no_baseline", action="store_true", help="skip the former demo's fitness")
     parser.add_argument("--cache_dir", default=None,
                         help="evaluation cache (default: <work_dir>/cache; the run's own output/evaluation_cache "
@@ -83,13 +79,12 @@ def main() -> None:
     from utils import arch_summary
 
     task = get_task("mnli")
+    final_record = next(json.load(open(os.path.join(args.run_dir, "cands", name), encoding="utf-8"))
+                        for name in sorted(os.listdir(os.path.join(args.run_dir, "cands"))) if name.endswith(".final.json"))
     data_dir = os.path.join(args.run_dir, "data", "MNLI")
     model_dir = os.path.join(args.run_dir, "supernet", "final")
-    common = dict(max_seq_length=32, eval_step=100000, train_batch_size=args.batch, dropout=0.0)
-    recipes = {
-        "reference": RecipeSettings(learning_rate=args.final_lr, **common),
-        "fitness": RecipeSettings(learning_rate=args.fit_lr, max_train_examples=args.fit_train,
-                                  max_eval_examples=args.fit_dev, **common),
+    recipes = {"reference": RecipeSettings.from_values(final_record["recipe"]),  # the run's own two recipes
+               "fitness": RecipeSettings.from_values(final_record["search_recipe"]),
         "former_fitness": RecipeSettings(learning_rate=3e-4, train_batch_size=8, max_seq_length=32, eval_step=100000,
                                          max_train_examples=1000, max_eval_examples=300),
     }
