@@ -240,6 +240,21 @@ def generate_shards(corpus_dir: str, output_dir: str, vocab_file: str, settings:
                                 corpus_dir)
 
 
+def _commit_shards(output_dir: str, new_paths: list[str], old_paths: list[str], vocab_file: str, stats: dict) -> None:
+    """Move the staged shards in (each rename is atomic), remove stale extra shards, write the manifest last."""
+    new_names = {os.path.basename(path) for path in new_paths}
+    for path in new_paths:
+        os.replace(path, os.path.join(output_dir, os.path.basename(path)))
+    for path in old_paths:
+        if os.path.basename(path) not in new_names:
+            os.unlink(path)
+    with atomic_write(os.path.join(output_dir, VOCAB_NAME), "wb") as handle, open(vocab_file, "rb") as source:
+        shutil.copyfileobj(source, handle)  # the exact vocab the shards' tokens come from
+    with atomic_write(os.path.join(output_dir, MANIFEST_NAME)) as handle:
+        json.dump(stats, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
 def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, vocab: list[str], fingerprint: str,
                      settings: GenerateSettings, overwrite: bool, progress: bool, corpus_dir: str) -> dict:
     """``generate_shards`` once the inputs are checked and the output lock is held."""
@@ -311,18 +326,7 @@ def _generate_locked(documents: list[str], output_dir: str, vocab_file: str, voc
             "vocab_size": len(vocab), "vocab_sha256": file_sha256(vocab_file),
             "seconds": round(seconds, 3), "tokens_per_second": round(writer.tokens / max(seconds, 1e-9), 1),
         }
-        # Commit: shards first (each rename is atomic), stale extra shards removed, manifest last.
-        new_names = {os.path.basename(path) for path in writer.paths}
-        for path in writer.paths:
-            os.replace(path, os.path.join(output_dir, os.path.basename(path)))
-        for path in old:
-            if os.path.basename(path) not in new_names:
-                os.unlink(path)
-        with atomic_write(os.path.join(output_dir, VOCAB_NAME), "wb") as handle, open(vocab_file, "rb") as source:
-            shutil.copyfileobj(source, handle)  # the exact vocab the shards' tokens come from
-        with atomic_write(os.path.join(output_dir, MANIFEST_NAME)) as handle:
-            json.dump(stats, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        _commit_shards(output_dir, writer.paths, old, vocab_file, stats)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if undecodable_docs:
