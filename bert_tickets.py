@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 
+from evaluation.recipe import RecipeSettings
 from tickets.imp import RunOptions, run
 from tickets.report import format_table, ticket_rows
 from utils import UserError, run_cli
@@ -89,12 +90,8 @@ def main(argv=None) -> int:
     options = RunOptions(
         model=args.model, arch=args.arch, data_dir=args.data_dir, task_name=args.task_name,
         output_dir=args.output_dir, rounds=args.rounds, prune_fraction=args.prune_fraction,
-        target_sparsity=args.target_sparsity, schedule=args.schedule, prune_pooler=args.prune_pooler, seeds=_seeds(args.seeds), num_train_epochs=args.num_train_epochs,
-        learning_rate=args.learning_rate, train_batch_size=args.train_batch_size,
-        eval_batch_size=args.eval_batch_size, max_seq_length=args.max_seq_length, eval_step=args.eval_step,
-        warmup_proportion=args.warmup_proportion, weight_decay=args.weight_decay,
-        max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
-        do_lower_case=args.do_lower_case, latency=not args.no_latency, latency_runs=args.latency_runs,
+        target_sparsity=args.target_sparsity, schedule=args.schedule, prune_pooler=args.prune_pooler, seeds=_seeds(args.seeds),
+        recipe=RecipeSettings.from_values(vars(args)), do_lower_case=args.do_lower_case, latency=not args.no_latency, latency_runs=args.latency_runs,
         latency_warmup=args.latency_warmup, latency_rounds=args.latency_rounds,
         latency_threads=args.latency_threads, latency_seq_len=args.latency_seq_len,
         latency_timer=args.latency_timer, no_cuda=args.no_cuda, num_threads=args.num_threads)

@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from evaluation_fixtures import make_supernet_dir, write_mnli  # noqa: E402
 
 import bert_tickets  # noqa: E402
+from evaluation.recipe import RecipeSettings  # noqa: E402
 from tickets import imp, pruning, storage, timing  # noqa: E402
 from tickets.report import SINGLE_SEED_TOLERANCE, format_table, select_matching, ticket_rows  # noqa: E402
 from utils import UserError, run_cli  # noqa: E402
@@ -49,9 +50,11 @@ def inputs(tmp_path_factory):
 
 
 def options(inputs, output_dir, **overrides) -> imp.RunOptions:
+    """Options of a small run; an override named like a recipe field goes into the recipe."""
+    recipe = dict(num_train_epochs=1.0, learning_rate=2e-3, train_batch_size=16, max_seq_length=32, eval_step=100)
+    recipe.update({key: overrides.pop(key) for key in list(overrides) if key in RecipeSettings.__dataclass_fields__})
     values = dict(model=inputs["bert"], data_dir=inputs["data"], task_name="mnli", output_dir=str(output_dir),
-                  rounds=2, seeds=(3,), num_train_epochs=1.0, learning_rate=2e-3, train_batch_size=16,
-                  max_seq_length=32, eval_step=100, latency=False)
+                  rounds=2, seeds=(3,), latency=False, recipe=RecipeSettings(**recipe))
     values.update(overrides)
     return imp.RunOptions(**values)
 

@@ -44,16 +44,8 @@ class RunOptions:
     schedule: str = "remaining"
     prune_pooler: bool = False
     seeds: tuple[int, ...] = (42,)
-    num_train_epochs: float = 3.0
-    learning_rate: float | None = None
-    train_batch_size: int | None = None
-    eval_batch_size: int = 32
-    max_seq_length: int | None = None
-    eval_step: int | None = None
-    warmup_proportion: float = 0.1
-    weight_decay: float = 0.01
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
+    # the fine-tune of every round, as the evaluator takes it (None: the task's table); 3 epochs: BERT-Tickets'
+    recipe: RecipeSettings = dataclasses.field(default_factory=lambda: RecipeSettings(num_train_epochs=3.0))
     do_lower_case: bool = False
     latency: bool = True
     latency_runs: int = 20
@@ -119,12 +111,8 @@ def _check_options(options: RunOptions) -> None:
         raise UserError("--seeds: no seed given")
     if len(set(options.seeds)) != len(options.seeds):
         raise UserError(f"--seeds: repeated seed in {list(options.seeds)}")
-    if options.num_train_epochs <= 0:
-        raise UserError(f"--num_train_epochs: must be > 0, got {options.num_train_epochs}")
-    for flag, value in (("--max_train_examples", options.max_train_examples),
-                        ("--max_eval_examples", options.max_eval_examples)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag}: must be >= 1, got {value}")
+    if options.recipe.num_train_epochs <= 0:  # the recipe checked the rest of its numbers when it was made
+        raise UserError(f"--num_train_epochs: must be > 0, got {options.recipe.num_train_epochs}")
 
 
 def _model_source(options: RunOptions) -> tuple[dict, dict | None]:
@@ -177,8 +165,8 @@ def _settings(options: RunOptions, arch: dict, max_seq: int, configs: dict[int, 
         "schedule": options.schedule,
         "prune_pooler": options.prune_pooler,
         "max_seq_length": max_seq,
-        "max_train_examples": options.max_train_examples,
-        "max_eval_examples": options.max_eval_examples,
+        "max_train_examples": options.recipe.max_train_examples,
+        "max_eval_examples": options.recipe.max_eval_examples,
         "do_lower_case": options.do_lower_case,
         "hparams": hparams,
         "latency_protocol": None if protocol is None else protocol.to_record(),
@@ -233,14 +221,14 @@ def prepare(options: RunOptions) -> tuple[Context, list[dict]]:
         raise UserError(f"--model: {options.model}/vocab.txt has {len(tokenizer)} tokens, more than the model's "
                         f"vocab_size {raw_config['vocab_size']}")
     # the recipe by the evaluator's rule: the task's original values where the options leave them open
-    recipe = RecipeSettings.from_values(dataclasses.asdict(options)).recipe_for(task)
+    recipe = options.recipe.recipe_for(task)
     max_seq = recipe.max_seq_length
     if max_seq > raw_config.get("max_position_embeddings", 512):
         raise UserError(f"--max_seq_length {max_seq} exceeds the model's max_position_embeddings "
                         f"{raw_config.get('max_position_embeddings')}")
-    splits = {"train": read_split(task, options.data_dir, "train", options.max_train_examples)}
+    splits = {"train": read_split(task, options.data_dir, "train", recipe.max_train_examples)}
     for name in task.dev_files:
-        splits[name] = read_split(task, options.data_dir, name, options.max_eval_examples)
+        splits[name] = read_split(task, options.data_dir, name, recipe.max_eval_examples)
     configs = {seed: recipe.for_seed(seed) for seed in options.seeds}
     protocol = None
     if options.latency:
