@@ -7,8 +7,8 @@ task, evaluate it in fp32 and with its scheme (int8), and record the result.
 * ``evaluation.evaluate`` -- the typed call: ``Evaluator(config).evaluate(archs, seeds)`` /
   ``evaluate_archs``, resumable (``ResultsStore.is_done``);
 * ``evaluation.candidate``-- the per-arch protocol (extract, fine-tune, score with each scheme);
-* ``evaluation.results``  -- the ``subbert.results`` block writer/parser, its JSONL twin (the record),
-  the one score accessor (``score``, ``scheme_metrics``);
+* ``evaluation.results``  -- the ``subbert.results`` JSONL record and its text twin (the blocks' format:
+  ``evaluation.result_blocks``), the one score accessor (``score``, ``scheme_metrics``);
 * ``evaluation.data``     -- tokenise a task once and batch it with dynamic padding;
 * ``evaluation.finetune`` -- fine-tune one HF sub-model and evaluate it;
 * ``evaluation.learning`` -- did a fine-tune learn: the verdict on each scored split, read from records;
