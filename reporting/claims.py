@@ -62,8 +62,11 @@ def budget_claims(entry: dict) -> list[str]:
         a, b = rows[comparison["a"]], rows[comparison["b"]]
         verdict = comparison["verdict"]
         silent = [SHORT[side] for side in comparison.get("not_learned", [])]
+        over = [SHORT[side] for side in comparison.get("no_winner", [])]
         if silent:
             wording = f"not a gain: {' and '.join(silent)} did not learn"
+        elif over:
+            wording = f"not a claim: {' and '.join(over)} has no winner within the budget"
         elif verdict == "within noise":
             wording = "within noise"
         else:
@@ -79,7 +82,7 @@ def budget_claims(entry: dict) -> list[str]:
         elif a["arch_summary"] == b["arch_summary"]:
             size = "; both chose the same arch"
         paired = comparison.get("paired")
-        paired_text = (f"; paired by seed {paired['text']}: {paired['verdict']}" if paired else "")
+        paired_text = (f"; paired by seed {paired['text']}" + ("" if over else f": {paired['verdict']}") if paired else "")
         sentences.append(f"- {budget:g} ms, {SHORT[comparison['a']]} vs {SHORT[comparison['b']]} "
                          f"({comparison['meaning']}): {_acc(a)} vs {_acc(b)}, difference {comparison['text']}: "
                          f"**{wording}**{paired_text}{size}.")
@@ -182,10 +185,10 @@ def settings_text(summary: dict) -> list[str]:
 
 
 def learning_lines(summary: dict) -> list[str]:
-    """The report's first lines: whether the fine-tunes learned (``reporting.learning``), and the
-    BERT-Tickets rounds that did not."""
+    """The report's first lines: whether the fine-tunes learned (``reporting.learning``), the searches
+    with no winner within their budget, and the BERT-Tickets rounds that did not learn."""
     learning = summary.get("learning") or {}
-    return list(learning.get("lines", [])) + list(learning.get("tickets", []))
+    return list(learning.get("lines", [])) + list(summary.get("no_winner", [])) + list(learning.get("tickets", []))
 
 
 def all_claims(summary: dict) -> list[str]:

@@ -366,8 +366,11 @@ def build_summary(searches: list[Search], predictors: dict, measured: dict, prob
                 if paired is not None and paired.half_width is not None:
                     entry["paired"] = dict(paired.to_dict(1.0), text=paired.text(1.0))
                 silent = [side for side in (a, b) if rows[side]["learned"] is False]
+                over = [side for side in (a, b) if rows[side].get("none_fit")]
                 if silent:  # a side that did not learn: no gain, no loss, whatever the numbers
                     entry.update(verdict="did not learn", not_learned=silent)
+                elif over:  # a side whose every finalist measured over the budget has no arch to compare
+                    entry.update(verdict="no winner", no_winner=over)
                 if rows[a].get("encoder_params") and rows[b].get("encoder_params"):
                     entry["encoder_params_ratio"] = rows[a]["encoder_params"] / rows[b]["encoder_params"]
                 entry["total_params_ratio"] = rows[a]["total_params"] / rows[b]["total_params"]
@@ -375,11 +378,14 @@ def build_summary(searches: list[Search], predictors: dict, measured: dict, prob
         budgets.append({"budget_ms": budget, "methods": {m: rows[m] for m in METHOD_ORDER if m in rows},
                         "comparisons": comparisons, "progress": curves[budget]})
     learning = learning_section(searches)
+    no_winner = [f"{entry['budget_ms']:g} ms, {METHOD_LABELS[method]}: no winner, none of its measured finalists "
+                 "fits the budget" for entry in budgets for method, row in entry["methods"].items() if row.get("none_fit")]
     return {"settings": dict(settings(searches, measured), latency_units=latency_units(predictors, searches)),
             "budgets": budgets,
             "predictors": predictor_quality(searches, predictors, measured, comparability),
             "learning": learning,
-            "problems": list(problems or []) + learning["problems"],
+            "no_winner": no_winner,
+            "problems": list(problems or []) + learning["problems"] + no_winner,
             "searches": [{"name": s.name, "task": s.task, "scheme": s.scheme, "strategy": s.strategy,
                           "budget_ms": s.budget_ms, "evaluations_search": len(s.search_records()),
                           "evaluations_total": len(s.records), "finished": s.final_archs is not None}

@@ -222,6 +222,15 @@ def test_the_report_names_no_winner_when_none_fits(run):  # noqa: F811
     assert row["none_fit"] is True and row["within_budget"] is False and row["none_fit_message"] == message
     text = (run / "report" / "report.md").read_text()
     assert "(no finalist fits: no winner)" in text and f"Bigger&Faster (int8): **no winner**: {message}" in text
+    # the report's first lines say it, and no comparison with that side is a claim
+    first = text.split("\n\n")[1]
+    assert "- 5 ms, Bigger&Faster (int8 search, deployed int8): no winner, none of its measured finalists fits" in first
+    compared = [line for line in text.splitlines() if line.startswith("- 5 ms, Bigger&Faster (int8) vs ")]
+    assert compared and all("**not a claim: Bigger&Faster (int8) has no winner within the budget**" in line
+                            for line in compared)
+    summary = json.load(open(run / "report" / "summary.json"))
+    verdicts = {(c["a"], c["b"]): c["verdict"] for c in summary["budgets"][0]["comparisons"]}
+    assert verdicts and all(v == "no winner" for (a, b), v in verdicts.items() if "bigger_and_faster_int8" in (a, b))
 
 
 # --------------------------------------------------------------------------------------
