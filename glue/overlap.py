@@ -5,6 +5,7 @@ line naming the file, the count and the first repeated line, before any training
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from glue.tasks import Example, TaskSpec
@@ -22,8 +23,6 @@ def _pair(example: Example) -> tuple[str, str | None]:
 def check_dev_disjoint(task: TaskSpec, data_dir: str, train: Sequence[Example], dev: dict[str, Sequence[Example]],
                        max_fraction: float = MAX_OVERLAP_FRACTION) -> dict[str, int]:
     """``{split: examples also in training}``; refuses a split above ``max_fraction``, warns below."""
-    import os
-
     seen = {_pair(example) for example in train}
     counts = {}
     for split, examples in dev.items():
