@@ -7,7 +7,8 @@ every window from its smallest to its largest encoder), in one run:
 * the reference: each arch fine-tuned with the run's finalists' recipe (its ``cands/*.final.json``: all
   training examples) with ``--ref_seeds`` seeds, scored on every example of dev_matched (2,000 in the
   demo, none of them a training example) -- the mean over seeds;
-* the fitness the searches used: one fine-tune with the run's candidates' recipe and the search seed;
+* the fitness the searches used: one fine-tune with the run's candidates' recipe and the search seed
+  (``--fitness_seeds``: also other seeds, each one's tau and the tau of their mean, what averaging would buy);
 * the baseline, measured in the same run: the former demo's fitness (1,000 examples, batch 8, lr 3e-4,
   the supernet's dropout, 125 steps, 300 dev examples);
 
@@ -62,6 +63,9 @@ def main() -> None:
     parser.add_argument("--per_window", type=int, default=4, help="archs per search window")
     parser.add_argument("--ref_seeds", default="42,43,44")
     parser.add_argument("--search_seed", type=int, default=42)
+    parser.add_argument("--fitness_seeds", default=None,
+                        help="comma-separated seeds of the fitness (default: the search seed alone); the first is "
+                             "the one the table shows")
     parser.add_argument("--no_baseline", action="store_true", help="skip the former demo's fitness")
     parser.add_argument("--cache_dir", default=None,
                         help="evaluation cache (default: <work_dir>/cache; the run's own output/evaluation_cache "
@@ -91,7 +95,8 @@ def main() -> None:
     if args.no_baseline:
         del recipes["former_fitness"]
     archs = window_archs(os.path.join(args.run_dir, "cands"), args.per_window)
-    seeds = {"reference": [int(s) for s in args.ref_seeds.split(",")], "fitness": [args.search_seed],
+    fitness_seeds = ([int(s) for s in args.fitness_seeds.split(",")] if args.fitness_seeds else [args.search_seed])
+    seeds = {"reference": [int(s) for s in args.ref_seeds.split(",")], "fitness": fitness_seeds,
              "former_fitness": [args.search_seed]}
     print(f"{len(archs)} archs from the search windows of {args.run_dir}:", flush=True)
     for window, arch in archs:
@@ -101,6 +106,7 @@ def main() -> None:
         config = EvaluationConfig(model_dir=model_dir, tasks=(TaskInput(task, data_dir),),
                                   scheme=resolve_scheme("torch_fp32"), output_dir=os.path.join(args.work_dir, name),
                                   recipe=recipe, do_lower_case=True, num_threads=1,
+                                  rung="final" if name == "reference" else "search",
                                   cache_dir=args.cache_dir or os.path.join(args.work_dir, "cache"))
         started = time.process_time()
         records = Evaluator(config).evaluate([arch for _, arch in archs], seeds[name])
@@ -123,6 +129,12 @@ def main() -> None:
     for name in [n for n in recipes if n != "reference"]:
         fit = [scores[name][k][0] for k in keys]
         out[name] = float(kendalltau(fit, reference).statistic)
+    if len(fitness_seeds) > 1:  # what more fitness seeds per candidate would buy (at that many times the cost)
+        for index, seed in enumerate(fitness_seeds):
+            one = [scores["fitness"][k][index] for k in keys]
+            out[f"fitness seed {seed}"] = float(kendalltau(one, reference).statistic)
+        mean = [np.mean(scores["fitness"][k]) for k in keys]
+        out[f"fitness mean of {len(fitness_seeds)} seeds"] = float(kendalltau(mean, reference).statistic)
     ceiling = []
     for index in range(len(seeds["reference"])):
         one = [scores["reference"][k][index] for k in keys]

@@ -32,7 +32,7 @@ from utils import UserError, atomic_write, get_logger
 logger = get_logger(__name__)
 
 # Bump when the generator's output for the same parameters changes: old data then no longer match.
-DEMO_DATA_VERSION = 2  # 2: level 1 in plain sentences (demo.nli.TaskShape.plain)
+DEMO_DATA_VERSION = 3  # 2: level 1 in plain sentences (demo.nli.TaskShape.plain); 3: nine slots (demo.world)
 MANIFEST_NAME = "demo_manifest.json"
 ENTRIES = ("corpus", "MNLI", "vocab")
 STAGING_PREFIX = ".demo_staging."

@@ -1,10 +1,10 @@
 """The synthetic "world" shared by the demo corpus and the demo NLI task.
 
-People have exactly one value in each of a few *slots* (job, home city, pet, car colour,
-instrument). Text states facts about them, positive ("anna lives in rome") or negative
-("anna does not live in rome"). Because every slot holds one value per person, the facts
-settle some statements, refute others and leave the rest open -- which is exactly what
-entailment / contradiction / neutral need.
+People have exactly one value in each of nine *slots* (job, home city, pet, car colour,
+instrument, food, drink, language, hobby). Text states facts about them, positive ("anna lives
+in rome") or negative ("anna does not live in rome"). Because every slot holds one value per
+person, the facts settle some statements, refute others and leave the rest open -- which is
+exactly what entailment / contradiction / neutral need.
 
 Genres are registers of the same world: each genre words the slots with its own subset of
 phrasings and its own sentence openers. The NLI train and dev_matched splits use the matched
@@ -24,6 +24,10 @@ NAMES = (
     "max nora otto ruby"
 ).split()
 
+# Nine slots since data version 3: a level-1 fine-tune's score counts the slot pairs it has learned to
+# tell apart, and with five slots (10 pairs of ~4 points each, learned at seed-dependent steps) one-layer
+# archs were bimodal across seeds; 36 smaller pairs spread the seeds less (BENCHMARKS.md, "where the
+# seeds disagree").
 SLOT_VALUES = {
     "job": ("baker farmer doctor teacher pilot singer painter sailor tailor miner nurse lawyer cook driver "
             "guard hunter judge poet potter smith dancer writer banker barber builder clerk fisher gardener "
@@ -35,6 +39,10 @@ SLOT_VALUES = {
             "pig sheep ferret").split(),
     "car": "red blue green yellow black white purple orange brown pink gray silver golden".split(),
     "instrument": "piano violin guitar drums flute harp cello trumpet banjo organ".split(),
+    "food": "rice bread fish soup pasta salad cheese eggs beans plums".split(),
+    "drink": "tea coffee milk juice water wine beer cocoa cider lemonade".split(),
+    "language": "french german spanish polish greek hindi arabic dutch swedish turkish".split(),
+    "hobby": "stamps coins shells maps stones cards buttons badges tickets postcards".split(),
 }
 SLOTS = tuple(SLOT_VALUES)
 
@@ -50,6 +58,14 @@ PHRASINGS = {
             ("owns {a} {v} car", "does not own {a} {v} car")),
     "instrument": (("plays the {v}", "does not play the {v}"), ("can play the {v}", "cannot play the {v}"),
                    ("practices the {v}", "never practices the {v}")),
+    "food": (("eats {v}", "does not eat {v}"), ("likes to eat {v}", "does not like to eat {v}"),
+             ("cooks {v}", "never cooks {v}")),
+    "drink": (("drinks {v}", "does not drink {v}"), ("likes to drink {v}", "does not like to drink {v}"),
+              ("orders {v}", "never orders {v}")),
+    "language": (("speaks {v}", "does not speak {v}"), ("can speak {v}", "cannot speak {v}"),
+                 ("studies {v}", "never studies {v}")),
+    "hobby": (("collects {v}", "does not collect {v}"), ("likes to collect {v}", "does not like to collect {v}"),
+              ("gathers {v}", "never gathers {v}")),
 }
 
 

@@ -68,11 +68,12 @@ class Evaluator:
         return self._inputs
 
     def evaluate(self, archs: Sequence[dict], seeds: Sequence[int], origins: Sequence[str] | None = None,
-                 save_seeds: Sequence[int] | None = None) -> list[dict]:
+                 save_seeds: Sequence[int] | None = None, arches_file: str | None = None) -> list[dict]:
         """Evaluate every (task, arch, seed) not done yet; returns the result record of every (task, arch,
         seed) asked for, in that order (a done one as recorded). ``origins`` names where each arch came
         from (``file:line``) in messages. ``save_seeds``: save the models of these seeds (default: as the
-        config says)."""
+        config says). ``arches_file``: the file the archs were read from, recorded with the seeds in
+        ``run_args.json`` (the report reads a final step's seeds there)."""
         config = self.config
         if save_seeds is None:
             save, save_seeds = config.save_models, config.save_seeds
@@ -90,7 +91,8 @@ class Evaluator:
         store = ResultsStore(config.output_dir)
         lock = output_lock(config.output_dir, "evaluation output directory") if rank == 0 else contextlib.nullcontext()
         with lock:
-            _start(config, store, rank)
+            _start(config, store, rank, {"arches_file": arches_file, "seeds": [int(seed) for seed in seeds],
+                                         "archs": [arch_summary(arch) for arch in archs]})
             for item in config.tasks:
                 self._evaluate_task(item, archs, list(seeds), store, rank, world, save, save_seeds)
         logger.info("results: %s and %s", store.results_path, store.jsonl_path)
@@ -214,9 +216,9 @@ def warn_small_data(task: str, examples: int, finetune) -> None:
 
 
 def evaluate_archs(config: EvaluationConfig, archs: Sequence[dict], seeds: Sequence[int],
-                   origins: Sequence[str] | None = None) -> list[dict]:
-    """``Evaluator(config).evaluate(archs, seeds, origins)``: the typed evaluation call."""
-    return Evaluator(config).evaluate(archs, seeds, origins)
+                   origins: Sequence[str] | None = None, arches_file: str | None = None) -> list[dict]:
+    """``Evaluator(config).evaluate(archs, seeds, origins, arches_file=...)``: the typed evaluation call."""
+    return Evaluator(config).evaluate(archs, seeds, origins, arches_file=arches_file)
 
 
 def _read_inputs(config: EvaluationConfig) -> _Inputs:
@@ -245,8 +247,9 @@ def _read_inputs(config: EvaluationConfig) -> _Inputs:
     return _Inputs(supernet_config, spaces, tokenizer, examples)
 
 
-def _start(config: EvaluationConfig, store: ResultsStore, rank: int) -> None:
-    """Clean up after killed runs, refuse results of other settings, record the run."""
+def _start(config: EvaluationConfig, store: ResultsStore, rank: int, call: dict) -> None:
+    """Clean up after killed runs, refuse results of other settings, record the run and this ``call``
+    (its arch file, seeds and archs)."""
     if rank == 0:
         remove_stale_staging(os.path.join(config.output_dir, "models"))
         if config.restart:
@@ -256,8 +259,9 @@ def _start(config: EvaluationConfig, store: ResultsStore, rank: int) -> None:
     if rank == 0:
         store.reconcile()
         with atomic_write(os.path.join(config.output_dir, "run_args.json")) as handle:
-            json.dump(dict(config.describe(), settings={item.task.name: config.settings(item)
-                                                        for item in config.tasks}), handle, indent=2, sort_keys=True)
+            json.dump(dict(config.describe(), **call, settings={item.task.name: config.settings(item)
+                                                                for item in config.tasks}),
+                      handle, indent=2, sort_keys=True)
 
 
 def check_settings(store: ResultsStore, task_name: str, settings: dict, rung: str = "search") -> None:

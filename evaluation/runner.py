@@ -143,5 +143,5 @@ def main(argv=None, default_scheme: str = "torch_dynamic_int8", description: str
     archs, origins = read_arch_lines(args.arches_file)
     if not archs:
         raise UserError(f"--arches_file: {args.arches_file} holds no arch")
-    evaluate_archs(config, archs, seeds, origins)
+    evaluate_archs(config, archs, seeds, origins, arches_file=args.arches_file)
     return 0

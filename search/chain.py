@@ -127,7 +127,7 @@ class SearchRun:
         archs, origins = read_arch_lines(path)
         if not archs:
             raise UserError(f"ARCHES_FILE={path} holds no arch")
-        (evaluator or self.evaluator).evaluate(archs, seeds, origins, save_seeds=save_seeds)
+        (evaluator or self.evaluator).evaluate(archs, seeds, origins, save_seeds=save_seeds, arches_file=path)
 
 
 def write_final_record(plan: SearchPlan, config) -> None:

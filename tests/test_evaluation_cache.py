@@ -148,6 +148,13 @@ def test_a_search_ranks_by_its_candidates_recipe_and_reports_its_finalists_recip
     fitness = load_fitness(str(out / "subbert.results"), "mnli", "ptq", record["search_recipe_id"])
     assert len(fitness) == 4 and all(len(json.loads(k)) for k in fitness)
     assert read_arch_file(tmp_path / "cands" / "kd_ptq_6.final.cands")[0] == final[0]["arch"]
+    # the final step's evaluator records what it was asked (arch file, seeds, archs), which the report reads
+    run_args = json.loads((out / "run_args.json").read_text())
+    assert run_args["arches_file"] == str(tmp_path / "cands" / "kd_ptq_6.final.cands")
+    assert run_args["seeds"] == [42, 43] and run_args["archs"] == [final[0]["arch_summary"]]
+    from reporting.inputs import recorded_final_seeds
+
+    assert recorded_final_seeds(str(out), "kd_ptq_6") == [42, 43]
 
 
 @pytest.mark.parametrize("change, message", [
