@@ -56,7 +56,7 @@ def encoder_size(arch: dict) -> int:
                                                                         arch["sample_intermediate_sizes"]))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", default=os.path.join(REPO, "demo_run"), help="a finished make demo run")
     parser.add_argument("--work_dir", default="/tmp/bench_fitness_rank")
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--cache_dir", default=None,
                         help="evaluation cache (default: <work_dir>/cache; the run's own output/evaluation_cache "
                              "reuses its fine-tunes of the same recipes)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import numpy as np
     from scipy.stats import kendalltau
@@ -78,6 +78,7 @@ def main() -> None:
     from evaluation.config import EvaluationConfig, TaskInput
     from evaluation.evaluate import Evaluator
     from evaluation.recipe import RecipeSettings
+    from evaluation.runner import parse_seeds
     from glue.tasks import get_task
     from quantize_utils import resolve_scheme
     from utils import arch_summary
@@ -95,8 +96,9 @@ def main() -> None:
     if args.no_baseline:
         del recipes["former_fitness"]
     archs = window_archs(os.path.join(args.run_dir, "cands"), args.per_window)
-    fitness_seeds = ([int(s) for s in args.fitness_seeds.split(",")] if args.fitness_seeds else [args.search_seed])
-    seeds = {"reference": [int(s) for s in args.ref_seeds.split(",")], "fitness": fitness_seeds,
+    fitness_seeds = (parse_seeds(args.fitness_seeds.split(","), "--fitness_seeds") if args.fitness_seeds
+                     else [args.search_seed])
+    seeds = {"reference": parse_seeds(args.ref_seeds.split(","), "--ref_seeds"), "fitness": fitness_seeds,
              "former_fitness": [args.search_seed]}
     print(f"{len(archs)} archs from the search windows of {args.run_dir}:", flush=True)
     for window, arch in archs:
@@ -162,4 +164,6 @@ def record_key(arch: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_cli
+
+    run_cli(main)

@@ -22,9 +22,9 @@ Three difficulty levels (``TASK_LEVELS``):
      composition, not the wording: with openers and two phrasings per genre a fine-tune of 4000
      examples left the same arch anywhere between 0.55 and 0.81 over three seeds (BENCHMARKS.md,
      "the demo task"). The slot comparison is many small skills since the world has nine slots
-     (36 pairs to tell apart, ``demo.world``), so seeds no longer split into those that learned a
-     big one and those that did not (BENCHMARKS.md, "where the seeds disagree"). The corpus keeps
-     every opener and phrasing.
+     (36 pairs to tell apart, ``demo.world``), which spreads the seeds less than the former five
+     slots' 10 big ones (BENCHMARKS.md, "where the seeds disagree"). The corpus keeps every
+     opener and phrasing.
   2  two people, two or three facts: also *binding* (which person holds which value) and
      contradictions by another value.
   3  three people, four or five facts: binding among distractors; the hypothesis value and
