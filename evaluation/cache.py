@@ -9,8 +9,10 @@ recipes never mix: the recipe is part of the key, and an entry whose recorded se
 its key's is refused in one line naming the file and the field.
 
 Entries are small JSON files written atomically under ``<cache_dir>/<task>/``. Two searches that want
-the same entry at once take turns on a lock file next to it: the second waits and then reads the
-first one's result, so nothing is trained twice. A scheme the entry was not scored with (an ORT
+the same entry at once take turns on a lock file next to it, so nothing is trained twice: the second
+first makes the entries of its list that nobody holds (``claim(..., wait=False)`` raises ``EntryBusy``)
+and waits, then reads the first one's result, only when every entry it still needs is being made --
+two searches that share a finalist fine-tune its seeds side by side instead of one after the other. A scheme the entry was not scored with (an ORT
 search after PyTorch ones) is the one case that fine-tunes again; the new entry then holds the
 schemes of both.
 """
@@ -41,6 +43,10 @@ def fine_tune_settings(settings: dict) -> dict:
     return {field: value for field, value in sorted(settings.items()) if field not in NOT_IN_KEY}
 
 
+class EntryBusy(Exception):
+    """``claim(..., wait=False)``: another process holds the entry (it is making it)."""
+
+
 class EvaluationCache:
     """The fine-tunes of one run, shared by its searches (see the module docstring)."""
 
@@ -56,8 +62,9 @@ class EvaluationCache:
         return os.path.join(self.directory, task, f"{key}.json")
 
     @contextlib.contextmanager
-    def claim(self, task: str, key: str, what: str):
-        """Hold the entry's lock while it is looked up and, if missing, made (others wait, then read it)."""
+    def claim(self, task: str, key: str, what: str, wait: bool = True):
+        """Hold the entry's lock while it is looked up and, if missing, made (others wait, then read it).
+        With ``wait=False`` an entry another process holds raises ``EntryBusy`` at once."""
         path = self.path(task, key)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -69,6 +76,8 @@ class EvaluationCache:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                if not wait:
+                    raise EntryBusy(what) from None
                 started = time.perf_counter()
                 logger.info("%s: another search is fine-tuning it; waiting for its result", what)
                 fcntl.flock(fd, fcntl.LOCK_EX)

@@ -18,7 +18,7 @@ import shutil
 import time
 from typing import Sequence
 
-from evaluation.cache import EvaluationCache, describe, serve
+from evaluation.cache import EntryBusy, EvaluationCache, describe, serve
 from evaluation.config import SETTING_FIELDS, EvaluationConfig, TaskInput, check_archs
 from evaluation.recipe import RECIPE_FIELDS
 from evaluation.results import ResultsStore
@@ -153,9 +153,11 @@ class Evaluator:
         data, supernet = self._task_data(item, seeds[0])
         tokenizer = self.check_inputs().tokenizer
         warn_small_data(task.name, len(data.train), recipe.finetune)
-        progress = progress_bar(todo, desc=f"{task.name} candidates", unit="arch")
         cache = EvaluationCache(config.cache_dir) if config.cache_dir else None
-        for arch, seed in progress:
+
+        def run(arch: dict, seed: int, wait: bool) -> dict:
+            """The (arch, seed) result: fine-tuned here, or read from the cache (``EntryBusy`` without
+            ``wait`` when another search is making it)."""
             keep = save_dir if save_dir and (save_seeds is None or seed in save_seeds) else None
 
             def fine_tune() -> dict:
@@ -174,22 +176,46 @@ class Evaluator:
                 return made
 
             if cache is None or keep:  # a model to save is trained here, not looked up
-                record = fine_tune()
-            else:
-                record = _through_cache(cache, task.name, arch, seed, settings, config, fine_tune)
-            store.append(record)
-            text = " ".join(f"{name} {value:.4f}" for name, value in record["best_by_scheme"].items())
-            progress.set_postfix_str(f"{arch_summary(arch)} {text}")
-            logger.info("%s seed %d %s: %s (%.1f s)", task.name, seed, arch_summary(arch), text,
-                        record["elapsed_seconds"])
+                return fine_tune()
+            return _through_cache(cache, task.name, arch, seed, settings, config, fine_tune, wait)
+
+        pending, deferred = list(todo), set()
+        with progress_bar(total=len(todo), desc=f"{task.name} candidates", unit="arch") as progress:
+            while pending:
+                arch, seed, record = _first_free(pending, run, deferred, task.name)
+                store.append(record)
+                text = " ".join(f"{name} {value:.4f}" for name, value in record["best_by_scheme"].items())
+                progress.set_postfix_str(f"{arch_summary(arch)} {text}")
+                progress.update(1)
+                logger.info("%s seed %d %s: %s (%.1f s)", task.name, seed, arch_summary(arch), text,
+                            record["elapsed_seconds"])
+
+
+def _first_free(pending: list, run, deferred: set, task: str) -> tuple[dict, int, dict]:
+    """Take from ``pending`` the first (arch, seed) no other search is making, and its result; when
+    others make every one, wait for the first. Two searches that need the same fine-tunes thus make
+    them side by side (both cores busy) instead of one waiting through each of the other's."""
+    for index, (arch, seed) in enumerate(pending):
+        try:
+            record = run(arch, seed, wait=False)
+        except EntryBusy:
+            if (arch_key(arch), seed) not in deferred:
+                deferred.add((arch_key(arch), seed))
+                logger.info("%s %s: another search is fine-tuning it; the others first", task, describe(arch, seed))
+            continue
+        del pending[index]
+        return arch, seed, record
+    arch, seed = pending.pop(0)
+    return arch, seed, run(arch, seed, wait=True)
 
 
 def _through_cache(cache: EvaluationCache, task: str, arch: dict, seed: int, settings: dict,
-                   config: EvaluationConfig, fine_tune) -> dict:
-    """The (task, arch, seed, recipe) fine-tune from the run's cache, made (and cached) when missing."""
+                   config: EvaluationConfig, fine_tune, wait: bool = True) -> dict:
+    """The (task, arch, seed, recipe) fine-tune from the run's cache, made (and cached) when missing
+    (``EntryBusy`` without ``wait`` when another search holds the entry)."""
     schemes = {config.scheme.name, *config.extra_names()}
     key = cache.key(task, arch, seed, settings)
-    with cache.claim(task, key, f"{task} {describe(arch, seed)}") as path:
+    with cache.claim(task, key, f"{task} {describe(arch, seed)}", wait=wait) as path:
         cached = cache.get(task, key, settings, schemes)
         hit = cached is not None
         if not hit:

@@ -126,6 +126,36 @@ def test_two_searches_asking_at_once_share_one_fine_tune(task_inputs, tmp_path, 
     assert results["one"]["best_by_scheme"] == results["two"]["best_by_scheme"]
 
 
+def test_a_search_makes_what_nobody_holds_before_waiting(task_inputs, tmp_path, fine_tunes):
+    """Two searches that chose the same finalist need the same (arch, seed) fine-tunes: while another
+    search holds seed 42's entry, this one makes seed 43 instead of waiting (it waited before, one core
+    idle), then waits for 42; its results keep the order asked for."""
+    import fcntl
+
+    from evaluation.cache import EvaluationCache
+
+    cache = tmp_path / "cache"
+    evaluation = config(task_inputs, tmp_path / "search", cache=cache)
+    key = EvaluationCache(str(cache)).key("mnli", ARCH, 42, evaluation.settings(evaluation.tasks[0]))
+    lock_path = cache / "mnli" / f"{key}.json.lock"
+    lock_path.parent.mkdir(parents=True)
+    held = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # "another search" is making seed 42
+    results = []
+    search = threading.Thread(target=lambda: results.extend(Evaluator(evaluation).evaluate([ARCH], [42, 43])))
+    search.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not fine_tunes and search.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [seed for _, seed, _ in fine_tunes] == [43]  # made while 42 was held
+    finally:
+        os.close(held)  # the other search "stops" without a result: this one makes 42 itself
+        search.join()
+    assert [seed for _, seed, _ in fine_tunes] == [43, 42]
+    assert [record["seed"] for record in results] == [42, 43]
+
+
 def test_a_search_ranks_by_its_candidates_recipe_and_reports_its_finalists_recipe(inputs, tmp_path):  # noqa: F811
     """FINAL_EVAL_ARGS: the finalists are fine-tuned with their own recipe; the results file holds both rungs,
     the fitness reads the candidates' recipe only, and <name>.final.json says which is which."""
