@@ -9,12 +9,12 @@ recipes never mix: the recipe is part of the key, and an entry whose recorded se
 its key's is refused in one line naming the file and the field.
 
 Entries are small JSON files written atomically under ``<cache_dir>/<task>/``. Two searches that want
-the same entry at once take turns on a lock file next to it, so nothing is trained twice: the second
-first makes the entries of its list that nobody holds (``claim(..., wait=False)`` raises ``EntryBusy``)
-and waits, then reads the first one's result, only when every entry it still needs is being made --
-two searches that share a finalist fine-tune its seeds side by side instead of one after the other. A scheme the entry was not scored with (an ORT
-search after PyTorch ones) is the one case that fine-tunes again; the new entry then holds the
-schemes of both.
+the same entry at once take turns on a lock file next to it, so nothing is trained twice. A search makes
+first the entries of its list that no other holds (``claim(..., wait=False)`` raises ``EntryBusy`` for a
+held one) and waits on a held entry, then reads its result, only when every entry it still needs is held:
+two searches that chose the same finalist fine-tune its seeds side by side. A scheme the entry was not
+scored with (an ORT search after PyTorch ones) is the one case that fine-tunes again; the new entry then
+holds the schemes of both.
 """
 
 from __future__ import annotations
