@@ -33,8 +33,10 @@ sys.path.insert(0, REPO)
 
 def largest_int8_finalist(cands_dir: str) -> tuple[dict, dict]:
     """The largest finalist of the run's int8 searches and its search's final record (recipe, seeds)."""
-    from utils import read_arch_file
+    from utils import UserError, read_arch_file
 
+    if not os.path.isdir(cands_dir):
+        raise UserError(f"--run_dir: {os.path.dirname(cands_dir)} holds no cands/ (a finished make demo run)")
     best = None
     for name in sorted(os.listdir(cands_dir)):
         if not (name.startswith("kd_ptq_") and name.endswith(".final.cands")):
@@ -45,8 +47,6 @@ def largest_int8_finalist(cands_dir: str) -> tuple[dict, dict]:
             if best is None or size > best[0]:
                 best = (size, arch, record)
     if best is None:
-        from utils import UserError
-
         raise UserError(f"--run_dir: no kd_ptq_*.final.cands in {cands_dir} (run make demo first)")
     return best[1], best[2]
 
