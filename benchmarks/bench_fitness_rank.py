@@ -8,12 +8,14 @@ every window from its smallest to its largest encoder), in one run:
   training examples) with ``--ref_seeds`` seeds, scored on every example of dev_matched (2,000 in the
   demo, none of them a training example) -- the mean over seeds;
 * the fitness the searches used: one fine-tune with the run's candidates' recipe and the search seed
-  (``--fitness_seeds``: also other seeds, each one's tau and the tau of their mean, what averaging would buy);
+  (``--fitness_seeds``: also other seeds, each one's tau and the tau of their mean, what averaging would buy;
+  ``--fitness_dev``: the same fine-tunes scored on more dev examples, what a larger dev set alone would buy;
+  ``--ref_epochs``: a longer reference, whether the finalists' recipe is converged);
 * the baseline, measured in the same run: the former demo's fitness (1,000 examples, batch 8, lr 3e-4,
-  the supernet's dropout, 125 steps, 300 dev examples);
+  the supernet's dropout, 125 steps, 300 dev examples); and the trivial predictor, the number of layers alone;
 
 and prints Kendall's tau of each fitness against the reference, the reference's own consistency (one
-of its seeds against the mean of the others: what no fitness can beat), the seed spread of every arch,
+of its seeds against the mean of the others: about what one fine-tune can reach), the seed spread of every arch,
 and the CPU seconds of each recipe. Results are kept in ``--work_dir`` (a re-run resumes; the
 evaluation cache makes each (arch, seed, recipe) once).
 
@@ -23,7 +25,9 @@ evaluation cache makes each (arch, seed, recipe) once).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -66,6 +70,12 @@ def main(argv=None) -> None:
     parser.add_argument("--fitness_seeds", default=None,
                         help="comma-separated seeds of the fitness (default: the search seed alone); the first is "
                              "the one the table shows")
+    parser.add_argument("--fitness_dev", type=int, default=None,
+                        help="score the fitness' fine-tunes on this many dev examples (default: the run's candidates' "
+                             "own; the same fine-tunes, so what a larger dev set alone buys)")
+    parser.add_argument("--ref_epochs", type=float, default=None,
+                        help="train the reference this many epochs (default: the run's finalists' recipe's): is the "
+                             "finalists' recipe converged, and does a longer reference rank the archs otherwise?")
     parser.add_argument("--no_baseline", action="store_true", help="skip the former demo's fitness")
     parser.add_argument("--cache_dir", default=None,
                         help="evaluation cache (default: <work_dir>/cache; the run's own output/evaluation_cache "
@@ -81,7 +91,7 @@ def main(argv=None) -> None:
     from evaluation.runner import parse_seeds
     from glue.tasks import get_task
     from quantize_utils import resolve_scheme
-    from utils import arch_summary
+    from utils import UserError, arch_summary
 
     task = get_task("mnli")
     final_record = next(json.load(open(os.path.join(args.run_dir, "cands", name), encoding="utf-8"))
@@ -93,6 +103,17 @@ def main(argv=None) -> None:
         "former_fitness": RecipeSettings(learning_rate=3e-4, train_batch_size=8, max_seq_length=32, eval_step=100000,
                                          max_train_examples=1000, max_eval_examples=300),
     }
+    out_dirs = {name: os.path.join(args.work_dir, name) for name in recipes}
+    if args.fitness_dev is not None:
+        if args.fitness_dev < 1:
+            raise UserError(f"--fitness_dev: must be >= 1, got {args.fitness_dev}")
+        recipes["fitness"] = dataclasses.replace(recipes["fitness"], max_eval_examples=args.fitness_dev)
+        out_dirs["fitness"] += f"_dev{args.fitness_dev}"  # another recipe: its own results, never the default's
+    if args.ref_epochs is not None:
+        if not (math.isfinite(args.ref_epochs) and args.ref_epochs > 0):
+            raise UserError(f"--ref_epochs: must be a finite number > 0, got {args.ref_epochs}")
+        recipes["reference"] = dataclasses.replace(recipes["reference"], num_train_epochs=args.ref_epochs)
+        out_dirs["reference"] += f"_epochs{args.ref_epochs:g}"
     if args.no_baseline:
         del recipes["former_fitness"]
     archs = window_archs(os.path.join(args.run_dir, "cands"), args.per_window)
@@ -106,7 +127,7 @@ def main(argv=None) -> None:
     scores, seconds = {}, {}
     for name, recipe in recipes.items():
         config = EvaluationConfig(model_dir=model_dir, tasks=(TaskInput(task, data_dir),),
-                                  scheme=resolve_scheme("torch_fp32"), output_dir=os.path.join(args.work_dir, name),
+                                  scheme=resolve_scheme("torch_fp32"), output_dir=out_dirs[name],
                                   recipe=recipe, do_lower_case=True, num_threads=1,
                                   rung="final" if name == "reference" else "search",
                                   cache_dir=args.cache_dir or os.path.join(args.work_dir, "cache"))
@@ -119,14 +140,14 @@ def main(argv=None) -> None:
         scores[name] = per_arch
     keys = [record_key(arch) for _, arch in archs]
     reference = np.array([np.mean(scores["reference"][k]) for k in keys])
-    print("\n| arch | window | encoder M | reference mean ± std (n) | fitness | former fitness |")
-    print("|---|---|---:|---:|---:|---:|")
+    baseline = "former_fitness" in scores
+    print("\n| arch | window | encoder M | reference mean ± std (n) | fitness |" + (" former fitness |" if baseline else ""))
+    print("|---|---|---:|---:|---:|" + ("---:|" if baseline else ""))
     for (window, arch), key, ref in zip(archs, keys, reference):
         values = scores["reference"][key]
-        former = scores.get("former_fitness", {}).get(key, [float("nan")])[0]
         print(f"| {arch_summary(arch)} | {window} | {encoder_size(arch) / 1e6:.2f} | {ref:.1f} ± "
               f"{np.std(values, ddof=1) if len(values) > 1 else 0:.1f} ({len(values)}) | "
-              f"{scores['fitness'][key][0]:.1f} | {former:.1f} |")
+              f"{scores['fitness'][key][0]:.1f} |" + (f" {scores['former_fitness'][key][0]:.1f} |" if baseline else ""))
     out = {}
     for name in [n for n in recipes if n != "reference"]:
         fit = [scores[name][k][0] for k in keys]
@@ -137,6 +158,9 @@ def main(argv=None) -> None:
             out[f"fitness seed {seed}"] = float(kendalltau(one, reference).statistic)
         mean = [np.mean(scores["fitness"][k]) for k in keys]
         out[f"fitness mean of {len(fitness_seeds)} seeds"] = float(kendalltau(mean, reference).statistic)
+    # the trivial predictor: within the demo's windows the archs differ mostly by their number of layers
+    depth = [arch["sample_layer_num"] for _, arch in archs]
+    out["depth alone (layers, ties kept)"] = float(kendalltau(depth, reference).statistic)
     ceiling = []
     for index in range(len(seeds["reference"])):
         one = [scores["reference"][k][index] for k in keys]
@@ -152,7 +176,9 @@ def main(argv=None) -> None:
     print("CPU seconds per fine-tune: " + ", ".join(
         f"{name} {seconds[name] / max(1, len(keys) * len(seeds[name])):.1f}" for name in recipes)
           + " (a re-run reads the cache: 0)")
-    with open(os.path.join(args.work_dir, "figures.json"), "w", encoding="utf-8") as handle:
+    figures = "figures" + "".join(f"_{name}{value:g}" for name, value in (("dev", args.fitness_dev),
+                                                                          ("epochs", args.ref_epochs)) if value is not None)
+    with open(os.path.join(args.work_dir, figures + ".json"), "w", encoding="utf-8") as handle:
         json.dump({"tau": out, "reference_consistency": ceiling, "scores": scores, "seconds": seconds,
                    "archs": [arch_summary(a) for _, a in archs]}, handle, indent=2)
 
