@@ -108,7 +108,7 @@ def main(argv=None) -> None:
         if args.fitness_dev < 1:
             raise UserError(f"--fitness_dev: must be >= 1, got {args.fitness_dev}")
         recipes["fitness"] = dataclasses.replace(recipes["fitness"], max_eval_examples=args.fitness_dev)
-        out_dirs["fitness"] += f"_dev{args.fitness_dev}"  # another recipe: its own results, never the default's
+        out_dirs["fitness"] += f"_dev{args.fitness_dev:g}"  # another recipe: its own results, never the default's
     if args.ref_epochs is not None:
         if not (math.isfinite(args.ref_epochs) and args.ref_epochs > 0):
             raise UserError(f"--ref_epochs: must be a finite number > 0, got {args.ref_epochs}")
@@ -176,9 +176,8 @@ def main(argv=None) -> None:
     print("CPU seconds per fine-tune: " + ", ".join(
         f"{name} {seconds[name] / max(1, len(keys) * len(seeds[name])):.1f}" for name in recipes)
           + " (a re-run reads the cache: 0)")
-    figures = "figures" + "".join(f"_{name}{value:g}" for name, value in (("dev", args.fitness_dev),
-                                                                          ("epochs", args.ref_epochs)) if value is not None)
-    with open(os.path.join(args.work_dir, figures + ".json"), "w", encoding="utf-8") as handle:
+    variant = "".join(os.path.basename(out_dirs[name])[len(name):] for name in ("fitness", "reference"))
+    with open(os.path.join(args.work_dir, f"figures{variant}.json"), "w", encoding="utf-8") as handle:
         json.dump({"tau": out, "reference_consistency": ceiling, "scores": scores, "seconds": seconds,
                    "archs": [arch_summary(a) for _, a in archs]}, handle, indent=2)
 
