@@ -94,8 +94,11 @@ def main(argv=None) -> None:
     from utils import UserError, arch_summary
 
     task = get_task("mnli")
-    final_record = next(json.load(open(os.path.join(args.run_dir, "cands", name), encoding="utf-8"))
-                        for name in sorted(os.listdir(os.path.join(args.run_dir, "cands"))) if name.endswith(".final.json"))
+    cands_dir = os.path.join(args.run_dir, "cands")
+    finals = [name for name in sorted(os.listdir(cands_dir)) if name.endswith(".final.json")]
+    if not finals:
+        raise UserError(f"--run_dir: no *.final.json in {cands_dir} (a finished make demo run)")
+    final_record = json.load(open(os.path.join(cands_dir, finals[0]), encoding="utf-8"))
     data_dir = os.path.join(args.run_dir, "data", "MNLI")
     model_dir = os.path.join(args.run_dir, "supernet", "final")
     recipes = {"reference": RecipeSettings.from_values(final_record["recipe"]),  # the run's own two recipes
@@ -116,7 +119,7 @@ def main(argv=None) -> None:
         out_dirs["reference"] += f"_epochs{args.ref_epochs:g}"
     if args.no_baseline:
         del recipes["former_fitness"]
-    archs = window_archs(os.path.join(args.run_dir, "cands"), args.per_window)
+    archs = window_archs(cands_dir, args.per_window)
     fitness_seeds = (parse_seeds(args.fitness_seeds.split(","), "--fitness_seeds") if args.fitness_seeds
                      else [args.search_seed])
     seeds = {"reference": parse_seeds(args.ref_seeds.split(","), "--ref_seeds"), "fitness": fitness_seeds,
