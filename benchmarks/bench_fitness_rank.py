@@ -10,7 +10,9 @@ every window from its smallest to its largest encoder), in one run:
 * the fitness the searches used: one fine-tune with the run's candidates' recipe and the search seed
   (``--fitness_seeds``: also other seeds, each one's tau and the tau of their mean, what averaging would buy;
   ``--fitness_dev``: the same fine-tunes scored on more dev examples, what a larger dev set alone would buy;
-  ``--ref_epochs``: a longer reference, whether the finalists' recipe is converged);
+  ``--ref_epochs``: a longer reference, whether the finalists' recipe is converged; ``--sandwich_epochs``: the
+  weight-sharing fitness, the supernet fine-tuned once per seed on the task and every arch scored from its
+  slice, ``evaluation.task_supernet``);
 * the baseline, measured in the same run: the former demo's fitness (1,000 examples, batch 8, lr 3e-4,
   the supernet's dropout, 125 steps, 300 dev examples); and the trivial predictor, the number of layers alone;
 
@@ -76,6 +78,12 @@ def main(argv=None) -> None:
     parser.add_argument("--ref_epochs", type=float, default=None,
                         help="train the reference this many epochs (default: the run's finalists' recipe's): is the "
                              "finalists' recipe converged, and does a longer reference rank the archs otherwise?")
+    parser.add_argument("--sandwich_epochs", type=float, default=None,
+                        help="also the weight-sharing fitness: the supernet fine-tuned this many epochs on all "
+                             "training examples (sandwich rule), each arch scored from its slice on the fitness' "
+                             "dev examples, for every seed of --sandwich_seeds")
+    parser.add_argument("--sandwich_seeds", default=None,
+                        help="comma-separated seeds of the weight-sharing fitness (default: the search seed)")
     parser.add_argument("--no_baseline", action="store_true", help="skip the former demo's fitness")
     parser.add_argument("--cache_dir", default=None,
                         help="evaluation cache (default: <work_dir>/cache; the run's own output/evaluation_cache "
@@ -119,11 +127,19 @@ def main(argv=None) -> None:
         out_dirs["reference"] += f"_epochs{args.ref_epochs:g}"
     if args.no_baseline:
         del recipes["former_fitness"]
+    if args.sandwich_epochs is not None:
+        # the finalists' training data, the candidates' dev examples; no fine-tune of its own per arch
+        recipes["sandwich_fitness"] = dataclasses.replace(
+            recipes["fitness"], sandwich_epochs=args.sandwich_epochs, num_train_epochs=0.0,
+            max_train_examples=recipes["reference"].max_train_examples)
+        out_dirs["sandwich_fitness"] = os.path.join(args.work_dir, f"sandwich_fitness_epochs{args.sandwich_epochs:g}")
     archs = window_archs(cands_dir, args.per_window)
     fitness_seeds = (parse_seeds(args.fitness_seeds.split(","), "--fitness_seeds") if args.fitness_seeds
                      else [args.search_seed])
     seeds = {"reference": parse_seeds(args.ref_seeds.split(","), "--ref_seeds"), "fitness": fitness_seeds,
-             "former_fitness": [args.search_seed]}
+             "former_fitness": [args.search_seed],
+             "sandwich_fitness": (parse_seeds(args.sandwich_seeds.split(","), "--sandwich_seeds")
+                                  if args.sandwich_seeds else [args.search_seed])}
     print(f"{len(archs)} archs from the search windows of {args.run_dir}:", flush=True)
     for window, arch in archs:
         print(f"  {window}: {arch_summary(arch)} ({encoder_size(arch) / 1e6:.2f} M encoder)")
@@ -143,14 +159,16 @@ def main(argv=None) -> None:
         scores[name] = per_arch
     keys = [record_key(arch) for _, arch in archs]
     reference = np.array([np.mean(scores["reference"][k]) for k in keys])
-    baseline = "former_fitness" in scores
-    print("\n| arch | window | encoder M | reference mean ± std (n) | fitness |" + (" former fitness |" if baseline else ""))
-    print("|---|---|---:|---:|---:|" + ("---:|" if baseline else ""))
+    baseline, sandwich = "former_fitness" in scores, "sandwich_fitness" in scores
+    print("\n| arch | window | encoder M | reference mean ± std (n) | fitness |" + (" former fitness |" if baseline else "")
+          + (" sandwich fitness |" if sandwich else ""))
+    print("|---|---|---:|---:|---:|" + ("---:|" if baseline else "") + ("---:|" if sandwich else ""))
     for (window, arch), key, ref in zip(archs, keys, reference):
         values = scores["reference"][key]
         print(f"| {arch_summary(arch)} | {window} | {encoder_size(arch) / 1e6:.2f} | {ref:.1f} ± "
               f"{np.std(values, ddof=1) if len(values) > 1 else 0:.1f} ({len(values)}) | "
-              f"{scores['fitness'][key][0]:.1f} |" + (f" {scores['former_fitness'][key][0]:.1f} |" if baseline else ""))
+              f"{scores['fitness'][key][0]:.1f} |" + (f" {scores['former_fitness'][key][0]:.1f} |" if baseline else "")
+              + (f" {scores['sandwich_fitness'][key][0]:.1f} |" if sandwich else ""))
     out = {}
     for name in [n for n in recipes if n != "reference"]:
         fit = [scores[name][k][0] for k in keys]
@@ -161,6 +179,13 @@ def main(argv=None) -> None:
             out[f"fitness seed {seed}"] = float(kendalltau(one, reference).statistic)
         mean = [np.mean(scores["fitness"][k]) for k in keys]
         out[f"fitness mean of {len(fitness_seeds)} seeds"] = float(kendalltau(mean, reference).statistic)
+    if "sandwich_fitness" in scores and len(seeds["sandwich_fitness"]) > 1:
+        for index, seed in enumerate(seeds["sandwich_fitness"]):
+            one = [scores["sandwich_fitness"][k][index] for k in keys]
+            out[f"sandwich fitness seed {seed}"] = float(kendalltau(one, reference).statistic)
+        mean = [np.mean(scores["sandwich_fitness"][k]) for k in keys]
+        out[f"sandwich fitness mean of {len(seeds['sandwich_fitness'])} seeds"] = float(
+            kendalltau(mean, reference).statistic)
     # the trivial predictor: within the demo's windows the archs differ mostly by their number of layers
     depth = [arch["sample_layer_num"] for _, arch in archs]
     out["depth alone (layers, ties kept)"] = float(kendalltau(depth, reference).statistic)
@@ -178,8 +203,10 @@ def main(argv=None) -> None:
           f"reference range {reference.min():.1f}..{reference.max():.1f}")
     print("CPU seconds per fine-tune: " + ", ".join(
         f"{name} {seconds[name] / max(1, len(keys) * len(seeds[name])):.1f}" for name in recipes)
-          + " (a re-run reads the cache: 0)")
+          + " (a re-run reads the cache: 0; the sandwich fitness' includes its share of the task supernet's training)")
     variant = "".join(os.path.basename(out_dirs[name])[len(name):] for name in ("fitness", "reference"))
+    if "sandwich_fitness" in recipes:
+        variant += "_sandwich" + os.path.basename(out_dirs["sandwich_fitness"])[len("sandwich_fitness_"):]
     with open(os.path.join(args.work_dir, f"figures{variant}.json"), "w", encoding="utf-8") as handle:
         json.dump({"tau": out, "reference_consistency": ceiling, "scores": scores, "seconds": seconds,
                    "archs": [arch_summary(a) for _, a in archs]}, handle, indent=2)

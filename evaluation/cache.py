@@ -113,6 +113,51 @@ class EvaluationCache:
             handle.write("\n")
 
 
+class TaskSupernetEntries:
+    """The task supernets of a run (``evaluation.task_supernet``) in the same cache: one per (task, seed,
+    settings; the settings name the sampled space), its weights in ``<key>.safetensors`` beside a ``<key>.json`` naming what made
+    it, under the same lock as an entry (``claim``), so two searches never train the same one twice."""
+
+    def __init__(self, cache: EvaluationCache):
+        self.cache = cache
+
+    def key(self, task: str, seed: int, settings: dict) -> str:
+        text = json.dumps({"format": CACHE_FORMAT, "kind": "task_supernet", "task": task, "seed": int(seed),
+                           "settings": fine_tune_settings(settings)}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def get(self, task: str, key: str, settings: dict):
+        """The task supernet's weights (a state dict) when made, else None."""
+        from transformer.hf_converter import load_safetensors
+
+        path = self.cache.path(task, key)
+        if not os.path.isfile(path):
+            return None
+        entry = load_json_file(path, "task supernet entry")
+        theirs = entry.get("settings") if isinstance(entry, dict) else None
+        mine = fine_tune_settings(settings)
+        if not isinstance(theirs, dict) or entry.get("kind") != "task_supernet":
+            raise UserError(f"{path}: not a task supernet entry of this version; remove it (it is re-made)")
+        for field in sorted(set(mine) | set(theirs)):
+            if mine.get(field) != theirs.get(field):
+                raise UserError(f"{path}: a task supernet made with {field}={theirs.get(field)!r}, asked for with "
+                                f"{field}={mine.get(field)!r}; the cache never mixes settings: remove it or use "
+                                "another EVAL_CACHE")
+        return load_safetensors(path[:-len(".json")] + ".safetensors")
+
+    def put(self, task: str, key: str, settings: dict, state: dict, train_cpu_seconds: float) -> None:
+        from safetensors.torch import save_file
+
+        weights = self.cache.path(task, key)[:-len(".json")] + ".safetensors"
+        staging = weights + ".tmp"
+        save_file({name: tensor.contiguous() for name, tensor in state.items()}, staging)
+        os.replace(staging, weights)  # the entry below is written last: no entry without its weights
+        with atomic_write(self.cache.path(task, key)) as handle:
+            json.dump({"format": CACHE_FORMAT, "kind": "task_supernet", "settings": fine_tune_settings(settings),
+                       "train_cpu_seconds": train_cpu_seconds}, handle, sort_keys=True)
+            handle.write("\n")
+
+
 def serve(record: dict, scheme: str, settings: dict, origin: str | None) -> dict:
     """A cached fine-tune's record as the requesting search's result: its fitness scheme, its settings
     (``origin``: the entry it was read from, recorded as ``from_cache``; None: fine-tuned for this search)."""

@@ -60,7 +60,7 @@ class TaskData:
         return next(iter(self.dev.items()))
 
 
-def _reset_classifier(model, seed: int, std: float) -> None:
+def reset_classifier(model, seed: int, std: float) -> None:
     """A fresh classifier per (arch, seed), independent of evaluation order (so a resumed run
     equals an uninterrupted one)."""
     generator = torch.Generator().manual_seed(seed)
@@ -106,19 +106,23 @@ def _score(model, scheme: Scheme, supernet, arch: dict, threads: int):
 
 def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneConfig, device,
                        scheme="torch_fp32", save_dir: str | None = None, tokenizer=None,
-                       extra_schemes=(), threads: int = 1, model_overrides: dict | None = None) -> dict:
+                       extra_schemes=(), threads: int = 1, model_overrides: dict | None = None,
+                       keep_classifier: bool = False) -> dict:
     """Run the whole per-arch protocol and return the JSONL record (see ``evaluation.results``).
 
     ``scheme`` (a ``Scheme`` or a name the registry resolves) gives the fitness; ``extra_schemes``
     are scored on the same fine-tuned weights and recorded under ``metrics_by_scheme``.
-    ``model_overrides``: ``BertConfig`` fields of the fine-tuned sub-model (a recipe's dropout)."""
+    ``model_overrides``: ``BertConfig`` fields of the fine-tuned sub-model (a recipe's dropout).
+    ``keep_classifier``: start from the supernet's own classifier slice (a task supernet,
+    ``evaluation.task_supernet``) instead of a fresh one."""
     started = time.perf_counter()
     scheme = _as_scheme(scheme)
     extras = [s for s in (_as_scheme(x) for x in extra_schemes) if s.name != scheme.name and s.quantized]
     task = data.task
     torch.manual_seed(config.seed)  # dropout masks
     model = to_hf_model(supernet, arch, head="cls", **(model_overrides or {}))
-    _reset_classifier(model, config.seed, supernet.config.initializer_range)
+    if not keep_classifier:
+        reset_classifier(model, config.seed, supernet.config.initializer_range)
     dev_name, dev = data.primary_dev
     outcome = finetune(model, data.train, dev, task, config, device)
     model.load_state_dict(outcome.best_state)

@@ -13,13 +13,14 @@ import hashlib
 import os
 from typing import Sequence
 
-from evaluation.recipe import Recipe, RecipeSettings
+from evaluation.recipe import RECIPE_FIELDS, Recipe, RecipeSettings
 from glue.tasks import TaskSpec
 from quantize_utils import SCHEMES, Scheme
 from transformer.config import SuperBertConfig
 from transformer.hf_converter import check_hf_compatible
 from transformer.modeling_super import check_arch_fits
-from utils import ArchError, SearchSpace, UserError, arch_key, arch_summary, iter_arch_lines, outside_ranges
+from utils import (ArchError, SearchSpace, UserError, arch_key, arch_summary, iter_arch_lines, outside_ranges,
+                   read_space_record)
 
 INT8_SCHEME_NAMES = tuple(name for name, scheme in SCHEMES.items() if scheme.quantized)
 # A search's two kinds of fine-tune: its candidates' (the fitness) and its finalists' (the answer),
@@ -80,9 +81,21 @@ class EvaluationConfig:
     def settings(self, task_input: TaskInput) -> dict:
         """Everything besides (task, seed, scheme, arch) that a result depends on: a result made with
         other settings is never reused."""
+        recipe = self.recipe_for(task_input.task)
+        sandwich = {"sandwich_space": self.sandwich_space().to_dict()} if recipe.sandwich_epochs is not None else {}
         return {"model": os.path.realpath(self.model_dir), "model_identity": model_identity(self.model_dir),
                 "data_dir": os.path.realpath(task_input.data_dir), "do_lower_case": bool(self.do_lower_case),
-                **self.recipe_for(task_input.task).settings(), "extra_schemes": sorted(self.extra_names())}
+                **recipe.settings(), **sandwich, "extra_schemes": sorted(self.extra_names())}
+
+    def sandwich_space(self) -> SearchSpace:
+        """The space a task supernet's sandwich steps sample (``evaluation.task_supernet``): the search's own,
+        else the one the supernet records for its searches, else the one it was trained on."""
+        recorded = read_space_record(self.model_dir) if os.path.isdir(self.model_dir) else {}
+        space = self.space or recorded.get("search") or recorded.get("supernet")
+        if space is None:
+            raise UserError(f"--sandwich_epochs: no search space to sample; pass --space, or use a supernet whose "
+                            f"space.json records one ({self.model_dir} has none)")
+        return space
 
     def describe(self) -> dict:
         """What ``run_args.json`` records of the run."""
@@ -99,7 +112,11 @@ class EvaluationConfig:
 # The settings a result depends on besides (task, seed, scheme, arch), compared field by field.
 SETTING_FIELDS = ("model", "data_dir", "do_lower_case", "learning_rate", "num_train_epochs", "train_batch_size",
                   "eval_batch_size", "eval_step", "warmup_proportion", "weight_decay", "max_seq_length",
-                  "max_train_examples", "max_eval_examples", "dropout", "extra_schemes")
+                  "max_train_examples", "max_eval_examples", "dropout", "sandwich_epochs", "sandwich_space",
+                  "extra_schemes")
+# The settings that belong to a rung's recipe (a search's candidates and its finalists each have theirs): the
+# recipe's fields and the space a task supernet sampled (derived from the candidates' --sandwich_epochs).
+RUNG_RECIPE_FIELDS = RECIPE_FIELDS + ("sandwich_space",)
 
 
 def model_identity(model_dir: str) -> str:

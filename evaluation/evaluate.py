@@ -18,9 +18,8 @@ import shutil
 import time
 from typing import Sequence
 
-from evaluation.cache import EntryBusy, EvaluationCache, describe, serve
-from evaluation.config import SETTING_FIELDS, EvaluationConfig, TaskInput, check_archs
-from evaluation.recipe import RECIPE_FIELDS
+from evaluation.cache import EntryBusy, EvaluationCache, TaskSupernetEntries, describe, serve
+from evaluation.config import RUNG_RECIPE_FIELDS, SETTING_FIELDS, EvaluationConfig, TaskInput, check_archs
 from evaluation.results import ResultsStore
 from glue.overlap import check_dev_disjoint
 from glue.recipes import check_steps, finetune_steps, small_data_warning
@@ -60,12 +59,53 @@ class Evaluator:
         self.config = config
         self._inputs: _Inputs | None = None
         self._tasks: dict[str, tuple] = {}  # task -> (TaskData, supernet)
+        self._task_supernets: dict[tuple[str, int], object] = {}  # (task, seed) -> supernet fine-tuned on the task
 
     def check_inputs(self) -> _Inputs:
         """Every input but the archs checked and read before anything is written (one line naming it)."""
         if self._inputs is None:
             self._inputs = _read_inputs(self.config)
+            if any(self.config.recipe_for(item.task).sandwich_epochs is not None for item in self.config.tasks):
+                self.config.sandwich_space()  # checked before anything is written
         return self._inputs
+
+    def _task_supernet(self, item: TaskInput, seed: int, settings: dict, cache: EvaluationCache | None):
+        """The supernet fine-tuned on the task with the sandwich rule for ``seed``: trained once per run
+        (the cache keeps it for the other searches), once per evaluator without a cache."""
+        import copy
+
+        from evaluation.task_supernet import train_task_supernet
+
+        task = item.task
+        if (task.name, seed) in self._task_supernets:
+            return self._task_supernets[task.name, seed]
+        data, supernet = self._task_data(item, seed)
+        recipe, space = self.config.recipe_for(task), self.config.sandwich_space()
+        model = copy.deepcopy(supernet)
+
+        def train() -> float:
+            logger.info("%s seed %d: fine-tuning the supernet on the task, %g epoch(s) with the sandwich rule over "
+                        "%s", task.name, seed, recipe.sandwich_epochs, space.name)
+            seconds = train_task_supernet(model, data.train, space, recipe, seed, task.is_regression)
+            logger.info("%s seed %d: task supernet trained in %.0f CPU s", task.name, seed, seconds)
+            return seconds
+
+        if cache is None:
+            train()
+        else:
+            entries = TaskSupernetEntries(cache)  # the settings name the sampled space (sandwich_space)
+            key = entries.key(task.name, seed, settings)
+            with cache.claim(task.name, key, f"{task.name} task supernet seed {seed}") as path:
+                state = entries.get(task.name, key, settings)
+                if state is None:
+                    seconds = train()
+                    entries.put(task.name, key, settings, model.state_dict(), seconds)
+                else:
+                    model.load_state_dict(state)
+                    logger.info("%s seed %d: task supernet trained already for another search of this run (%s)",
+                                task.name, seed, path)
+        self._task_supernets[task.name, seed] = model.eval()
+        return model
 
     def evaluate(self, archs: Sequence[dict], seeds: Sequence[int], origins: Sequence[str] | None = None,
                  save_seeds: Sequence[int] | None = None, arches_file: str | None = None) -> list[dict]:
@@ -167,9 +207,11 @@ class Evaluator:
                             finetune_steps(len(data.train), tune.train_batch_size, tune.num_train_epochs),
                             len(data.train), tune.train_batch_size, tune.learning_rate, tune.num_train_epochs,
                             config.rung, recipe_name)
-                made = evaluate_candidate(supernet, arch, data, recipe.for_seed(seed), device, config.scheme, keep,
+                sandwich = recipe.sandwich_epochs is not None
+                start = self._task_supernet(item, seed, settings, cache) if sandwich else supernet
+                made = evaluate_candidate(start, arch, data, recipe.for_seed(seed), device, config.scheme, keep,
                                           tokenizer=tokenizer, extra_schemes=config.extra_schemes, threads=threads,
-                                          model_overrides=recipe.model_overrides())
+                                          model_overrides=recipe.model_overrides(), keep_classifier=sandwich)
                 made.update(max_seq_length=recipe.max_seq_length, train_examples=len(data.train), settings=settings,
                             dev_examples={name: len(split) for name, split in data.dev.items()}, rung=config.rung,
                             recipe_id=recipe_name)
@@ -304,7 +346,7 @@ def check_settings(store: ResultsStore, task_name: str, settings: dict, rung: st
                             "use another --output_dir or pass --restart")
         same_rung = record.get("rung", "search") == rung
         for field in ("model_identity",) + SETTING_FIELDS:
-            if field in RECIPE_FIELDS and not same_rung:
+            if field in RUNG_RECIPE_FIELDS and not same_rung:
                 continue
             if theirs.get(field) != settings.get(field):
                 shown = "model" if field == "model_identity" else field

@@ -26,6 +26,9 @@ class Recipe:
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     dropout: float | None = None  # hidden and attention dropout while fine-tuning (None: the supernet's)
+    # the weight-sharing fitness (evaluation.task_supernet): the supernet is first fine-tuned on the task
+    # for this many epochs with the sandwich rule, and every arch starts from its slice, head included
+    sandwich_epochs: float | None = None
 
     def for_seed(self, seed: int) -> FinetuneConfig:
         return dataclasses.replace(self.finetune, seed=seed)
@@ -38,7 +41,8 @@ class Recipe:
                 "eval_step": config.eval_step, "warmup_proportion": config.warmup_proportion,
                 "weight_decay": config.weight_decay, "max_seq_length": self.max_seq_length,
                 "max_train_examples": self.max_train_examples, "max_eval_examples": self.max_eval_examples,
-                "dropout": self.dropout}
+                "dropout": self.dropout, **({"sandwich_epochs": self.sandwich_epochs}
+                                            if self.sandwich_epochs is not None else {})}
 
     def identity(self) -> str:
         """A short name of the recipe (``recipe_id``): results of one (task, arch, seed, scheme) under two
@@ -54,18 +58,19 @@ class Recipe:
 
 RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "train_batch_size", "eval_batch_size", "eval_step",
                  "warmup_proportion", "weight_decay", "max_seq_length", "max_train_examples", "max_eval_examples",
-                 "dropout")
+                 "dropout", "sandwich_epochs")
 
 
 def recipe_id(settings: dict) -> str:
     """The recipe's name from a result's ``settings`` (older results, without ``dropout``, read as the
-    supernet's dropout: the same name they had)."""
+    supernet's dropout: the same name they had; a recipe without a sandwich fine-tune keeps its name too)."""
     import hashlib
     import json
 
     values = {field: settings.get(field) for field in RECIPE_FIELDS}
-    if values["dropout"] is None:
-        del values["dropout"]
+    for optional in ("dropout", "sandwich_epochs"):
+        if values[optional] is None:
+            del values[optional]
     text = json.dumps(values, sort_keys=True, default=float)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -86,6 +91,7 @@ class RecipeSettings:
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     dropout: float | None = None
+    sandwich_epochs: float | None = None
 
     def __post_init__(self):
         check_recipe_numbers(self)
@@ -103,12 +109,12 @@ class RecipeSettings:
                                 eval_batch_size=self.eval_batch_size, eval_step=self.eval_step or table.eval_step,
                                 warmup_proportion=self.warmup_proportion, weight_decay=self.weight_decay, seed=0)
         return Recipe(config, self.max_seq_length or table.max_seq_length, self.max_train_examples,
-                      self.max_eval_examples, self.dropout)
+                      self.max_eval_examples, self.dropout, self.sandwich_epochs or None)  # 0: off
 
 
 # (field, lowest allowed value, whether the lowest is allowed): the floats are also checked finite
 _FLOATS = (("num_train_epochs", 0.0, True), ("learning_rate", 0.0, False), ("warmup_proportion", 0.0, True),
-           ("weight_decay", 0.0, True))
+           ("weight_decay", 0.0, True), ("sandwich_epochs", 0.0, True))
 _INTS = ("train_batch_size", "eval_batch_size", "max_seq_length", "eval_step", "max_train_examples",
          "max_eval_examples")
 

@@ -93,6 +93,11 @@ def _add_recipe_arguments(parser) -> None:
                        help="debug/demo: first N examples per dev set")
     group.add_argument("--dropout", type=float, default=defaults.dropout,
                        help="hidden and attention dropout of the fine-tuned sub-model (default: the supernet's)")
+    group.add_argument("--sandwich_epochs", type=float, default=defaults.sandwich_epochs,
+                       help="the weight-sharing fitness: fine-tune the whole supernet on the task for this many "
+                            "epochs first (sandwich rule over the search space, once per seed and run), then start "
+                            "every arch from its slice, classifier included (with --num_train_epochs 0: score the "
+                            "slice as it is). Default (or 0): off, every arch from the pre-trained supernet")
 
 
 def _add_scheme_arguments(parser, default) -> None:

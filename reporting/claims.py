@@ -154,19 +154,33 @@ def _recipe_text(tune: dict) -> str:
     return text + (f", dropout {tune['dropout']}" if tune.get("dropout") is not None else "")
 
 
+def _candidate_text(s: dict) -> str:
+    tune = s["fine_tune"]
+    if tune.get("sandwich_epochs"):  # evaluation.task_supernet
+        text = (f"- Fitness of a candidate: its slice of the supernet fine-tuned once on the task, "
+                f"{tune['sandwich_epochs']:g} epoch(s) with the sandwich rule, {s['train_examples']} training examples "
+                f"(lr {tune.get('learning_rate')}, batch {tune.get('train_batch_size')}, max_seq_length "
+                f"{tune.get('max_seq_length')}" + (f", dropout {tune['dropout']}" if tune.get("dropout") is not None
+                                                    else "") + ")")
+        epochs = tune.get("num_train_epochs")
+        return text + (", then scored as it is." if not epochs else f", then fine-tuned alone: {_recipe_text(tune)}, "
+                                                                    f"{_evaluation_text(s)}.")
+    return f"- Fine-tune per candidate: {_recipe_text(tune)}, {_evaluation_text(s)}."
+
+
 def settings_text(summary: dict) -> list[str]:
     s = summary["settings"]
-    tune = s["fine_tune"]
     lines = [f"- Task {s['task']}, fitness and accuracy on the primary dev split `{s['primary_dev']}`"
              f" (dev examples: {s['dev_examples']}); {s['train_examples']} training examples.",
-             f"- Fine-tune per candidate: {_recipe_text(tune)}, {_evaluation_text(s)}.",
+             _candidate_text(s),
              f"- Search seed {s['search_seed']}; the final top-{s['top_k']} of each search re-evaluated with seeds "
              f"{s.get('final_seeds') or s['seeds']} (as the searches recorded them); the winner is the best mean. "
              "Differences are compared with a 95 % Welch interval: inside it, or with one seed on a side, they are "
              "reported as within noise; where both sides share seeds the paired-by-seed interval is given too."]
     final = s.get("final_fine_tune")
     if final:
-        lines.insert(2, f"- Fine-tune of each finalist (its own recipe, longer than the candidates'): {_recipe_text(final)}, "
+        longer = "" if s["fine_tune"].get("sandwich_epochs") else ", longer than the candidates'"
+        lines.insert(2, f"- Fine-tune of each finalist (its own recipe{longer}): {_recipe_text(final)}, "
                         f"{final.get('train_examples')} training examples ({final.get('train_steps')} steps), dev examples "
                         f"{final.get('dev_examples')}; the accuracies below are these fine-tunes'.")
     if s.get("results_from_cache"):

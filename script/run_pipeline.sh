@@ -19,7 +19,9 @@
 #   GEN_SIZE, POPULATION, GENERATIONS, NUM_TRAIN, NUM_DEV, NUM_DEV_MISMATCHED (defaults depend on DEMO_SCALE),
 #   FIT_TRAIN and FIT_DEV (the candidates' fine-tune: the first FIT_TRAIN training and FIT_DEV dev examples;
 #   default half of NUM_TRAIN and NUM_DEV),
-#   FIT_LR (5e-4), FINAL_LR (5e-4: the finalists'), FIT_BATCH (16), RANDOM_BASELINE
+#   FIT_LR (5e-4), FINAL_LR (5e-4: the finalists'), FIT_BATCH (16), FITNESS (finetune: a fine-tune per candidate;
+#   sandwich: the supernet fine-tuned once per run on all NUM_TRAIN examples for SANDWICH_EPOCHS (1) with the
+#   sandwich rule, each candidate scored from its slice; the finalists are fine-tuned alone either way), RANDOM_BASELINE
 #   (1: also the int8 random search), JOBS (2: searches run this many at a time, one thread each),
 #   TICKETS (0; 1 adds a short BERT-Tickets run on the supernet's largest arch, 3 rounds of 20 %, to the
 #   report: a few minutes more), STOP_AFTER (report; or data, shards, pretraining, latency, predictors,
@@ -66,6 +68,7 @@ FIT_LR="${FIT_LR:-5e-4}"; FINAL_LR="${FINAL_LR:-5e-4}"; FIT_BATCH="${FIT_BATCH:-
 baf_require_int NUM_TRAIN 1 100000000
 baf_require_int NUM_DEV 1 100000000
 FIT_TRAIN="${FIT_TRAIN:-$(( (NUM_TRAIN + 1) / 2 ))}"; FIT_DEV="${FIT_DEV:-$(( (NUM_DEV + 1) / 2 ))}"
+FITNESS="${FITNESS:-finetune}"; SANDWICH_EPOCHS="${SANDWICH_EPOCHS:-1}"
 # The latency protocol is the default (baf-latency-3: each of LAT_RUNS timed runs of an arch paired with a
 # run of the reference, cheap model builds); 10 pairs keep the stage near a minute on 2 idle cores.
 PRETRAIN_BATCH="${PRETRAIN_BATCH:-16}"
@@ -79,6 +82,8 @@ baf_require_int SEED 0 4294967295
 baf_require_choice RANDOM_BASELINE 0 1
 baf_require_choice TICKETS 0 1
 baf_require_choice STOP_AFTER data shards pretraining latency predictors searches report
+baf_require_choice FITNESS finetune sandwich
+baf_require_number SANDWICH_EPOCHS 0 1000 strict
 for var in PRETRAIN_STEPS NUM_TRAIN NUM_DEV NUM_DEV_MISMATCHED FIT_TRAIN FIT_DEV FIT_BATCH LAT_RUNS GEN_SIZE \
         POPULATION GENERATIONS TOP_K PRETRAIN_BATCH; do
     baf_require_int "$var" 1 100000000
@@ -161,13 +166,19 @@ stage searches "6/7 searches at each budget: fp32 (AutoTinyBERT), int8 (Bigger&F
 # evaluations selects on the dev set that then scores the arch. No dropout: on the demo task a
 # fine-tune without it reaches its plateau in half the examples (BENCHMARKS.md).
 RECIPE="--max_seq_length 32 --train_batch_size $FIT_BATCH --eval_step 100000 --dropout 0"
+if [[ "$FITNESS" == "sandwich" ]]; then  # no fine-tune per candidate; the finalists' recipe switches it off
+    FIT_EPOCHS=0; FIT_DATA="--max_train_examples $NUM_TRAIN --sandwich_epochs $SANDWICH_EPOCHS"
+    FINAL_OFF="--num_train_epochs 1 --sandwich_epochs 0"
+else
+    FIT_EPOCHS=1; FIT_DATA="--max_train_examples $FIT_TRAIN"; FINAL_OFF=""
+fi
 COMMANDS=()
 for LAT in $BUDGETS; do
     SEARCH_ENV="LATENCY_CONSTRAINT=$LAT TASK_NAME=$TASK_NAME DATA_DIR='$DATA_DIR/MNLI' MODEL_DIR='$MODEL_DIR' \
 PREDICTOR_DIR='$PREDICTOR_DIR' CANDS_DIR='$CANDS_DIR' OUTPUT_ROOT='$OUTPUT_ROOT' GEN_SIZE=$GEN_SIZE POPULATION=$POPULATION \
-GENERATIONS=$GENERATIONS TOP_K=$TOP_K SEEDS='$SEEDS' NUM_THREADS=1 SEED=$SEED NUM_TRAIN_EPOCHS=1 FIRST_GENERATION=rand \
-EVAL_ARGS='$RECIPE --learning_rate $FIT_LR --max_train_examples $FIT_TRAIN --max_eval_examples $FIT_DEV' \
-FINAL_EVAL_ARGS='--learning_rate $FINAL_LR --max_train_examples $NUM_TRAIN --max_eval_examples $NUM_DEV'"
+GENERATIONS=$GENERATIONS TOP_K=$TOP_K SEEDS='$SEEDS' NUM_THREADS=1 SEED=$SEED NUM_TRAIN_EPOCHS=$FIT_EPOCHS \
+FIRST_GENERATION=rand EVAL_ARGS='$RECIPE --learning_rate $FIT_LR $FIT_DATA --max_eval_examples $FIT_DEV' \
+FINAL_EVAL_ARGS='--learning_rate $FINAL_LR --max_train_examples $NUM_TRAIN --max_eval_examples $NUM_DEV $FINAL_OFF'"
     COMMANDS+=("$SEARCH_ENV TYPE=fp bash '$ROOT/script/run_search.sh'")
     COMMANDS+=("$SEARCH_ENV TYPE=ptq bash '$ROOT/script/run_search.sh'")
     if [[ "$RANDOM_BASELINE" == "1" ]]; then
