@@ -86,7 +86,7 @@ class Evaluator:
         def train() -> float:
             logger.info("%s seed %d: fine-tuning the supernet on the task, %g epoch(s) with the sandwich rule over "
                         "%s", task.name, seed, recipe.sandwich_epochs, space.name)
-            seconds = train_task_supernet(model, data.train, space, recipe, seed, task.is_regression)
+            seconds = train_task_supernet(model, data.train, space, recipe, seed, task)
             logger.info("%s seed %d: task supernet trained in %.0f CPU s", task.name, seed, seconds)
             return seconds
 

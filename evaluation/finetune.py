@@ -100,10 +100,18 @@ def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) 
     return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor, task: TaskSpec) -> torch.Tensor:
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, task: TaskSpec) -> torch.Tensor:
     if task.is_regression:
         return nn.functional.mse_loss(logits.squeeze(-1), labels)
     return nn.functional.cross_entropy(logits, labels)
+
+
+def apply_update(model: nn.Module, optimizer, scheduler, max_grad_norm: float) -> None:
+    """One optimizer step on the gradients accumulated: clipped at ``max_grad_norm`` (0: not), then the schedule."""
+    if max_grad_norm > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
 
 
 def finetune(model: nn.Module, train: EncodedSplit, dev: EncodedSplit, task: TaskSpec, config: FinetuneConfig,
@@ -138,13 +146,10 @@ def finetune(model: nn.Module, train: EncodedSplit, dev: EncodedSplit, task: Tas
             batch = {key: value.to(device) for key, value in batch.items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            token_type_ids=batch["token_type_ids"]).logits
-            loss = _loss(logits, batch["labels"], task)
+            loss = task_loss(logits, batch["labels"], task)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            apply_update(model, optimizer, scheduler, config.max_grad_norm)
             step += 1
             if step % config.eval_step == 0 or step == total_steps:
                 check(step)

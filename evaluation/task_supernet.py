@@ -20,8 +20,9 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from evaluation.data import EncodedSplit
-from evaluation.finetune import make_optimizer
+from evaluation.finetune import apply_update, make_optimizer, task_loss
 from evaluation.recipe import Recipe
+from glue.tasks import TaskSpec
 from utils import get_logger
 from utils.progress import progress
 
@@ -44,9 +45,8 @@ def set_dropout(model: nn.Module, probability: float) -> None:
         layer.attention.self.dropout_p = probability
 
 
-def train_task_supernet(supernet, train: EncodedSplit, space, recipe: Recipe, seed: int,
-                        is_regression: bool = False):
-    """Fine-tune ``supernet`` (a ``SuperBertForSequenceClassification``, in place) on ``train`` with the
+def train_task_supernet(supernet, train: EncodedSplit, space, recipe: Recipe, seed: int, task: TaskSpec):
+    """Fine-tune ``supernet`` (a ``SuperBertForSequenceClassification``, in place) on ``train`` of ``task`` with the
     sandwich rule over ``space`` for ``recipe.sandwich_epochs`` epochs, with the recipe's optimiser,
     schedule, batch and dropout; a fresh classifier per seed. Returns the training's CPU seconds."""
     from evaluation.candidate import reset_classifier  # the same fresh head a fine-tune of one arch gets
@@ -72,14 +72,8 @@ def train_task_supernet(supernet, train: EncodedSplit, space, recipe: Recipe, se
             optimizer.zero_grad(set_to_none=True)
             for arch in [largest, smallest] + [draw.choice(archs) for _ in range(SANDWICH_RANDOM_ARCHS)]:
                 supernet.set_sample_config(arch)
-                logits = supernet(**inputs)
-                loss = (nn.functional.mse_loss(logits.squeeze(-1), batch["labels"]) if is_regression
-                        else nn.functional.cross_entropy(logits, batch["labels"]))
-                loss.backward()
-            if tune.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(supernet.parameters(), tune.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+                task_loss(supernet(**inputs), batch["labels"], task).backward()  # gradients summed over the archs
+            apply_update(supernet, optimizer, scheduler, tune.max_grad_norm)
             step += 1
             bar.update(1)
             if step >= steps:

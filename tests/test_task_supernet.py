@@ -75,7 +75,7 @@ def test_sandwich_training_is_seeded_and_trains_every_slice(task_inputs):
     models = []
     for seed in (42, 42, 43):
         model = load_supernet(task_inputs["supernet"], SuperBertForSequenceClassification, num_labels=3)
-        seconds = task_supernet_module.train_task_supernet(model, data.train, SPACE, recipe, seed)
+        seconds = task_supernet_module.train_task_supernet(model, data.train, SPACE, recipe, seed, MNLI)
         assert seconds > 0 and not model.training
         models.append(model.state_dict())
     before = load_supernet(task_inputs["supernet"], SuperBertForSequenceClassification, num_labels=3).state_dict()
