@@ -128,6 +128,8 @@ def main(argv=None) -> None:
     if args.no_baseline:
         del recipes["former_fitness"]
     if args.sandwich_epochs is not None:
+        if not (math.isfinite(args.sandwich_epochs) and args.sandwich_epochs > 0):
+            raise UserError(f"--sandwich_epochs: must be a finite number > 0, got {args.sandwich_epochs}")
         # the finalists' training data, the candidates' dev examples; no fine-tune of its own per arch
         recipes["sandwich_fitness"] = dataclasses.replace(
             recipes["fitness"], sandwich_epochs=args.sandwich_epochs, num_train_epochs=0.0,
@@ -173,19 +175,14 @@ def main(argv=None) -> None:
     for name in [n for n in recipes if n != "reference"]:
         fit = [scores[name][k][0] for k in keys]
         out[name] = float(kendalltau(fit, reference).statistic)
-    if len(fitness_seeds) > 1:  # what more fitness seeds per candidate would buy (at that many times the cost)
-        for index, seed in enumerate(fitness_seeds):
-            one = [scores["fitness"][k][index] for k in keys]
-            out[f"fitness seed {seed}"] = float(kendalltau(one, reference).statistic)
-        mean = [np.mean(scores["fitness"][k]) for k in keys]
-        out[f"fitness mean of {len(fitness_seeds)} seeds"] = float(kendalltau(mean, reference).statistic)
-    if "sandwich_fitness" in scores and len(seeds["sandwich_fitness"]) > 1:
-        for index, seed in enumerate(seeds["sandwich_fitness"]):
-            one = [scores["sandwich_fitness"][k][index] for k in keys]
-            out[f"sandwich fitness seed {seed}"] = float(kendalltau(one, reference).statistic)
-        mean = [np.mean(scores["sandwich_fitness"][k]) for k in keys]
-        out[f"sandwich fitness mean of {len(seeds['sandwich_fitness'])} seeds"] = float(
-            kendalltau(mean, reference).statistic)
+    # what more seeds of a fitness would buy (at that many times the cost): each seed's tau and their mean's
+    for name in [n for n in ("fitness", "sandwich_fitness") if n in scores and len(seeds[n]) > 1]:
+        label = name.replace("_", " ")
+        for index, seed in enumerate(seeds[name]):
+            one = [scores[name][k][index] for k in keys]
+            out[f"{label} seed {seed}"] = float(kendalltau(one, reference).statistic)
+        mean = [np.mean(scores[name][k]) for k in keys]
+        out[f"{label} mean of {len(seeds[name])} seeds"] = float(kendalltau(mean, reference).statistic)
     # the trivial predictor: within the demo's windows the archs differ mostly by their number of layers
     depth = [arch["sample_layer_num"] for _, arch in archs]
     out["depth alone (layers, ties kept)"] = float(kendalltau(depth, reference).statistic)
