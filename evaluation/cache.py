@@ -43,6 +43,16 @@ def fine_tune_settings(settings: dict) -> dict:
     return {field: value for field, value in sorted(settings.items()) if field not in NOT_IN_KEY}
 
 
+def check_same_settings(path: str, what: str, recorded: dict, settings: dict) -> None:
+    """One line naming the first field in which an entry's recorded settings differ from the asked ones."""
+    mine = fine_tune_settings(settings)
+    for field in sorted(set(mine) | set(recorded)):
+        if mine.get(field) != recorded.get(field):
+            raise UserError(f"{path}: {what} made with {field}={recorded.get(field)!r}, asked for with "
+                            f"{field}={mine.get(field)!r}; the cache never mixes settings: remove the entry or "
+                            "use another EVAL_CACHE")
+
+
 class EntryBusy(Exception):
     """``claim(..., wait=False)``: another process holds the entry (it is making it)."""
 
@@ -95,12 +105,7 @@ class EvaluationCache:
         if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT or not isinstance(entry.get("record"),
                                                                                                    dict):
             raise UserError(f"{path}: not an evaluation cache entry of this version; remove it (it is re-made)")
-        mine, theirs = fine_tune_settings(settings), entry.get("settings") or {}
-        for field in sorted(set(mine) | set(theirs)):
-            if mine.get(field) != theirs.get(field):
-                raise UserError(f"{path}: a cache entry made with {field}={theirs.get(field)!r}, asked for with "
-                                f"{field}={mine.get(field)!r}; the cache never mixes settings: remove the entry or "
-                                "use another EVAL_CACHE")
+        check_same_settings(path, "a cache entry", entry.get("settings") or {}, settings)
         record = entry["record"]
         if not set(schemes) <= set(record.get("best_by_scheme") or {}):
             return None
@@ -135,14 +140,9 @@ class TaskSupernetEntries:
             return None
         entry = load_json_file(path, "task supernet entry")
         theirs = entry.get("settings") if isinstance(entry, dict) else None
-        mine = fine_tune_settings(settings)
         if not isinstance(theirs, dict) or entry.get("kind") != "task_supernet":
             raise UserError(f"{path}: not a task supernet entry of this version; remove it (it is re-made)")
-        for field in sorted(set(mine) | set(theirs)):
-            if mine.get(field) != theirs.get(field):
-                raise UserError(f"{path}: a task supernet made with {field}={theirs.get(field)!r}, asked for with "
-                                f"{field}={mine.get(field)!r}; the cache never mixes settings: remove it or use "
-                                "another EVAL_CACHE")
+        check_same_settings(path, "a task supernet", theirs, settings)
         return load_safetensors(path[:-len(".json")] + ".safetensors")
 
     def put(self, task: str, key: str, settings: dict, state: dict, train_cpu_seconds: float) -> None:
