@@ -89,7 +89,7 @@ class EvaluationCache:
                 if not wait:
                     raise EntryBusy(what) from None
                 started = time.perf_counter()
-                logger.info("%s: another search is fine-tuning it; waiting for its result", what)
+                logger.info("%s: another process of this run is fine-tuning it; waiting for its result", what)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 logger.info("%s: its result came after %.1f s", what, time.perf_counter() - started)
             yield path

@@ -14,8 +14,8 @@ import os
 from typing import Sequence
 
 from evaluation.recipe import RECIPE_FIELDS, Recipe, RecipeSettings
-from glue.tasks import TaskSpec
-from quantize_utils import SCHEMES, Scheme
+from glue.tasks import TaskSpec, get_task
+from quantize_utils import SCHEMES, Scheme, resolve_scheme
 from transformer.config import SuperBertConfig
 from transformer.hf_converter import check_hf_compatible
 from transformer.modeling_super import check_arch_fits
@@ -96,6 +96,27 @@ class EvaluationConfig:
             raise UserError(f"--sandwich_epochs: no search space to sample; pass --space, or use a supernet whose "
                             f"space.json records one ({self.model_dir} has none)")
         return space
+
+    def to_order(self) -> dict:
+        """What a spare-core worker needs to make this evaluator's cache entries exactly as it would
+        (``evaluation.spare``): everything a fine-tune and its scoring depend on, as JSON values."""
+        return {"model_dir": self.model_dir, "tasks": [[t.task.name, t.data_dir] for t in self.tasks],
+                "scheme": self.scheme.name, "extra_schemes": [s.name for s in self.extra_schemes],
+                "recipe": dataclasses.asdict(self.recipe), "do_lower_case": self.do_lower_case,
+                "space": self.space.to_dict() if self.space else None, "num_threads": self.num_threads,
+                "no_cuda": self.no_cuda, "rung": self.rung, "cache_dir": self.cache_dir}
+
+    @classmethod
+    def from_order(cls, order: dict, output_dir: str) -> "EvaluationConfig":
+        """The evaluator ``to_order`` described, writing nothing but cache entries (``output_dir`` unused)."""
+        return cls(model_dir=order["model_dir"], tasks=tuple(TaskInput(get_task(name), data_dir)
+                                                               for name, data_dir in order["tasks"]),
+                   scheme=resolve_scheme(order["scheme"]), output_dir=output_dir,
+                   recipe=RecipeSettings(**order["recipe"]), do_lower_case=order["do_lower_case"],
+                   extra_schemes=tuple(resolve_scheme(name) for name in order["extra_schemes"]),
+                   space=SearchSpace.from_dict(order["space"]) if order["space"] else None,
+                   num_threads=order["num_threads"], no_cuda=order["no_cuda"], rung=order["rung"],
+                   cache_dir=order["cache_dir"])
 
     def describe(self) -> dict:
         """What ``run_args.json`` records of the run."""

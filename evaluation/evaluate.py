@@ -60,6 +60,7 @@ class Evaluator:
         self._inputs: _Inputs | None = None
         self._tasks: dict[str, tuple] = {}  # task -> (TaskData, supernet)
         self._task_supernets: dict[tuple[str, int], object] = {}  # (task, seed) -> supernet fine-tuned on the task
+        self._runs: dict[str, _TaskRun] = {}  # task -> what its fine-tunes share
 
     def check_inputs(self) -> _Inputs:
         """Every input but the archs checked and read before anything is written (one line naming it)."""
@@ -79,7 +80,7 @@ class Evaluator:
         task = item.task
         if (task.name, seed) in self._task_supernets:
             return self._task_supernets[task.name, seed]
-        data, supernet = self._task_data(item, seed)
+        data, supernet = self._task_data(item)
         recipe, space = self.config.recipe_for(task), self.config.sandwich_space()
         model = copy.deepcopy(supernet)
 
@@ -141,7 +142,7 @@ class Evaluator:
                                     config.recipe_for(item.task).identity()))
                 for item in config.tasks for arch in archs for seed in seeds]
 
-    def _task_data(self, item: TaskInput, seed: int):
+    def _task_data(self, item: TaskInput):
         """The task tokenised and its supernet loaded, once per evaluator."""
         if item.task.name not in self._tasks:
             from evaluation.candidate import TaskData
@@ -150,7 +151,7 @@ class Evaluator:
             from transformer.modeling_super import SuperBertForSequenceClassification
 
             task, recipe, inputs = item.task, self.config.recipe_for(item.task), self.check_inputs()
-            set_seed(seed)
+            set_seed(0)  # the load's fresh classifier is redrawn per seed by every fine-tune (reset_classifier)
             splits, tokenizer = inputs.examples[task.name], inputs.tokenizer
             data = TaskData(task, encode_examples(tokenizer, splits["train"], task, recipe.max_seq_length),
                             {name: encode_examples(tokenizer, splits[name], task, recipe.max_seq_length)
@@ -160,15 +161,72 @@ class Evaluator:
             self._tasks[task.name] = (data, supernet)
         return self._tasks[item.task.name]
 
-    def _evaluate_task(self, item: TaskInput, archs: list[dict], seeds: list[int], store: ResultsStore, rank: int,
-                       world: int, save: bool, save_seeds: tuple[int, ...] | None) -> None:
+    def _task_run(self, item: TaskInput) -> "_TaskRun":
+        """What every fine-tune of ``item``'s task under this config shares, made once per evaluator."""
+        if item.task.name in self._runs:
+            return self._runs[item.task.name]
         import torch
 
+        config = self.config
+        if config.num_threads > 0:
+            torch.set_num_threads(config.num_threads)
+        device = torch.device("cpu")
+        if torch.cuda.is_available() and not config.no_cuda:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        recipe = config.recipe_for(item.task)
+        data, supernet = self._task_data(item)
+        run = _TaskRun(item, config.settings(item), recipe, recipe.identity(), data, supernet,
+                       self.check_inputs().tokenizer, device,
+                       config.num_threads if config.num_threads > 0 else torch.get_num_threads(),
+                       EvaluationCache(config.cache_dir) if config.cache_dir else None)
+        self._runs[item.task.name] = run
+        return run
+
+    def _fine_tune(self, run: "_TaskRun", arch: dict, seed: int, keep: str | None) -> dict:
+        """Fine-tune and score one (arch, seed) with the run's recipe: the record a result or cache entry holds."""
         from evaluation.candidate import evaluate_candidate
 
+        task, recipe, tune = run.item.task, run.recipe, run.recipe.finetune
+        logger.info("%s seed %d %s: fine-tuning %d steps (%d examples, batch %d, lr %g, %g epoch(s)), %s "
+                    "recipe %s", task.name, seed, arch_summary(arch),
+                    finetune_steps(len(run.data.train), tune.train_batch_size, tune.num_train_epochs),
+                    len(run.data.train), tune.train_batch_size, tune.learning_rate, tune.num_train_epochs,
+                    self.config.rung, run.recipe_name)
+        sandwich = recipe.sandwich_epochs is not None
+        start = self._task_supernet(run.item, seed, run.settings, run.cache) if sandwich else run.supernet
+        made = evaluate_candidate(start, arch, run.data, recipe.for_seed(seed), run.device, self.config.scheme, keep,
+                                  tokenizer=run.tokenizer, extra_schemes=self.config.extra_schemes,
+                                  threads=run.threads, model_overrides=recipe.model_overrides(),
+                                  keep_classifier=sandwich)
+        made.update(max_seq_length=recipe.max_seq_length, train_examples=len(run.data.train), settings=run.settings,
+                    dev_examples={name: len(split) for name, split in run.data.dev.items()}, rung=self.config.rung,
+                    recipe_id=run.recipe_name)
+        return made
+
+    def make_entry(self, item: TaskInput, arch: dict, seed: int) -> bool:
+        """A spare core's share (``evaluation.spare``): make the (arch, seed) cache entry of this config if it
+        is missing and no other process holds it; True when it was made here."""
+        run = self._task_run(item)
+        key = run.cache.key(item.task.name, arch, seed, run.settings)
+        try:
+            with run.cache.claim(item.task.name, key, f"{item.task.name} {describe(arch, seed)}", wait=False):
+                if run.cache.get(item.task.name, key, run.settings, self.schemes()) is not None:
+                    return False
+                run.cache.put(item.task.name, key, run.settings, self._fine_tune(run, arch, seed, None))
+                return True
+        except EntryBusy:
+            return False
+
+    def schemes(self) -> set[str]:
+        """The schemes this config's results are scored with (a cache entry must hold them all)."""
+        return {self.config.scheme.name, *self.config.extra_names()}
+
+    def _evaluate_task(self, item: TaskInput, archs: list[dict], seeds: list[int], store: ResultsStore, rank: int,
+                       world: int, save: bool, save_seeds: tuple[int, ...] | None) -> None:
+        from evaluation.spare import post_order
+
         config, task = self.config, item.task
-        settings, recipe = config.settings(item), config.recipe_for(task)
-        recipe_name = recipe.identity()
+        recipe_name = config.recipe_for(task).identity()
         done, legacy = store.done_keys(), store.legacy_archs()
         todo = []
         for arch in archs:
@@ -183,46 +241,23 @@ class Evaluator:
                     len(todo), f" on rank {rank} of {world}" if world > 1 else "", skipped)
         if not todo:
             return
-        if config.num_threads > 0:
-            torch.set_num_threads(config.num_threads)
-        device = torch.device("cpu")
-        if torch.cuda.is_available() and not config.no_cuda:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-        threads = config.num_threads if config.num_threads > 0 else torch.get_num_threads()
+        run_ = self._task_run(item)
+        warn_small_data(task.name, len(run_.data.train), run_.recipe.finetune)
         save_dir = os.path.join(config.output_dir, "models") if save else None
-        data, supernet = self._task_data(item, seeds[0])
-        tokenizer = self.check_inputs().tokenizer
-        warn_small_data(task.name, len(data.train), recipe.finetune)
-        cache = EvaluationCache(config.cache_dir) if config.cache_dir else None
 
         def run(arch: dict, seed: int, wait: bool) -> dict:
             """The (arch, seed) result: fine-tuned here, or read from the cache (``EntryBusy`` without
-            ``wait`` when another search is making it)."""
+            ``wait`` when another process is making it)."""
             keep = save_dir if save_dir and (save_seeds is None or seed in save_seeds) else None
-
-            def fine_tune() -> dict:
-                tune = recipe.finetune
-                logger.info("%s seed %d %s: fine-tuning %d steps (%d examples, batch %d, lr %g, %g epoch(s)), %s "
-                            "recipe %s", task.name, seed, arch_summary(arch),
-                            finetune_steps(len(data.train), tune.train_batch_size, tune.num_train_epochs),
-                            len(data.train), tune.train_batch_size, tune.learning_rate, tune.num_train_epochs,
-                            config.rung, recipe_name)
-                sandwich = recipe.sandwich_epochs is not None
-                start = self._task_supernet(item, seed, settings, cache) if sandwich else supernet
-                made = evaluate_candidate(start, arch, data, recipe.for_seed(seed), device, config.scheme, keep,
-                                          tokenizer=tokenizer, extra_schemes=config.extra_schemes, threads=threads,
-                                          model_overrides=recipe.model_overrides(), keep_classifier=sandwich)
-                made.update(max_seq_length=recipe.max_seq_length, train_examples=len(data.train), settings=settings,
-                            dev_examples={name: len(split) for name, split in data.dev.items()}, rung=config.rung,
-                            recipe_id=recipe_name)
-                return made
-
-            if cache is None or keep:  # a model to save is trained here, not looked up
-                return fine_tune()
-            return _through_cache(cache, task.name, arch, seed, settings, config, fine_tune, wait)
+            if run_.cache is None or keep:  # a model to save is trained here, not looked up
+                return self._fine_tune(run_, arch, seed, keep)
+            return _through_cache(run_.cache, task.name, arch, seed, run_.settings, config,
+                                  lambda: self._fine_tune(run_, arch, seed, None), wait)
 
         pending, deferred = list(todo), set()
-        with progress_bar(total=len(todo), desc=f"{task.name} candidates", unit="arch") as progress:
+        # what this search still needs, posted for a spare core (evaluation.spare) while it works through it
+        order = post_order(config, task.name, todo) if run_.cache and not save_dir else contextlib.nullcontext()
+        with order, progress_bar(total=len(todo), desc=f"{task.name} candidates", unit="arch") as progress:
             while pending:
                 arch, seed, record = _first_free(pending, run, deferred, task.name)
                 store.append(record)
@@ -231,6 +266,23 @@ class Evaluator:
                 progress.update(1)
                 logger.info("%s seed %d %s: %s (%.1f s)", task.name, seed, arch_summary(arch), text,
                             record["elapsed_seconds"])
+
+
+@dataclasses.dataclass
+class _TaskRun:
+    """One task's shared state for the fine-tunes of an evaluator: its settings and recipe, data, supernet,
+    tokenizer, device, threads and the run's cache (None: off)."""
+
+    item: TaskInput
+    settings: dict
+    recipe: object
+    recipe_name: str
+    data: object
+    supernet: object
+    tokenizer: object
+    device: object
+    threads: int
+    cache: EvaluationCache | None
 
 
 def _first_free(pending: list, run, deferred: set, task: str) -> tuple[dict, int, dict]:
@@ -243,7 +295,7 @@ def _first_free(pending: list, run, deferred: set, task: str) -> tuple[dict, int
         except EntryBusy:
             if (arch_key(arch), seed) not in deferred:
                 deferred.add((arch_key(arch), seed))
-                logger.info("%s %s: another search is fine-tuning it; the others first", task, describe(arch, seed))
+                logger.info("%s %s: another process of this run (a search or the spare core) is fine-tuning it; the others first", task, describe(arch, seed))
             continue
         del pending[index]
         return arch, seed, record
@@ -264,7 +316,7 @@ def _through_cache(cache: EvaluationCache, task: str, arch: dict, seed: int, set
             cached = fine_tune()
             cache.put(task, key, settings, cached)
         else:
-            logger.info("%s %s: fine-tuned already for another search of this run (%s)", task, describe(arch, seed),
+            logger.info("%s %s: fine-tuned already by another process of this run (%s)", task, describe(arch, seed),
                         path)
     served = serve(cached, config.scheme.name, settings, path if hit else None)
     served.update(rung=config.rung)

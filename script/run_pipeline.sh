@@ -22,7 +22,9 @@
 #   FIT_LR (5e-4), FINAL_LR (5e-4: the finalists'), FIT_BATCH (16), FITNESS (finetune: a fine-tune per candidate;
 #   sandwich: the supernet fine-tuned once per run on all NUM_TRAIN examples for SANDWICH_EPOCHS (1) with the
 #   sandwich rule, each candidate scored from its slice; the finalists are fine-tuned alone either way), RANDOM_BASELINE
-#   (1: also the int8 random search), JOBS (2: searches run this many at a time, one thread each),
+#   (1: also the int8 random search), JOBS (2: searches run this many at a time, one thread each), SPARE_CORES
+#   (1: once every search has started, a slot that falls idle runs a worker that fine-tunes what the searches
+#   still running wait for, through the run's evaluation cache: evaluation/spare.py; 0: off),
 #   TICKETS (0; 1 adds a short BERT-Tickets run on the supernet's largest arch, 3 rounds of 20 %, to the
 #   report: a few minutes more), STOP_AFTER (report; or data, shards, pretraining, latency, predictors,
 #   searches: stop after that stage, e.g. to inspect its artefacts).
@@ -40,6 +42,7 @@ SEED="${SEED:-42}"
 BUDGETS="${BUDGETS:-auto}"
 JOBS="${JOBS:-2}"
 RANDOM_BASELINE="${RANDOM_BASELINE:-1}"
+SPARE_CORES="${SPARE_CORES:-1}"
 TICKETS="${TICKETS:-0}"
 STOP_AFTER="${STOP_AFTER:-report}"
 TASK_NAME=mnli
@@ -80,6 +83,7 @@ baf_require_outdir RUN_DIR "run directory"
 baf_require_int JOBS 1 64
 baf_require_int SEED 0 4294967295
 baf_require_choice RANDOM_BASELINE 0 1
+baf_require_choice SPARE_CORES 0 1
 baf_require_choice TICKETS 0 1
 baf_require_choice STOP_AFTER data shards pretraining latency predictors searches report
 baf_require_choice FITNESS finetune sandwich
@@ -185,7 +189,11 @@ FINAL_EVAL_ARGS='--learning_rate $FINAL_LR --max_train_examples $NUM_TRAIN --max
         COMMANDS+=("$SEARCH_ENV TYPE=ptq STRATEGY=random bash '$ROOT/script/run_search.sh'")
     fi
 done
-baf_run_queue "$JOBS" "${COMMANDS[@]}"
+SPARE=()
+if [[ "$SPARE_CORES" == "1" ]]; then  # an idle slot helps the searches still running (evaluation/spare.py)
+    SPARE=(--spare "PYTHONPATH='$ROOT' '$PYTHON' -m evaluation.spare --cache_dir '$OUTPUT_ROOT/evaluation_cache'")
+fi
+baf_run_queue "${SPARE[@]}" "$JOBS" "${COMMANDS[@]}"
 if [[ "$TICKETS" == "1" ]]; then  # after the searches: its latency is never timed next to their fine-tunes
     MODEL_DIR="$MODEL_DIR" ARCH=largest DATA_DIR="$DATA_DIR/MNLI" TASK_NAME=$TASK_NAME OUTPUT_DIR="$RUN_DIR/tickets" \
         ROUNDS=3 PRUNE_FRACTION=0.2 NUM_TRAIN_EPOCHS=1 LEARNING_RATE=3e-4 TRAIN_BATCH_SIZE=8 MAX_SEQ_LENGTH=32 \

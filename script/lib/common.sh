@@ -207,28 +207,44 @@ baf_run() {  # baf_run CMD...: run CMD supervised and wait for it (signals reach
     wait "$!"
 }
 
-baf_run_queue() {  # baf_run_queue N CMD_STRING...: run the commands (bash -c) at most N at a time. A failed job
-    # does not stop the others (the status is the last failure's); a job stopped by a signal stops them all.
-    local width="$1" status=0 launched=0 finished=0 command rc
+baf_run_queue() {  # baf_run_queue [--spare SPARE] N CMD_STRING...: run the commands (bash -c) at most N at a time.
+    # A failed job does not stop the others (the status is the last failure's); a job stopped by a signal stops
+    # them all. --spare SPARE: once every command has started, each slot that falls idle while others still run
+    # starts SPARE (bash -c; e.g. a worker that helps the running jobs), stopped with TERM when the last command
+    # ends; its own status never counts. Needs bash >= 5.1 (wait -p); an older bash runs no spare.
+    local spare="" width status=0 running=0 next=0 command rc pid
+    if [[ "$1" == "--spare" ]]; then spare="$2"; shift 2; fi
+    if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501 )); then spare=""; fi
+    width="$1"
     shift
-    for command in "$@"; do
-        while (( launched - finished >= width )); do
-            rc=0
-            wait -n || rc=$?
-            finished=$((finished + 1))
-            if (( rc > 128 )); then baf_stop_children TERM; return "$rc"; fi
-            (( rc == 0 )) || status=$rc
+    local -a commands=("$@")
+    local -A spares=()
+    while (( next < ${#commands[@]} || running > 0 )); do
+        while (( next < ${#commands[@]} && running < width )); do
+            baf_spawn bash -c "${commands[next]}"
+            next=$((next + 1))
+            running=$((running + 1))
         done
-        baf_spawn bash -c "$command"
-        launched=$((launched + 1))
-    done
-    while (( finished < launched )); do
+        if [[ -n "$spare" ]] && (( next == ${#commands[@]} && running > 0 && running + ${#spares[@]} < width )); then
+            baf_spawn bash -c "$spare"
+            spares[$!]=1
+            continue
+        fi
         rc=0
-        wait -n || rc=$?
-        finished=$((finished + 1))
+        pid=""
+        wait -n -p pid || rc=$?
+        if [[ -n "$pid" && -n "${spares[$pid]:-}" ]]; then
+            unset "spares[$pid]"
+            if (( rc > 128 )); then baf_stop_children TERM; return "$rc"; fi
+            (( rc == 0 )) || spare=""  # a spare that fails is not started again
+            continue
+        fi
+        running=$((running - 1))
         if (( rc > 128 )); then baf_stop_children TERM; return "$rc"; fi
         (( rc == 0 )) || status=$rc
     done
+    for pid in "${!spares[@]}"; do kill -TERM "$pid" 2> /dev/null || true; done
+    for pid in "${!spares[@]}"; do wait "$pid" 2> /dev/null || true; done
     return "$status"
 }
 
