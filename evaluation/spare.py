@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import tempfile
 import time
 
@@ -44,7 +45,8 @@ def post_order(config: EvaluationConfig, task: str, todo: list[tuple[dict, int]]
     directory = orders_dir(config.cache_dir, task)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{os.getpid()}-{next(_NUMBERS)}.json")
-    order = {"format": ORDER_FORMAT, "pid": os.getpid(), "task": task, "config": config.to_order(),
+    order = {"format": ORDER_FORMAT, "host": socket.gethostname(), "pid": os.getpid(), "task": task,
+             "config": config.to_order(),
              "entries": [[arch, int(seed)] for arch, seed in todo]}
     with atomic_write(path) as handle:
         json.dump(order, handle)
@@ -66,7 +68,8 @@ def _alive(pid: int) -> bool:
 
 
 def live_orders(cache_dir: str) -> list[tuple[str, dict]]:
-    """The orders of processes still running, oldest first (an unreadable or dead one is skipped)."""
+    """The orders of processes still running on this machine, oldest first (an unreadable one, or one whose
+    process has ended or runs elsewhere -- a cache on a shared file system -- is skipped)."""
     found = []
     for path in glob.glob(os.path.join(cache_dir, "*", "orders", "*.json")):
         try:
@@ -75,7 +78,8 @@ def live_orders(cache_dir: str) -> list[tuple[str, dict]]:
             mtime = os.path.getmtime(path)
         except (OSError, ValueError):
             continue  # removed while read, or not ours
-        if order.get("format") == ORDER_FORMAT and _alive(int(order.get("pid", 0))):
+        if (order.get("format") == ORDER_FORMAT and order.get("host") == socket.gethostname()
+                and _alive(int(order.get("pid", 0)))):
             found.append((mtime, path, order))
     return [(path, order) for _, path, order in sorted(found, key=lambda item: item[:2])]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 
 import pytest
@@ -70,7 +71,7 @@ def test_a_search_posts_what_it_still_needs_while_it_works(task_inputs, tmp_path
 
 def test_held_entries_and_dead_orders_are_left_alone(task_inputs, tmp_path, fine_tunes):
     """An entry another process holds is skipped (the worker takes the next); an order whose process has
-    ended is ignored; the worker writes cache entries only."""
+    ended, or that another machine posted, is ignored; the worker writes cache entries only."""
     cache_dir = tmp_path / "cache"
     settings = config(task_inputs, tmp_path / "out", "ptq", cache_dir)
     cache = EvaluationCache(str(cache_dir))
@@ -87,8 +88,10 @@ def test_held_entries_and_dead_orders_are_left_alone(task_inputs, tmp_path, fine
     gone = subprocess.Popen(["true"])  # a pid that no longer runs
     gone.wait()
     orders = cache_dir / "mnli" / "orders"
-    (orders / "dead.json").write_text(json.dumps({"format": 1, "pid": gone.pid, "task": "mnli",
-                                                  "config": settings.to_order(), "entries": [[ARCH, 42]]}))
+    here = socket.gethostname()
+    for name, host, pid in (("dead", here, gone.pid), ("elsewhere", here + "-other", os.getpid())):
+        (orders / f"{name}.json").write_text(json.dumps({"format": 1, "host": host, "pid": pid, "task": "mnli",
+                                                         "config": settings.to_order(), "entries": [[ARCH, 42]]}))
     assert live_orders(str(cache_dir)) == []
     assert not worker.work_once() and len(fine_tunes) == 1
     assert not (tmp_path / "out").exists()  # no results file, no run_args: only cache entries
