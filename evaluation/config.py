@@ -78,6 +78,10 @@ class EvaluationConfig:
                 names.append(extra.name)
         return names
 
+    def scheme_names(self) -> set[str]:
+        """Every scheme a result of this config is scored with (a cache entry must hold them all)."""
+        return {self.scheme.name, *self.extra_names()}
+
     def settings(self, task_input: TaskInput) -> dict:
         """Everything besides (task, seed, scheme, arch) that a result depends on: a result made with
         other settings is never reused."""

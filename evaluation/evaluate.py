@@ -20,6 +20,7 @@ from typing import Sequence
 
 from evaluation.cache import EntryBusy, EvaluationCache, TaskSupernetEntries, describe, serve
 from evaluation.config import RUNG_RECIPE_FIELDS, SETTING_FIELDS, EvaluationConfig, TaskInput, check_archs
+from evaluation.recipe import Recipe
 from evaluation.results import ResultsStore
 from glue.overlap import check_dev_disjoint
 from glue.recipes import check_steps, finetune_steps, small_data_warning
@@ -206,20 +207,13 @@ class Evaluator:
     def make_entry(self, item: TaskInput, arch: dict, seed: int) -> bool:
         """A spare core's share (``evaluation.spare``): make the (arch, seed) cache entry of this config if it
         is missing and no other process holds it; True when it was made here."""
-        run = self._task_run(item)
-        key = run.cache.key(item.task.name, arch, seed, run.settings)
+        shared = self._task_run(item)
         try:
-            with run.cache.claim(item.task.name, key, f"{item.task.name} {describe(arch, seed)}", wait=False):
-                if run.cache.get(item.task.name, key, run.settings, self.schemes()) is not None:
-                    return False
-                run.cache.put(item.task.name, key, run.settings, self._fine_tune(run, arch, seed, None))
-                return True
+            served = _through_cache(shared.cache, item.task.name, arch, seed, shared.settings, self.config,
+                                    lambda: self._fine_tune(shared, arch, seed, None), wait=False)
         except EntryBusy:
             return False
-
-    def schemes(self) -> set[str]:
-        """The schemes this config's results are scored with (a cache entry must hold them all)."""
-        return {self.config.scheme.name, *self.config.extra_names()}
+        return "from_cache" not in served
 
     def _evaluate_task(self, item: TaskInput, archs: list[dict], seeds: list[int], store: ResultsStore, rank: int,
                        world: int, save: bool, save_seeds: tuple[int, ...] | None) -> None:
@@ -241,22 +235,22 @@ class Evaluator:
                     len(todo), f" on rank {rank} of {world}" if world > 1 else "", skipped)
         if not todo:
             return
-        run_ = self._task_run(item)
-        warn_small_data(task.name, len(run_.data.train), run_.recipe.finetune)
+        shared = self._task_run(item)
+        warn_small_data(task.name, len(shared.data.train), shared.recipe.finetune)
         save_dir = os.path.join(config.output_dir, "models") if save else None
 
         def run(arch: dict, seed: int, wait: bool) -> dict:
             """The (arch, seed) result: fine-tuned here, or read from the cache (``EntryBusy`` without
             ``wait`` when another process is making it)."""
             keep = save_dir if save_dir and (save_seeds is None or seed in save_seeds) else None
-            if run_.cache is None or keep:  # a model to save is trained here, not looked up
-                return self._fine_tune(run_, arch, seed, keep)
-            return _through_cache(run_.cache, task.name, arch, seed, run_.settings, config,
-                                  lambda: self._fine_tune(run_, arch, seed, None), wait)
+            if shared.cache is None or keep:  # a model to save is trained here, not looked up
+                return self._fine_tune(shared, arch, seed, keep)
+            return _through_cache(shared.cache, task.name, arch, seed, shared.settings, config,
+                                  lambda: self._fine_tune(shared, arch, seed, None), wait)
 
         pending, deferred = list(todo), set()
         # what this search still needs, posted for a spare core (evaluation.spare) while it works through it
-        order = post_order(config, task.name, todo) if run_.cache and not save_dir else contextlib.nullcontext()
+        order = post_order(config, task.name, todo) if shared.cache and not save_dir else contextlib.nullcontext()
         with order, progress_bar(total=len(todo), desc=f"{task.name} candidates", unit="arch") as progress:
             while pending:
                 arch, seed, record = _first_free(pending, run, deferred, task.name)
@@ -275,7 +269,7 @@ class _TaskRun:
 
     item: TaskInput
     settings: dict
-    recipe: object
+    recipe: Recipe
     recipe_name: str
     data: object
     supernet: object
@@ -307,7 +301,7 @@ def _through_cache(cache: EvaluationCache, task: str, arch: dict, seed: int, set
                    config: EvaluationConfig, fine_tune, wait: bool = True) -> dict:
     """The (task, arch, seed, recipe) fine-tune from the run's cache, made (and cached) when missing
     (``EntryBusy`` without ``wait`` when another search holds the entry)."""
-    schemes = {config.scheme.name, *config.extra_names()}
+    schemes = config.scheme_names()
     key = cache.key(task, arch, seed, settings)
     with cache.claim(task, key, f"{task} {describe(arch, seed)}", wait=wait) as path:
         cached = cache.get(task, key, settings, schemes)

@@ -91,6 +91,7 @@ class SpareWorker:
         self.cache_dir = cache_dir
         self.scratch = scratch  # the evaluators' output_dir: a worker writes no results, only cache entries
         self._evaluators: dict[str, object] = {}
+        self._checked: dict[str, list] = {}  # order file -> its entries, checked
         self.made = 0
 
     def _evaluator(self, order: dict):
@@ -104,15 +105,21 @@ class SpareWorker:
             self._evaluators[key] = Evaluator(config)
         return self._evaluators[key]
 
+    def _entries(self, path: str, order: dict, evaluator) -> list[tuple[dict, int]]:
+        """An order's (arch, seed) pairs, each arch checked once where it enters this process."""
+        if path not in self._checked:
+            supernet = evaluator.check_inputs().supernet_config
+            self._checked[path] = [(check_archs([arch], [path], supernet, evaluator.config.space)[0], int(seed))
+                                   for arch, seed in order["entries"]]
+        return self._checked[path]
+
     def work_once(self) -> bool:
         """Make one entry some live order needs; False when there is none to make now."""
         for path, order in live_orders(self.cache_dir):
             evaluator = self._evaluator(order)
             item = next(t for t in evaluator.config.tasks if t.task.name == order["task"])
-            inputs = evaluator.check_inputs()
-            for arch, seed in order["entries"]:
-                arch = check_archs([arch], [path], inputs.supernet_config, evaluator.config.space)[0]
-                if evaluator.make_entry(item, arch, int(seed)):
+            for arch, seed in self._entries(path, order, evaluator):
+                if evaluator.make_entry(item, arch, seed):
                     self.made += 1
                     logger.info("spare core: made %s seed %d for the %s of process %s (%d so far)", arch_summary(arch),
                                 seed, evaluator.config.rung, order["pid"], self.made)
