@@ -91,7 +91,7 @@ class SpareWorker:
         self.cache_dir = cache_dir
         self.scratch = scratch  # the evaluators' output_dir: a worker writes no results, only cache entries
         self._evaluators: dict[str, object] = {}
-        self._checked: dict[str, list] = {}  # order file -> its entries, checked
+        self._checked: dict[str, list] = {}  # an order (file and content) -> its entries, checked
         self.made = 0
 
     def _evaluator(self, order: dict):
@@ -107,11 +107,12 @@ class SpareWorker:
 
     def _entries(self, path: str, order: dict, evaluator) -> list[tuple[dict, int]]:
         """An order's (arch, seed) pairs, each arch checked once where it enters this process."""
-        if path not in self._checked:
+        key = json.dumps([path, order["config"], order["entries"]], sort_keys=True)  # a reused pid: another order
+        if key not in self._checked:
             supernet = evaluator.check_inputs().supernet_config
-            self._checked[path] = [(check_archs([arch], [path], supernet, evaluator.config.space)[0], int(seed))
-                                   for arch, seed in order["entries"]]
-        return self._checked[path]
+            self._checked[key] = [(check_archs([arch], [path], supernet, evaluator.config.space)[0], int(seed))
+                                  for arch, seed in order["entries"]]
+        return self._checked[key]
 
     def work_once(self) -> bool:
         """Make one entry some live order needs; False when there is none to make now."""

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -122,3 +123,17 @@ def test_the_queue_starts_a_spare_on_an_idle_slot_and_stops_it_at_the_end(tmp_pa
     log.write_text("")
     assert subprocess.run(["bash", str(script)], timeout=60).returncode == 0
     assert log.read_text() == ""  # one slot: never idle while a command runs
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--cache_dir", "{file}"], "--cache_dir: {file} exists and is not a directory"),
+    (["--cache_dir", "{dir}", "--poll_seconds", "0"], "--poll_seconds: must be > 0, got 0.0"),
+])
+def test_the_worker_refuses_bad_flags_in_one_line(tmp_path, flags, message):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    argv = [flag.format(file=a_file, dir=tmp_path) for flag in flags]
+    result = subprocess.run([sys.executable, "-m", "evaluation.spare", *argv], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"spare.py: error: {message.format(file=a_file)}"]
