@@ -52,7 +52,8 @@ def largest_int8_finalist(cands_dir: str) -> tuple[dict, dict]:
 
 
 def worker(run_dir: str, output_dir: str, cache_dir: str) -> None:
-    """One search's final step: evaluate the finalist's seeds; prints how many it fine-tuned itself."""
+    """One search's final step: evaluate the finalist's seeds; prints how many it fine-tuned itself and
+    the scores."""
     from evaluation.config import EvaluationConfig, TaskInput
     from evaluation.evaluate import Evaluator
     from evaluation.recipe import RecipeSettings
@@ -66,7 +67,31 @@ def worker(run_dir: str, output_dir: str, cache_dir: str) -> None:
                               recipe=RecipeSettings.from_values(record["recipe"]), do_lower_case=True, num_threads=1,
                               rung="final", cache_dir=cache_dir)
     results = Evaluator(config).evaluate([arch], record["seeds"])
-    print(json.dumps({"made": sum("from_cache" not in r for r in results), "seeds": len(results)}))
+    print(json.dumps({"made": sum("from_cache" not in r for r in results), "seeds": len(results),
+                      "scores": [r["best_by_scheme"] for r in results]}))
+
+
+def finalist_bench(argv, description: str, work_dir: str, rounds_help: str):
+    """The command line both finalist benchmarks share: None when this process was a ``--worker`` (it ran);
+    else the arguments, checked, after printing the finalist and the machine's load."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run_dir", default=os.path.join(REPO, "demo_run"), help="a finished make demo run")
+    parser.add_argument("--work_dir", default=work_dir)
+    parser.add_argument("--rounds", type=int, default=2, help=rounds_help)
+    parser.add_argument("--worker", nargs=2, metavar=("OUTPUT_DIR", "CACHE_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.run_dir, *args.worker)
+        return None
+    from utils import UserError, arch_summary
+
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be >= 1, got {args.rounds}")
+    arch, record = largest_int8_finalist(os.path.join(args.run_dir, "cands"))
+    print(f"finalist {arch_summary(arch)}, seeds {record['seeds']}, finalists' recipe "
+          f"{record['recipe']['max_train_examples']} examples, batch {record['recipe']['train_batch_size']}; "
+          f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
+    return args
 
 
 def timed(commands: list[list[str]]) -> tuple[float, list[dict]]:
@@ -82,23 +107,9 @@ def timed(commands: list[list[str]]) -> tuple[float, list[dict]]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run_dir", default=os.path.join(REPO, "demo_run"), help="a finished make demo run")
-    parser.add_argument("--work_dir", default="/tmp/bench_shared_finalist")
-    parser.add_argument("--rounds", type=int, default=2, help="alone/shared pairs, alternating")
-    parser.add_argument("--worker", nargs=2, metavar=("OUTPUT_DIR", "CACHE_DIR"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        worker(args.run_dir, *args.worker)
+    args = finalist_bench(argv, __doc__, "/tmp/bench_shared_finalist", "alone/shared pairs, alternating")
+    if args is None:
         return
-    from utils import UserError, arch_summary
-
-    if args.rounds < 1:
-        raise UserError(f"--rounds must be >= 1, got {args.rounds}")
-    arch, record = largest_int8_finalist(os.path.join(args.run_dir, "cands"))
-    print(f"finalist {arch_summary(arch)}, seeds {record['seeds']}, finalists' recipe "
-          f"{record['recipe']['max_train_examples']} examples, batch {record['recipe']['train_batch_size']}; "
-          f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     me = [sys.executable, os.path.abspath(__file__), "--run_dir", args.run_dir, "--worker"]
     ratios = []
     for index in range(args.rounds):

@@ -19,7 +19,6 @@ worker makes an entry exactly as the search would). Run it on an idle machine; n
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -31,26 +30,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.bench_shared_finalist import largest_int8_finalist  # noqa: E402 (after the path)
-
-
-def worker(run_dir: str, output_dir: str, cache_dir: str) -> None:
-    """One search's final step: evaluate the finalist's seeds; prints its scores and how many it made."""
-    from evaluation.config import EvaluationConfig, TaskInput
-    from evaluation.evaluate import Evaluator
-    from evaluation.recipe import RecipeSettings
-    from glue.tasks import get_task
-    from quantize_utils import resolve_scheme
-
-    arch, record = largest_int8_finalist(os.path.join(run_dir, "cands"))
-    config = EvaluationConfig(model_dir=os.path.join(run_dir, "supernet", "final"),
-                              tasks=(TaskInput(get_task("mnli"), os.path.join(run_dir, "data", "MNLI")),),
-                              scheme=resolve_scheme("torch_dynamic_int8"), output_dir=output_dir,
-                              recipe=RecipeSettings.from_values(record["recipe"]), do_lower_case=True, num_threads=1,
-                              rung="final", cache_dir=cache_dir)
-    results = Evaluator(config).evaluate([arch], record["seeds"])
-    print(json.dumps({"made": sum("from_cache" not in r for r in results),
-                      "scores": [r["best_by_scheme"] for r in results]}))
+from benchmarks.bench_shared_finalist import finalist_bench  # noqa: E402 (after the path)
 
 
 def timed(command: list[str], cache_dir: str, spare: bool) -> tuple[float, dict]:
@@ -71,23 +51,9 @@ def timed(command: list[str], cache_dir: str, spare: bool) -> tuple[float, dict]
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run_dir", default=os.path.join(REPO, "demo_run"), help="a finished make demo run")
-    parser.add_argument("--work_dir", default="/tmp/bench_spare_core")
-    parser.add_argument("--rounds", type=int, default=2, help="alone / with-a-spare-core pairs, alternating")
-    parser.add_argument("--worker", nargs=2, metavar=("OUTPUT_DIR", "CACHE_DIR"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        worker(args.run_dir, *args.worker)
+    args = finalist_bench(argv, __doc__, "/tmp/bench_spare_core", "alone / with-a-spare-core pairs, alternating")
+    if args is None:
         return
-    from utils import UserError, arch_summary
-
-    if args.rounds < 1:
-        raise UserError(f"--rounds must be >= 1, got {args.rounds}")
-    arch, record = largest_int8_finalist(os.path.join(args.run_dir, "cands"))
-    print(f"finalist {arch_summary(arch)}, seeds {record['seeds']}, finalists' recipe "
-          f"{record['recipe']['max_train_examples']} examples, batch {record['recipe']['train_batch_size']}; "
-          f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     me = [sys.executable, os.path.abspath(__file__), "--run_dir", args.run_dir, "--worker"]
     ratios, same = [], True
     for index in range(args.rounds):
