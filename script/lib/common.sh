@@ -212,7 +212,7 @@ baf_run_queue() {  # baf_run_queue [--spare SPARE] N CMD_STRING...: run the comm
     # them all. --spare SPARE: once every command has started, each slot that falls idle while others still run
     # starts SPARE (bash -c; e.g. a worker that helps the running jobs), stopped with TERM when the last command
     # ends; its own status never counts. Needs bash >= 5.1 (wait -p); an older bash runs no spare.
-    local spare="" width status=0 running=0 next=0 command rc pid
+    local spare="" width status=0 running=0 next=0 rc pid
     if [[ "$1" == "--spare" ]]; then spare="$2"; shift 2; fi
     if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501 )); then spare=""; fi
     width="$1"
