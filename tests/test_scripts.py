@@ -118,6 +118,7 @@ def test_pipeline_children_end_with_it(tmp_path):
     ({"NUM_TRAIN": "99999999999999999999"}, "NUM_TRAIN=99999999999999999999 is out of range"),
     ({"LAT_RUNS": "0"}, "LAT_RUNS must be >= 1, got 0"),  # (LAT_ROUNDS went with the rounds protocol)
     ({"JOBS": "two"}, "JOBS must be an integer, got 'two'"),
+    ({"SPARE_CORES": "2"}, "SPARE_CORES must be one of 0 1, got '2'"),
     ({"RUN_DIR": "{file}"}, "RUN_DIR={file}: exists and is not a directory"),
     ({"RUN_DIR": "/sys/x"}, "RUN_DIR=/sys/x: cannot create or write in it"),
 ])
