@@ -289,7 +289,8 @@ def _first_free(pending: list, run, deferred: set, task: str) -> tuple[dict, int
         except EntryBusy:
             if (arch_key(arch), seed) not in deferred:
                 deferred.add((arch_key(arch), seed))
-                logger.info("%s %s: another process of this run (a search or the spare core) is fine-tuning it; the others first", task, describe(arch, seed))
+                logger.info("%s %s: another process of this run (a search or the spare core) is fine-tuning it; "
+                            "the others first", task, describe(arch, seed))
             continue
         del pending[index]
         return arch, seed, record

@@ -58,6 +58,8 @@ def post_order(config: EvaluationConfig, task: str, todo: list[tuple[dict, int]]
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0, ...) would ask about this process's whole group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
