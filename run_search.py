@@ -3,8 +3,9 @@
 ``script/run_search.sh`` (the whole search). Settings come from the environment (see
 ``bash script/search.sh --help``); every input is checked before a step writes anything.
 
-    python run_search.py cand|rand|fast|eval|evol|final [TYPE] [LATENCY_CONSTRAINT] [DATA_DIR] [TASK_NAME]
-    python run_search.py all           # cand -> first generation -> eval -> GENERATIONS x (evol|rand, eval) -> final
+    python run_search.py cand|rand|fast|eval|evol|rescore|final [TYPE] [LATENCY_CONSTRAINT] [DATA_DIR] [TASK_NAME]
+    python run_search.py all           # cand -> first generation -> eval -> GENERATIONS x (evol|rand, eval)
+                                       # [-> rescore, with RESCORE_TOP] -> final
     python run_search.py generations   # GENERATIONS x (evol|rand, eval), from FIRST_GENERATION_INDEX
 
 The environment becomes one ``search.plan.SearchPlan``; ``search.chain.SearchRun`` builds the search's

@@ -87,14 +87,19 @@ def score(record: dict, scheme: str | None = None) -> float:
 
 def load_fitness(path: str, task_name: str | None = None, scheme: str | None = None,
                  recipe: str | None = None) -> dict[str, float]:
-    """``{arch_key: fitness}`` from ``subbert.results`` (or its ``.jsonl`` twin, which is read
+    """``{arch_key: fitness}``: the mean of each arch's results (``fitness_scores``)."""
+    return {key: sum(values) / len(values) for key, values in fitness_scores(path, task_name, scheme, recipe).items()}
+
+
+def fitness_scores(path: str, task_name: str | None = None, scheme: str | None = None,
+                   recipe: str | None = None) -> dict[str, list[float]]:
+    """``{arch_key: [score, ...]}`` from ``subbert.results`` (or its ``.jsonl`` twin, which is read
     instead whenever it exists: it says which task, seed and scheme made each result).
 
-    One entry per block; an arch evaluated more than once (several seeds) gets the mean of its
-    results. ``task_name`` keeps only that task's results. ``scheme`` (a registry name or alias)
-    refuses results scored with another scheme: a search's fitness is its own scheme's metric.
-    ``recipe`` (a ``recipe_id``) keeps only the results of that recipe: the search's fine-tunes, not
-    its finalists' longer ones.
+    One score per block: an arch evaluated more than once (several seeds) has several. ``task_name``
+    keeps only that task's results. ``scheme`` (a registry name or alias) refuses results scored with
+    another scheme: a search's fitness is its own scheme's metric. ``recipe`` (a ``recipe_id``) keeps
+    only the results of that recipe: the search's fine-tunes, not its finalists' longer ones.
     """
     jsonl = path if path.endswith(".jsonl") else os.path.join(os.path.dirname(path) or ".", JSONL_NAME)
     scores: dict[str, list[float]] = defaultdict(list)
@@ -115,7 +120,7 @@ def load_fitness(path: str, task_name: str | None = None, scheme: str | None = N
         for block in parse_results(path):
             if task_name is None or block.task_name == task_name:
                 scores[arch_key(block.arch)].append(block.fitness)
-    return {key: sum(values) / len(values) for key, values in scores.items()}
+    return dict(scores)
 
 
 # --------------------------------------------------------------------------------------

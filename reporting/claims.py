@@ -183,6 +183,11 @@ def settings_text(summary: dict) -> list[str]:
         lines.insert(2, f"- Fine-tune of each finalist (its own recipe{longer}): {_recipe_text(final)}, "
                         f"{final.get('train_examples')} training examples ({final.get('train_steps')} steps), dev examples "
                         f"{final.get('dev_examples')}; the accuracies below are these fine-tunes'.")
+    rescore = s.get("rescore")
+    if rescore:  # search.chain's rescore step
+        lines.insert(2, f"- Before the finalists are chosen, the {rescore['top']} fittest candidates of each search are "
+                        f"fine-tuned again with the candidates' recipe, seeds {rescore['seeds']}; the finalists are the "
+                        "best of them by that mean (successive halving: a lucky seed alone does not make a finalist).")
     if s.get("results_from_cache"):
         lines.append(f"- {s['results']} results in all, {s['results_from_cache']} of them a fine-tune another search of "
                      "this run had made (the evaluation cache: one fine-tune per arch, seed and recipe).")

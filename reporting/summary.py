@@ -312,6 +312,8 @@ def settings(searches: list[Search], measured: dict) -> dict:
             "window_fractions": sorted({tuple(round(bound / s.budget_ms, 4) for bound in s.window_ms)
                                         for s in searches if s.window_ms}),
             "top_k": max((len(s.final_archs) for s in searches if s.final_archs), default=None),
+            "rescore": next(((s.final_record or {}).get("rescore") for s in searches
+                             if (s.final_record or {}).get("rescore")), None),
             "latency_protocol": protocols}
 
 

@@ -16,7 +16,9 @@
 #   steps, archs and examples), SEED (42), BUDGETS (auto: the 35th and 65th percentile of the int8 table; or
 #   e.g. "3 5" in ms), SEEDS (final re-evaluation seeds), TOP_K, PRETRAIN_STEPS, PRETRAIN_BATCH, LAT_RUNS (timed
 #   runs per arch, each paired with a run of the reference),
-#   GEN_SIZE, POPULATION, GENERATIONS, NUM_TRAIN, NUM_DEV, NUM_DEV_MISMATCHED (defaults depend on DEMO_SCALE),
+#   GEN_SIZE, POPULATION, GENERATIONS, RESCORE_TOP (successive halving: the fittest this many of each search get
+#   RESCORE_SEEDS (2) seeds of the candidates' recipe before the finalist is chosen by their mean; 0: off), NUM_TRAIN,
+#   NUM_DEV, NUM_DEV_MISMATCHED (defaults depend on DEMO_SCALE),
 #   FIT_TRAIN and FIT_DEV (the candidates' fine-tune: the first FIT_TRAIN training and FIT_DEV dev examples;
 #   default half of NUM_TRAIN and NUM_DEV),
 #   FIT_LR (5e-4), FINAL_LR (5e-4: the finalists'), FIT_BATCH (16), FITNESS (finetune: a fine-tune per candidate;
@@ -57,13 +59,13 @@ case "$DEMO_SCALE" in
         PRETRAIN_STEPS="${PRETRAIN_STEPS:-300}"; NUM_TRAIN="${NUM_TRAIN:-8000}"; NUM_DEV="${NUM_DEV:-2000}"
         NUM_DEV_MISMATCHED="${NUM_DEV_MISMATCHED:-500}"
         LAT_RUNS="${LAT_RUNS:-10}"; GEN_SIZE="${GEN_SIZE:-3}"; POPULATION="${POPULATION:-3}"
-        GENERATIONS="${GENERATIONS:-2}"; CORPUS_MB="${CORPUS_MB:-2}"; TOP_K="${TOP_K:-1}"
+        GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-2}"; TOP_K="${TOP_K:-1}"; RESCORE_TOP="${RESCORE_TOP:-3}"
         SEEDS="${SEEDS:-42 43 44 45}" ;;
     ci)
         PRETRAIN_STEPS="${PRETRAIN_STEPS:-60}"; NUM_TRAIN="${NUM_TRAIN:-2000}"; NUM_DEV="${NUM_DEV:-500}"
         NUM_DEV_MISMATCHED="${NUM_DEV_MISMATCHED:-200}"
         LAT_RUNS="${LAT_RUNS:-6}"; GEN_SIZE="${GEN_SIZE:-2}"; POPULATION="${POPULATION:-2}"
-        GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-0.5}"; TOP_K="${TOP_K:-1}"
+        GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-0.5}"; TOP_K="${TOP_K:-1}"; RESCORE_TOP="${RESCORE_TOP:-2}"
         SEEDS="${SEEDS:-42 43}" ;;
     *) baf_die "DEMO_SCALE must be full or ci, got '$DEMO_SCALE'" ;;
 esac
@@ -72,6 +74,7 @@ baf_require_int NUM_TRAIN 1 100000000
 baf_require_int NUM_DEV 1 100000000
 FIT_TRAIN="${FIT_TRAIN:-$(( (NUM_TRAIN + 1) / 2 ))}"; FIT_DEV="${FIT_DEV:-$(( (NUM_DEV + 1) / 2 ))}"
 FITNESS="${FITNESS:-finetune}"; SANDWICH_EPOCHS="${SANDWICH_EPOCHS:-1}"
+RESCORE_SEEDS="${RESCORE_SEEDS:-2}"
 # The latency protocol is the default (baf-latency-3: each of LAT_RUNS timed runs of an arch paired with a
 # run of the reference, cheap model builds); 10 pairs keep the stage near a minute on 2 idle cores.
 PRETRAIN_BATCH="${PRETRAIN_BATCH:-16}"
@@ -88,6 +91,8 @@ baf_require_choice TICKETS 0 1
 baf_require_choice STOP_AFTER data shards pretraining latency predictors searches report
 baf_require_choice FITNESS finetune sandwich
 baf_require_number SANDWICH_EPOCHS 0 1000 strict
+baf_require_int RESCORE_TOP 0 100000000
+baf_require_int RESCORE_SEEDS 2 1000
 for var in PRETRAIN_STEPS NUM_TRAIN NUM_DEV NUM_DEV_MISMATCHED FIT_TRAIN FIT_DEV FIT_BATCH LAT_RUNS GEN_SIZE \
         POPULATION GENERATIONS TOP_K PRETRAIN_BATCH; do
     baf_require_int "$var" 1 100000000
@@ -180,7 +185,7 @@ COMMANDS=()
 for LAT in $BUDGETS; do
     SEARCH_ENV="LATENCY_CONSTRAINT=$LAT TASK_NAME=$TASK_NAME DATA_DIR='$DATA_DIR/MNLI' MODEL_DIR='$MODEL_DIR' \
 PREDICTOR_DIR='$PREDICTOR_DIR' CANDS_DIR='$CANDS_DIR' OUTPUT_ROOT='$OUTPUT_ROOT' GEN_SIZE=$GEN_SIZE POPULATION=$POPULATION \
-GENERATIONS=$GENERATIONS TOP_K=$TOP_K SEEDS='$SEEDS' NUM_THREADS=1 SEED=$SEED NUM_TRAIN_EPOCHS=$FIT_EPOCHS \
+GENERATIONS=$GENERATIONS TOP_K=$TOP_K RESCORE_TOP=$RESCORE_TOP RESCORE_SEEDS=$RESCORE_SEEDS SEEDS='$SEEDS' NUM_THREADS=1 SEED=$SEED NUM_TRAIN_EPOCHS=$FIT_EPOCHS \
 FIRST_GENERATION=rand EVAL_ARGS='$RECIPE --learning_rate $FIT_LR $FIT_DATA --max_eval_examples $FIT_DEV' \
 FINAL_EVAL_ARGS='--learning_rate $FINAL_LR --max_train_examples $NUM_TRAIN --max_eval_examples $NUM_DEV $FINAL_OFF'"
     COMMANDS+=("$SEARCH_ENV TYPE=fp bash '$ROOT/script/run_search.sh'")

@@ -11,6 +11,9 @@
 #         evol  searcher.py --method Evolved from that subbert.results
 #               -> cands/1st_generation_<SEARCH_NAME>.evo.cands (with GENERATION=i: .gen<i>.evo.cands,
 #                  copied to .evo.cands)
+#         rescore  with RESCORE_TOP=n (0: off), the n fittest evaluated archs (cands/<SEARCH_NAME>.rescore.cands)
+#               fine-tuned again with the candidates' recipe until each has RESCORE_SEEDS (2) seeds, SEED first:
+#               final then ranks them before every other arch, by their mean (successive halving)
 #         final the TOP_K fittest evaluated archs (cands/<SEARCH_NAME>.final.cands), evaluated with every seed
 #               of SEEDS: the report's winner is the best mean over those seeds
 #   TYPE  the scheme (quantize_utils.SCHEMES): ptq (PyTorch dynamic int8, Bigger&Faster), fp (fp32, the
@@ -23,7 +26,8 @@
 #   lat_predictor_quant.pt for ptq, lat_predictor.pt for fp, lat_predictor_ort.pt for ort; quantize_utils.SCHEMES),
 #   PREDICTOR_DIR (conf_datasets), SPACE (empty: the space the supernet records;
 #   a name, family or JSON space file), GEN_SIZE (10), POPULATION (25), SEED (42), SEEDS (final step: "42 43 44"),
-#   TOP_K (3), STRATEGY (evolution | random: recorded in the search identity), NUM_TRAIN_EPOCHS (1),
+#   TOP_K (3), RESCORE_TOP (0) and RESCORE_SEEDS (2) (the rescore step), STRATEGY (evolution | random:
+#   recorded in the search identity), NUM_TRAIN_EPOCHS (1),
 #   DO_LOWER_CASE (1), NUM_THREADS (0 = torch's default; 1 is much faster for small sub-models on a
 #   shared CPU), EXTRA_SCHEMES (int8 schemes also scored on the same weights; default for fp:
 #   torch_dynamic_int8, the "AutoTinyBERT + int8 PTQ" row), CANDS_DIR (cands), OUTPUT_ROOT (output),
@@ -49,5 +53,5 @@ baf_init "$@"
 # The settings, their checks and the steps live in run_search.py (search/plan.py): one owner for the
 # three search scripts, and one process per step.
 OP="${1:-${OP:-}}"
-[[ -n "$OP" ]] || baf_die "OP must be cand, rand, fast, eval, evol or final (see --help)"
+[[ -n "$OP" ]] || baf_die "OP must be cand, rand, fast, eval, evol, rescore or final (see --help)"
 exec "$PYTHON" "$ROOT/run_search.py" "$OP" "${@:2}"

@@ -7,6 +7,9 @@ Each step calls ``search.methods.run_method`` or ``evaluation.evaluate.Evaluator
     eval  -> output/<name>/subbert.results              (the first generation, or GENERATION's file)
     evol  -> cands/1st_generation_<name>.gen<i>.evo.cands, copied to .evo.cands (Evolved; with
              GENERATION=i and STRATEGY=random, rand draws it at random: the random-search baseline)
+    rescore -> cands/<name>.rescore.cands: with RESCORE_TOP=n, the n fittest fine-tuned again with the
+             candidates' recipe until each has RESCORE_SEEDS seeds; TopK then ranks them first, by their
+             mean (successive halving: one lucky seed no longer makes a finalist)
     final -> cands/<name>.final.cands (TopK), evaluated with every seed of SEEDS
 
 A step whose output file exists is skipped (a re-run resumes; FORCE=1 redoes it); evaluation skips
@@ -20,7 +23,7 @@ import os
 import shutil
 
 from search.config import load_predictor, load_supernet_record
-from search.methods import run_method
+from search.methods import run_method, select_rescored
 from search.plan import OPS, SearchPlan
 from utils import UserError, get_logger
 
@@ -49,7 +52,7 @@ class SearchRun:
 
     def check(self, ops) -> None:
         """The evaluation's inputs (tokenizer, every TSV) read and checked before the first step writes."""
-        if {"eval", "final"} & set(ops):
+        if {"eval", "rescore", "final"} & set(ops):
             self.evaluator.check_inputs()
         if "final" in ops:
             self.final_evaluator.check_inputs()
@@ -77,6 +80,8 @@ class SearchRun:
             logger.info("generation %d of %s", index, plan.search_name)
             self.step(later, index)
             self.step("eval", index)
+        if whole == "all" and plan.rescore_top:
+            self.step("rescore")
         if whole == "all" and plan.final:
             self.step("final")
 
@@ -114,6 +119,14 @@ class SearchRun:
         default = plan.generation_file(plan.generation) if plan.generation is not None else plan.first_generation_file
         self._evaluate(plan.arches_file or default, [plan.seed])
 
+    def _rescore(self, plan: SearchPlan) -> None:
+        if not plan.rescore_top:
+            raise UserError("OP=rescore needs RESCORE_TOP >= 1 (how many of the fittest archs get more seeds)")
+        seeds = plan.rescore_seed_list()
+        if not _exists(plan.rescore_file, plan):
+            select_rescored(self.config, plan.results, plan.rescore_file, plan.rescore_top, seeds)
+        self._evaluate(plan.rescore_file, seeds)
+
     def _final(self, plan: SearchPlan) -> None:
         if not _exists(plan.final_file, plan):
             run_method(self.config, "TopK", plan.final_file, plan.results)
@@ -143,7 +156,9 @@ def write_final_record(plan: SearchPlan, config) -> None:
     with atomic_write(plan.final_record) as handle:
         json.dump({"seeds": list(plan.seeds), "search_seed": plan.seed, "recipe": recipe.settings(),
                    "recipe_id": recipe.identity(), "search_recipe": search_recipe.settings(),
-                   "search_recipe_id": search_recipe.identity(), "top_k": plan.top_k}, handle, indent=2, sort_keys=True)
+                   "search_recipe_id": search_recipe.identity(), "top_k": plan.top_k,
+                   "rescore": {"top": plan.rescore_top, "seeds": plan.rescore_seed_list()} if plan.rescore_top else None},
+                  handle, indent=2, sort_keys=True)
         handle.write("\n")
 
 

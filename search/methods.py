@@ -8,7 +8,8 @@
   baseline spends the same evaluations as evolution);
 * ``Evolved``: ``population`` new archs bred from the best evaluated ones;
 * ``TopK``: the ``top_k`` fittest evaluated archs that learned (``evaluation.learning``), for the final
-  re-evaluation with several seeds; ``<name>.final.learning.json`` says how many did not, and when none
+  re-evaluation with several seeds; archs re-scored with more seeds first (``rank_by_rung``: the
+  chain's ``rescore`` step, successive halving); ``<name>.final.learning.json`` says how many did not, and when none
   did the fittest are taken anyway (the chain finishes) and the report names no winner.
 
 Every generation is logged (``search.history``); the search's identity is checked before anything is
@@ -25,7 +26,7 @@ import time
 import numpy as np
 
 from evaluation.learning import describe, failed_archs
-from evaluation.results import load_fitness
+from evaluation.results import fitness_scores, load_fitness
 from search.config import SearchConfig, logger
 from search.evolution import METHODS, evolve, filter_by_window, first_generation, generate_candidates, rule_archs
 from search.history import fitness_by_generation, read_search_log, record_generation
@@ -124,7 +125,7 @@ def write_top_k(config: SearchConfig, fitness: dict | None, fitness_file: str, o
 
     if not fitness:
         raise _no_result(fitness_file, config.task)
-    ranked = rank_learned(sorted(fitness.items(), key=lambda item: (-item[1], item[0])),
+    ranked = rank_learned(rank_by_rung(config, fitness_file),
                           failed_archs(fitness_file, config.task, config.fitness_recipe), output_file)
     archs = keep_within_budget([(json.loads(key), value) for key, value in ranked], config.predictor.predict,
                                config.predictor.metadata, config.window.constraint, config.sizes.top_k, output_file,
@@ -132,6 +133,37 @@ def write_top_k(config: SearchConfig, fitness: dict | None, fitness_file: str, o
     write_arch_file(output_file, archs)
     logger.info("wrote %d finalists of %d evaluated archs to %s: %s", len(archs), len(fitness), output_file,
                 ", ".join(f"{arch_summary(a)} {fitness[arch_key(a)]:.4f}" for a in archs))
+    return archs
+
+
+def rank_by_rung(config: SearchConfig, fitness_file: str) -> list[tuple[str, float]]:
+    """The search's evaluated archs as ``[(arch_key, mean fitness)]``, best first. An arch scored with
+    more seeds (promoted to a higher rung by ``select_rescored``) ranks before every arch scored with
+    fewer: successive halving compares the survivors of a rung with each other, never a survivor's mean
+    with the lucky single score of an arch that was not promoted. Without re-scoring every arch has one
+    seed and this is the plain order of fitness."""
+    scores = fitness_scores(fitness_file, config.task, config.scheme.name if config.scheme else None,
+                            config.fitness_recipe)
+    return [(key, sum(values) / len(values)) for key, values in
+            sorted(scores.items(), key=lambda item: (-len(item[1]), -sum(item[1]) / len(item[1]), item[0]))]
+
+
+def select_rescored(config: SearchConfig, fitness_file: str, output_file: str, size: int, seeds: list[int]) -> list[dict]:
+    """The ``size`` fittest evaluated archs that learned (by their one-seed fitness: ``rank_by_rung``),
+    written to ``output_file`` to be fine-tuned again with ``seeds`` (the chain's ``rescore`` step); the
+    finalists are then chosen among them by their mean (``write_top_k``). Ranked by predicted latency
+    only: the finalists' measured budget check stays in ``write_top_k``."""
+    ranked = rank_by_rung(config, fitness_file)
+    if not ranked:
+        raise _no_result(fitness_file, config.task)
+    failed = failed_archs(fitness_file, config.task, config.fitness_recipe)
+    learned = [item for item in ranked if item[0] not in failed] or ranked  # none learned: TopK says so
+    chosen = learned[:size]
+    archs = [json.loads(key) for key, _ in chosen]
+    write_arch_file(output_file, archs)
+    logger.info("re-scoring the %d fittest of %d evaluated archs with seeds %s: %s", len(archs), len(ranked),
+                " ".join(map(str, seeds)), ", ".join(f"{arch_summary(a)} {value:.4f}" for a, (_, value) in
+                                                     zip(archs, chosen)))
     return archs
 
 

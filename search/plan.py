@@ -31,7 +31,7 @@ from search.evolution import EvolutionSettings, LatencyWindow
 from search.identity import STRATEGIES
 from utils import RANGE_FLAGS, UserError
 
-OPS = ("cand", "rand", "fast", "eval", "evol", "final")
+OPS = ("cand", "rand", "fast", "eval", "evol", "rescore", "final")
 # A name from the settings names files inside CANDS_DIR and OUTPUT_ROOT: no separator, no "..".
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
@@ -72,6 +72,8 @@ class SearchPlan:
     first_generation_index: int = 1
     first_generation: str = "fast"  # fast | rand
     final: bool = True
+    rescore_top: int = 0  # RESCORE_TOP: after the generations, the fittest this many get more seeds (0: off)
+    rescore_seeds: int = 2  # RESCORE_SEEDS: how many seeds each of them then has, the search seed included
 
     @property
     def type(self) -> str:
@@ -92,6 +94,15 @@ class SearchPlan:
 
     def generation_file(self, generation: int) -> str:
         return os.path.join(self.cands_dir, f"1st_generation_{self.search_name}.gen{generation}.evo.cands")
+
+    @property
+    def rescore_file(self) -> str:
+        """The archs the ``rescore`` step fine-tunes again (``search.methods.select_rescored``)."""
+        return os.path.join(self.cands_dir, f"{self.search_name}.rescore.cands")
+
+    def rescore_seed_list(self) -> list[int]:
+        """The seeds of a re-scored arch: the search seed and the ones after it."""
+        return [self.seed + offset for offset in range(self.rescore_seeds)]
 
     @property
     def final_file(self) -> str:
@@ -322,7 +333,8 @@ def plan_from_env(env: dict, root: str, op: str | None = None, positional: list[
         save_models=_choice(env, "SAVE_MODELS", "0", ("0", "1")) == "1",
         generations=_int(env, "GENERATIONS", 3, 0), first_generation_index=_int(env, "FIRST_GENERATION_INDEX", 1, 1),
         first_generation=_choice(env, "FIRST_GENERATION", "rand" if strategy == "random" else "fast", ("fast", "rand")),
-        final=_choice(env, "FINAL", "1", ("0", "1")) == "1")
+        final=_choice(env, "FINAL", "1", ("0", "1")) == "1", rescore_top=_int(env, "RESCORE_TOP", 0, 0),
+        rescore_seeds=_int(env, "RESCORE_SEEDS", SearchPlan.rescore_seeds, 2))
     plan.search_settings()  # the window and the evolution's numbers, checked now
     plan.evaluation_config()  # the recipe, the extra schemes and the evaluation's space, checked now
     plan.evaluation_config(final=True)  # and the finalists' recipe
@@ -340,7 +352,7 @@ def check(plan: SearchPlan, op: str | None) -> None:
                         "supernet (pre-training writes <OUTPUT_DIR>/final/ and epoch_<e>/)")
     if plan.space and plan.space.endswith(".json") and not os.path.isfile(plan.space):
         raise UserError(f"SPACE={plan.space}: no such space file")
-    if op in (None, "eval", "final") and not os.path.isdir(plan.data_dir):
+    if op in (None, "eval", "rescore", "final") and not os.path.isdir(plan.data_dir):
         raise UserError(f"DATA_DIR={plan.data_dir}: no such GLUE task directory of TASK_NAME={plan.task_name}")
     for name, path in (("CANDS_DIR", plan.cands_dir), ("OUTPUT_ROOT", plan.output_root)):
         if os.path.exists(path) and not os.path.isdir(path):
@@ -348,7 +360,7 @@ def check(plan: SearchPlan, op: str | None) -> None:
     if op == "eval" and not os.path.isfile(plan.arches_file or _default_arches(plan, op)):
         raise UserError(f"ARCHES_FILE={plan.arches_file or _default_arches(plan, op)}: no such file "
                         "(run the step that writes it first)")
-    if (op in ("evol", "final") or (op == "rand" and plan.generation is not None)) and not os.path.isfile(plan.results):
+    if (op in ("evol", "rescore", "final") or (op == "rand" and plan.generation is not None)) and not os.path.isfile(plan.results):
         raise UserError(f"{plan.results}: no results yet; evaluate the first generation first (OP=eval)")
     if op in ("fast",) and plan.generation is not None:
         raise UserError("GENERATION is set: only OP=rand draws later generations (OP=evol evolves)")

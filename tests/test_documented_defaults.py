@@ -86,7 +86,8 @@ def plan(tmp_path_factory):
 def test_search_variables_are_the_documented_ones(plan):
     applied = {"GEN_SIZE": str(plan.gen_size), "POPULATION": str(plan.population), "TOP_K": str(plan.top_k),
                "SEEDS": " ".join(map(str, plan.seeds)), "SEED": str(plan.seed), "GENERATIONS": str(plan.generations),
-               "NUM_TRAIN_EPOCHS": f"{plan.num_train_epochs:g}", "SAVE_MODELS": "1" if plan.save_models else "0"}
+               "NUM_TRAIN_EPOCHS": f"{plan.num_train_epochs:g}", "SAVE_MODELS": "1" if plan.save_models else "0",
+               "RESCORE_TOP": str(plan.rescore_top), "RESCORE_SEEDS": str(plan.rescore_seeds)}
     docs = read("docs/search-and-report.md")
     helps = {name: script_help(name) for name in ("run_search.sh", "search.sh")}
     for variable, value in applied.items():

@@ -159,6 +159,60 @@ def test_a_whole_search_runs_on_typed_values_without_building_an_argv(inputs, tm
         assert np.all((predicted >= 3.0) & (predicted <= 6.0)), name  # the window's default high is 1.0 c
 
 
+def test_rescore_gives_the_fittest_more_seeds_and_the_finalist_is_the_best_mean(inputs, tmp_path):
+    """RESCORE_TOP=2: after the generations the two fittest are fine-tuned with the next seed too, and the
+    finalist is the better of those two by their mean (the ranking itself, with numbers that differ: the next
+    test; the tiny fine-tunes here may tie)."""
+    from search.methods import rank_by_rung
+    from utils import arch_key
+
+    env = environment(inputs, tmp_path, RESCORE_TOP="2", RESCORE_SEEDS="2", SEEDS="42 43")
+    run = SearchRun(plan_from_env(env, REPO, None), load=formula_predictor)
+    run.run("all")
+    output = tmp_path / "output" / "kd_ptq_6"
+    records = [json.loads(line) for line in open(output / "subbert.results.jsonl")]
+    one_seed = {arch_key(r["arch"]): r["best_acc"] for r in records if r["seed"] == 42}
+    fittest = sorted(one_seed, key=lambda key: (-one_seed[key], key))[:2]
+    rescored = [arch_key(a) for a in read_arch_file(tmp_path / "cands" / "kd_ptq_6.rescore.cands")]
+    assert rescored == fittest and len(one_seed) == 4
+    # the finalist's seeds are 42 and 43 with the candidates' recipe (no FINAL_EVAL_ARGS): nothing new is trained
+    assert [(r["seed"], arch_key(r["arch"])) for r in records[4:]] == [(43, key) for key in fittest]
+    means = {key: np.mean([r["best_acc"] for r in records if arch_key(r["arch"]) == key]) for key in fittest}
+    (final,) = read_arch_file(tmp_path / "cands" / "kd_ptq_6.final.cands")
+    assert arch_key(final) == min(fittest, key=lambda key: (-means[key], key))  # ties: the smaller key, as TopK
+    assert json.load(open(tmp_path / "cands" / "kd_ptq_6.final.json"))["rescore"] == {"top": 2, "seeds": [42, 43]}
+    ranked = rank_by_rung(run.config, str(output / "subbert.results"))
+    assert [key for key, _ in ranked[:2]] == sorted(fittest, key=lambda key: (-means[key], key))
+    assert all(abs(value - means[key]) < 1e-12 for key, value in ranked[:2])
+
+    # a re-run resumes: nothing is fine-tuned again, the files stay as they were
+    before = (output / "subbert.results.jsonl").read_text()
+    SearchRun(plan_from_env(env, REPO, None), load=formula_predictor).run("all")
+    assert (output / "subbert.results.jsonl").read_text() == before
+
+
+def test_a_promoted_arch_ranks_before_a_lucky_single_seed(tmp_path):
+    """Successive halving: the survivors of the higher rung are compared with each other, by their mean."""
+    from types import SimpleNamespace
+
+    from evaluation.results import JSONL_NAME
+    from search.methods import rank_by_rung
+
+    def arch(hidden):
+        return {"sample_layer_num": 1, "sample_hidden_size": hidden, "sample_intermediate_sizes": [64],
+                "sample_num_attention_heads": [4], "sample_qkv_sizes": [hidden]}
+    scores = {32: [0.90], 48: [0.80, 0.70], 64: [0.85, 0.61], 40: [0.50]}
+    with open(tmp_path / JSONL_NAME, "w") as handle:
+        for hidden, values in scores.items():
+            for seed, value in enumerate(values, 42):
+                handle.write(json.dumps({"task_name": "mnli", "arch": arch(hidden), "best_acc": value, "seed": seed,
+                                         "scheme": "torch_dynamic_int8"}) + "\n")
+    config = SimpleNamespace(task="mnli", scheme=quantize_utils.resolve_scheme("ptq", "TYPE"), fitness_recipe=None)
+    ranked = rank_by_rung(config, str(tmp_path / "subbert.results"))
+    assert [(json.loads(key)["sample_hidden_size"], round(value, 4)) for key, value in ranked] == [
+        (48, 0.75), (64, 0.73), (32, 0.90), (40, 0.50)]
+
+
 # --------------------------------------------------------------------------------------
 # issue 23 (items 4-6): every setting checked before the first file, names stay inside
 # --------------------------------------------------------------------------------------
@@ -181,6 +235,8 @@ def test_a_whole_search_runs_on_typed_values_without_building_an_argv(inputs, tm
     ({"EXTRA_SCHEMES": "int4"}, "EXTRA_SCHEMES: unknown scheme 'int4'"),
     ({"FIRST_GENERATION": "evol"}, "FIRST_GENERATION must be one of fast, rand, got 'evol'"),
     ({"GENERATIONS": "two"}, "GENERATIONS must be an integer, got 'two'"),
+    ({"RESCORE_SEEDS": "1"}, "RESCORE_SEEDS must be >= 2, got 1"),
+    ({"RESCORE_TOP": "-2"}, "RESCORE_TOP must be >= 0, got -2"),
 ])
 def test_a_bad_setting_is_one_line_before_any_file(inputs, tmp_path, capsys, monkeypatch, change, message):
     import run_search
@@ -256,3 +312,20 @@ def test_results_store_answers_whether_an_evaluation_is_done(tmp_path):
     assert not store.is_done("mnli", arch, 42, "int8", {"learning_rate": 1e-3})
     assert not store.is_done("rte", arch, 42, "ptq") and not store.is_done("mnli", arch, 42, "fp")
     assert score(record) == 0.5  # an older record without best_by_scheme keeps its one score
+
+
+def test_the_report_states_the_rescore_step():
+    from reporting.claims import settings_text
+
+    tune = {"learning_rate": 5e-4, "num_train_epochs": 1.0, "train_batch_size": 16, "max_seq_length": 32,
+            "dropout": 0.0, "eval_step": 100000}
+    settings = {"task": "mnli", "primary_dev": "matched", "dev_examples": 1000, "train_examples": 4000,
+                "train_steps": 250, "fine_tune": tune, "search_seed": 42, "top_k": 1, "seeds": [42, 43],
+                "final_seeds": [42, 43], "latency_protocol": {}}
+    plain = settings_text({"settings": settings})
+    assert not any("fine-tuned again" in line for line in plain)
+    lines = settings_text({"settings": dict(settings, rescore={"top": 3, "seeds": [42, 43]})})
+    assert lines[2] == ("- Before the finalists are chosen, the 3 fittest candidates of each search are fine-tuned "
+                        "again with the candidates' recipe, seeds [42, 43]; the finalists are the best of them by "
+                        "that mean (successive halving: a lucky seed alone does not make a finalist).")
+    assert lines[:2] + lines[3:] == plain
