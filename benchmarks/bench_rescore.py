@@ -62,11 +62,13 @@ def strip_run(base: str, variant: str, generations: int | None) -> None:
     """``variant``: a copy of ``base`` (times kept: the supernet's identity holds them) without its final steps,
     rescore steps, report and, with ``generations``, the generations after it."""
     shutil.copytree(base, variant, symlinks=True)
-    for path in glob.glob(f"{variant}/cands/*.final*") + glob.glob(f"{variant}/cands/*.rescore*"):
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    for name in ("report", "latency_evaluated", "stage_seconds.tsv", ".pipeline.lock"):
-        path = os.path.join(variant, name)
-        shutil.rmtree(path) if os.path.isdir(path) else (os.remove(path) if os.path.exists(path) else None)
+    made_by_the_final_steps = glob.glob(f"{variant}/cands/*.final*") + glob.glob(f"{variant}/cands/*.rescore*") + [
+        os.path.join(variant, name) for name in ("report", "latency_evaluated", "stage_seconds.tsv", ".pipeline.lock")]
+    for path in made_by_the_final_steps:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
     for jsonl in glob.glob(f"{variant}/output/*/subbert.results.jsonl"):
         search = os.path.basename(os.path.dirname(jsonl))
         final = json.load(open(f"{base}/cands/{search}.final.json"))

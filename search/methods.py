@@ -144,15 +144,15 @@ def rank_by_rung(config: SearchConfig, fitness_file: str) -> list[tuple[str, flo
     seed and this is the plain order of fitness."""
     scores = fitness_scores(fitness_file, config.task, config.scheme.name if config.scheme else None,
                             config.fitness_recipe)
-    return [(key, sum(values) / len(values)) for key, values in
-            sorted(scores.items(), key=lambda item: (-len(item[1]), -sum(item[1]) / len(item[1]), item[0]))]
+    means = {key: sum(values) / len(values) for key, values in scores.items()}
+    return [(key, means[key]) for key in sorted(scores, key=lambda key: (-len(scores[key]), -means[key], key))]
 
 
 def select_rescored(config: SearchConfig, fitness_file: str, output_file: str, size: int, seeds: list[int]) -> list[dict]:
     """The ``size`` fittest evaluated archs that learned (by their one-seed fitness: ``rank_by_rung``),
     written to ``output_file`` to be fine-tuned again with ``seeds`` (the chain's ``rescore`` step); the
-    finalists are then chosen among them by their mean (``write_top_k``). Ranked by predicted latency
-    only: the finalists' measured budget check stays in ``write_top_k``."""
+    finalists are then chosen among them by their mean (``write_top_k``). Every candidate is inside the
+    budget's window by prediction; the measured budget check stays with the finalists (``write_top_k``)."""
     ranked = rank_by_rung(config, fitness_file)
     if not ranked:
         raise _no_result(fitness_file, config.task)

@@ -333,7 +333,7 @@ def plan_from_env(env: dict, root: str, op: str | None = None, positional: list[
         save_models=_choice(env, "SAVE_MODELS", "0", ("0", "1")) == "1",
         generations=_int(env, "GENERATIONS", 3, 0), first_generation_index=_int(env, "FIRST_GENERATION_INDEX", 1, 1),
         first_generation=_choice(env, "FIRST_GENERATION", "rand" if strategy == "random" else "fast", ("fast", "rand")),
-        final=_choice(env, "FINAL", "1", ("0", "1")) == "1", rescore_top=_int(env, "RESCORE_TOP", 0, 0),
+        final=_choice(env, "FINAL", "1", ("0", "1")) == "1", rescore_top=_int(env, "RESCORE_TOP", SearchPlan.rescore_top, 0),
         rescore_seeds=_int(env, "RESCORE_SEEDS", SearchPlan.rescore_seeds, 2))
     plan.search_settings()  # the window and the evolution's numbers, checked now
     plan.evaluation_config()  # the recipe, the extra schemes and the evaluation's space, checked now
