@@ -51,11 +51,11 @@ def run_method(config: SearchConfig, method: str, output_file: str | None = None
     if method == "Candidate":
         return write_candidates(config)
     candidates = read_candidates(config)
+    if method == "TopK":
+        return write_top_k(config, fitness_file, output_file)
     fitness = load_fitness(fitness_file, config.task, config.scheme.name if config.scheme else None,
                            config.fitness_recipe) \
         if fitness_file else None
-    if method == "TopK":
-        return write_top_k(config, fitness, fitness_file, output_file)
     record = {"method": method, "output_file": os.path.realpath(output_file), "strategy": config.strategy,
               "latency_constraint": config.window.constraint, "window_ms": list(config.window.bounds),
               "seed": config.seed, "space": config.space.name, "model": config.model, "candidates": len(candidates),
@@ -117,16 +117,17 @@ def _no_result(fitness_file: str, task: str | None) -> UserError:
     return UserError(f"--arch_perfs_file: {fitness_file} holds no result" + (f" for task {task}" if task else ""))
 
 
-def write_top_k(config: SearchConfig, fitness: dict | None, fitness_file: str, output_file: str) -> list[dict]:
+def write_top_k(config: SearchConfig, fitness_file: str, output_file: str) -> list[dict]:
     """``TopK``: the ``top_k`` fittest evaluated archs of the search's task that learned
     (``rank_learned``) and measure within the budget (``latency.finalists``: measured with the
     predictor's table protocol, in its unit)."""
     from latency.finalists import keep_within_budget
 
-    if not fitness:
+    evaluated = rank_by_rung(config, fitness_file)
+    if not evaluated:
         raise _no_result(fitness_file, config.task)
-    ranked = rank_learned(rank_by_rung(config, fitness_file),
-                          failed_archs(fitness_file, config.task, config.fitness_recipe), output_file)
+    fitness = dict(evaluated)
+    ranked = rank_learned(evaluated, failed_archs(fitness_file, config.task, config.fitness_recipe), output_file)
     archs = keep_within_budget([(json.loads(key), value) for key, value in ranked], config.predictor.predict,
                                config.predictor.metadata, config.window.constraint, config.sizes.top_k, output_file,
                                config.predictor.path)
