@@ -75,6 +75,9 @@ def main(argv=None) -> None:
     parser.add_argument("--fitness_dev", type=int, default=None,
                         help="score the fitness' fine-tunes on this many dev examples (default: the run's candidates' "
                              "own; the same fine-tunes, so what a larger dev set alone buys)")
+    parser.add_argument("--fitness_train", type=int, default=None,
+                        help="fine-tune the fitness on the first N training examples (default: the run's candidates' "
+                             "own FIT_TRAIN): what fewer (cheaper) candidate steps cost in ranking")
     parser.add_argument("--ref_epochs", type=float, default=None,
                         help="train the reference this many epochs (default: the run's finalists' recipe's): is the "
                              "finalists' recipe converged, and does a longer reference rank the archs otherwise?")
@@ -120,6 +123,11 @@ def main(argv=None) -> None:
             raise UserError(f"--fitness_dev: must be >= 1, got {args.fitness_dev}")
         recipes["fitness"] = dataclasses.replace(recipes["fitness"], max_eval_examples=args.fitness_dev)
         out_dirs["fitness"] += f"_dev{args.fitness_dev:g}"  # another recipe: its own results, never the default's
+    if args.fitness_train is not None:
+        if args.fitness_train < 1:
+            raise UserError(f"--fitness_train: must be >= 1, got {args.fitness_train}")
+        recipes["fitness"] = dataclasses.replace(recipes["fitness"], max_train_examples=args.fitness_train)
+        out_dirs["fitness"] += f"_train{args.fitness_train:g}"
     if args.ref_epochs is not None:
         if not (math.isfinite(args.ref_epochs) and args.ref_epochs > 0):
             raise UserError(f"--ref_epochs: must be a finite number > 0, got {args.ref_epochs}")

@@ -146,6 +146,7 @@ def evaluate_candidate(supernet, arch: dict, data: TaskData, config: FinetuneCon
         "train_steps": outcome.steps,
         "evaluations": outcome.evaluations,
         "train_seconds": outcome.train_seconds,
+        "paused_seconds": outcome.paused_seconds,
         "hparams": dataclasses.asdict(config),
         "device": str(device),
         "time_per_batch_infer_fp32_ms": fp32[dev_name].time_per_batch_ms,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from evaluation.finetune import FinetuneConfig
+from evaluation.finetune import TRAIN_DTYPES, FinetuneConfig
 from glue.tasks import TaskSpec
-from utils import UserError
+from utils import UserError, native_bf16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,8 @@ class Recipe:
                 "weight_decay": config.weight_decay, "max_seq_length": self.max_seq_length,
                 "max_train_examples": self.max_train_examples, "max_eval_examples": self.max_eval_examples,
                 "dropout": self.dropout, **({"sandwich_epochs": self.sandwich_epochs}
-                                            if self.sandwich_epochs is not None else {})}
+                                            if self.sandwich_epochs is not None else {}),
+                **({"train_dtype": config.train_dtype} if config.train_dtype != "fp32" else {})}
 
     def identity(self) -> str:
         """A short name of the recipe (``recipe_id``): results of one (task, arch, seed, scheme) under two
@@ -58,17 +59,18 @@ class Recipe:
 
 RECIPE_FIELDS = ("learning_rate", "num_train_epochs", "train_batch_size", "eval_batch_size", "eval_step",
                  "warmup_proportion", "weight_decay", "max_seq_length", "max_train_examples", "max_eval_examples",
-                 "dropout", "sandwich_epochs")
+                 "dropout", "sandwich_epochs", "train_dtype")
 
 
 def recipe_id(settings: dict) -> str:
     """The recipe's name from a result's ``settings`` (older results, without ``dropout``, read as the
-    supernet's dropout: the same name they had; a recipe without a sandwich fine-tune keeps its name too)."""
+    supernet's dropout: the same name they had; a recipe without a sandwich fine-tune, or training in fp32,
+    keeps its name too)."""
     import hashlib
     import json
 
     values = {field: settings.get(field) for field in RECIPE_FIELDS}
-    for optional in ("dropout", "sandwich_epochs"):
+    for optional in ("dropout", "sandwich_epochs", "train_dtype"):
         if values[optional] is None:
             del values[optional]
     text = json.dumps(values, sort_keys=True, default=float)
@@ -92,6 +94,7 @@ class RecipeSettings:
     max_eval_examples: int | None = None
     dropout: float | None = None
     sandwich_epochs: float | None = None
+    train_dtype: str = "fp32"  # or bf16, or auto: bf16 where the CPU has it natively (utils.native_bf16), else fp32
 
     def __post_init__(self):
         check_recipe_numbers(self)
@@ -107,9 +110,21 @@ class RecipeSettings:
                                 num_train_epochs=self.num_train_epochs,
                                 train_batch_size=self.train_batch_size or table.train_batch_size,
                                 eval_batch_size=self.eval_batch_size, eval_step=self.eval_step or table.eval_step,
-                                warmup_proportion=self.warmup_proportion, weight_decay=self.weight_decay, seed=0)
+                                warmup_proportion=self.warmup_proportion, weight_decay=self.weight_decay, seed=0,
+                                train_dtype=resolve_train_dtype(self.train_dtype))
         return Recipe(config, self.max_seq_length or table.max_seq_length, self.max_train_examples,
                       self.max_eval_examples, self.dropout, self.sandwich_epochs or None)  # 0: off
+
+
+TRAIN_DTYPE_CHOICES = (*TRAIN_DTYPES, "auto")
+
+
+def resolve_train_dtype(value: str) -> str:
+    """``auto`` is bf16 on a CPU with native bfloat16 and fp32 elsewhere (where bf16 is emulated, slower);
+    a recipe records the resolved value, so results of the two never share a name."""
+    if value == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return value
 
 
 # (field, lowest allowed value, whether the lowest is allowed): the floats are also checked finite
@@ -131,6 +146,8 @@ def check_recipe_numbers(settings: RecipeSettings) -> None:
             raise UserError(f"--{field}: must be >= {low:g}, got {value}")
         if value == low and not inclusive:
             raise UserError(f"--{field}: must be > {low:g} ({low:g} would train nothing)")
+    if settings.train_dtype not in TRAIN_DTYPE_CHOICES:
+        raise UserError(f"--train_dtype: must be one of {', '.join(TRAIN_DTYPE_CHOICES)}, got {settings.train_dtype!r}")
     if settings.warmup_proportion > 1:
         raise UserError(f"--warmup_proportion: must be <= 1, got {settings.warmup_proportion}")
     if settings.dropout is not None and not (isinstance(settings.dropout, (int, float))

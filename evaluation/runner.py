@@ -11,7 +11,7 @@ import shlex
 
 from evaluation.config import EvaluationConfig, TaskInput, check_evaluator_scheme, read_arch_lines
 from evaluation.evaluate import evaluate_archs
-from evaluation.recipe import RecipeSettings
+from evaluation.recipe import TRAIN_DTYPE_CHOICES, RecipeSettings
 from glue.recipes import recipes_help
 from glue.tasks import TASKS, get_task
 from quantize_utils import resolve_scheme
@@ -93,6 +93,10 @@ def _add_recipe_arguments(parser) -> None:
                        help="debug/demo: first N examples per dev set")
     group.add_argument("--dropout", type=float, default=defaults.dropout,
                        help="hidden and attention dropout of the fine-tuned sub-model (default: the supernet's)")
+    group.add_argument("--train_dtype", choices=TRAIN_DTYPE_CHOICES, default=defaults.train_dtype,
+                       help="precision of the training forward: fp32 (default), bf16 (bfloat16 autocast; weights, "
+                            "gradients and evaluation stay fp32) or auto (bf16 where the CPU has native bfloat16, "
+                            "else fp32; the results record which)")
     group.add_argument("--sandwich_epochs", type=float, default=defaults.sandwich_epochs,
                        help="the weight-sharing fitness: fine-tune the whole supernet on the task for this many "
                             "epochs first (sandwich rule over the search space, once per seed and run), then start "

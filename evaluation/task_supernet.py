@@ -20,10 +20,10 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from evaluation.data import EncodedSplit
-from evaluation.finetune import apply_update, make_optimizer, task_loss
+from evaluation.finetune import apply_update, make_optimizer, task_loss, training_autocast
 from evaluation.recipe import Recipe
 from glue.tasks import TaskSpec
-from utils import get_logger
+from utils import get_logger, wait_while_timing
 from utils.progress import progress
 
 logger = get_logger(__name__)
@@ -68,11 +68,14 @@ def train_task_supernet(supernet, train: EncodedSplit, space, recipe: Recipe, se
     bar = progress(total=steps, desc=f"task supernet, seed {seed}", unit="step")
     while step < steps:
         for batch in train.train_batches(tune.train_batch_size, generator):
+            wait_while_timing()  # a latency job on this machine times alone
             inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
             optimizer.zero_grad(set_to_none=True)
             for arch in [largest, smallest] + [draw.choice(archs) for _ in range(SANDWICH_RANDOM_ARCHS)]:
                 supernet.set_sample_config(arch)
-                task_loss(supernet(**inputs), batch["labels"], task).backward()  # gradients summed over the archs
+                with training_autocast(tune.train_dtype, torch.device("cpu")):
+                    logits = supernet(**inputs)
+                task_loss(logits.float(), batch["labels"], task).backward()  # gradients summed over the archs
             apply_update(supernet, optimizer, scheduler, tune.max_grad_norm)
             step += 1
             bar.update(1)

@@ -3,7 +3,7 @@ measurement, thread and CPU pinning, the load average, and the machine's one lat
 
 No two latency jobs time at once on one machine: ``timing_slot`` holds a machine-wide lock while a
 stage measures (``--timing_lock wait`` queues behind the holder, ``fail`` stops with one line naming
-it, ``off`` allows concurrent timing).
+it, ``off`` allows concurrent timing); fine-tunes pause while it is held (``utils.timing_slot``).
 """
 
 from __future__ import annotations
@@ -12,41 +12,14 @@ import contextlib
 import datetime
 import os
 import platform
-import tempfile
 import time
 
-from utils import OutputLocked, UserError, get_logger, output_lock
+from utils import OutputLocked, UserError, get_logger, output_lock, timing_slot_dir
+from utils.cpu import ISA_FLAGS, cpu_flags, cpu_model  # noqa: F401 (re-exported: latency.measure)
 
 logger = get_logger("latency")
 
 TIMING_LOCK_MODES = ("wait", "fail", "off")
-# CPU features that decide which int8/fp32 kernels run (recorded with every measurement).
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
-             "amx_bf16", "asimd", "sve")
-
-
-def _cpuinfo_field(name: str) -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.lower().startswith(name):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo`` on Linux, ``platform`` elsewhere)."""
-    return _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown"
-
-
-def cpu_flags() -> list[str]:
-    """The CPU's vector/matrix features among ``ISA_FLAGS`` (``/proc/cpuinfo`` flags; [] elsewhere)."""
-    flags = set((_cpuinfo_field("flags") or _cpuinfo_field("features") or "").split())
-    return [flag for flag in ISA_FLAGS if flag in flags]
-
-
 def apply_threads(threads: int) -> None:
     """Pin torch's intra-op threads, and inter-op threads to 1 (settable once per process)."""
     import torch
@@ -131,11 +104,6 @@ def utc_now() -> str:
 
 
 # ----- one latency job per machine
-
-
-def timing_slot_dir() -> str:
-    """The machine-wide lock directory of latency jobs (``$BAF_TIMING_LOCK_DIR`` overrides)."""
-    return os.environ.get("BAF_TIMING_LOCK_DIR") or os.path.join(tempfile.gettempdir(), "bigger_and_faster-timing")
 
 
 @contextlib.contextmanager

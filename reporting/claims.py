@@ -151,7 +151,9 @@ def _recipe_text(tune: dict) -> str:
     text = (f"lr {tune.get('learning_rate')}, {tune.get('num_train_epochs')} epoch(s), batch {tune.get('train_batch_size')}, "
             f"max_seq_length {tune.get('max_seq_length')}, warm-up {tune.get('warmup_proportion')}, weight decay "
             f"{tune.get('weight_decay')}")
-    return text + (f", dropout {tune['dropout']}" if tune.get("dropout") is not None else "")
+    return (text + (f", dropout {tune['dropout']}" if tune.get("dropout") is not None else "")
+            + (f", training forward in {tune['train_dtype']} (autocast)" if tune.get("train_dtype", "fp32") != "fp32"
+               else ""))
 
 
 def _candidate_text(s: dict) -> str:

@@ -322,7 +322,8 @@ def _fine_tune(record: dict) -> dict:
     return ({key: hparams.get(key) for key in ("learning_rate", "num_train_epochs", "train_batch_size",
                                                "warmup_proportion", "weight_decay", "eval_step")}
             | {"max_seq_length": record.get("max_seq_length"), "dropout": (record.get("settings") or {}).get("dropout"),
-               "sandwich_epochs": (record.get("settings") or {}).get("sandwich_epochs")})
+               "sandwich_epochs": (record.get("settings") or {}).get("sandwich_epochs"),
+               "train_dtype": hparams.get("train_dtype", "fp32")})
 
 
 def _final_fine_tune(searches: list[Search]) -> dict | None:

@@ -121,6 +121,7 @@ def test_pipeline_children_end_with_it(tmp_path):
     ({"SPARE_CORES": "2"}, "SPARE_CORES must be one of 0 1, got '2'"),
     ({"RESCORE_SEEDS": "1"}, "RESCORE_SEEDS must be >= 2, got 1"),
     ({"RESCORE_TOP": "-1"}, "RESCORE_TOP must be >= 0, got -1"),
+    ({"TRAIN_DTYPE": "fp16"}, "TRAIN_DTYPE must be one of auto fp32 bf16, got 'fp16'"),
     ({"RUN_DIR": "{file}"}, "RUN_DIR={file}: exists and is not a directory"),
     ({"RUN_DIR": "/sys/x"}, "RUN_DIR=/sys/x: cannot create or write in it"),
 ])

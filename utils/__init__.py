@@ -10,7 +10,9 @@ write ``from utils import arch_key, SPACES, ...``:
 * ``utils.space_catalog`` -- the named spaces, their families, space files and the records artefacts keep;
 * ``utils.stage_space``   -- how a stage picks its space (one rule), the --space flags, coverage checks;
 * ``utils.features`` -- the latency predictor's features;
+* ``utils.cpu``      -- the CPU's model and features (``native_bf16``);
 * ``utils.vocab``    -- the vocab file (``load_vocab``, ``SPECIAL_TOKENS``);
+* ``utils.timing_slot`` -- the machine's latency-timing slot, and fine-tunes pausing while it is held;
 * ``utils.progress`` -- progress bars on a terminal, plain lines in a log (imported as ``utils.progress``).
 """
 
@@ -18,9 +20,11 @@ from utils.arch import *  # noqa: F401,F403
 from utils.arch import _is_int  # noqa: F401
 from utils.arch_files import *  # noqa: F401,F403
 from utils.cli import *  # noqa: F401,F403
+from utils.cpu import *  # noqa: F401,F403
 from utils.features import *  # noqa: F401,F403
 from utils.files import *  # noqa: F401,F403
 from utils.space import *  # noqa: F401,F403
 from utils.space_catalog import *  # noqa: F401,F403
 from utils.stage_space import *  # noqa: F401,F403
+from utils.timing_slot import *  # noqa: F401,F403
 from utils.vocab import *  # noqa: F401,F403

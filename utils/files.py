@@ -174,6 +174,27 @@ def output_lock(directory: str | os.PathLike, what: str = "output directory"):
 _HELD_LOCKS: dict[str, tuple[int, int]] = {}
 
 
+def lock_held_by_another(directory: str | os.PathLike) -> str | None:
+    """Who holds ``output_lock(directory)`` when another process does (its holder line), else None
+    (free, missing, or held by this process). A non-blocking probe: it never takes the lock."""
+    import fcntl
+
+    directory = os.path.abspath(os.fspath(directory))
+    if directory in _HELD_LOCKS:
+        return None
+    try:
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+    finally:
+        os.close(fd)  # also drops the shared probe when it succeeded
+    return None
+
+
 # --------------------------------------------------------------------------------------
 # Reading users' files: streamed, and one line naming the file (and line) for any problem
 # --------------------------------------------------------------------------------------
