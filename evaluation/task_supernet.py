@@ -64,6 +64,7 @@ def train_task_supernet(supernet, train: EncodedSplit, space, recipe: Recipe, se
     optimizer = make_optimizer(supernet, tune.learning_rate, tune.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(round(tune.warmup_proportion * steps)), steps)
     supernet.train()
+    autocast = training_autocast(tune.train_dtype, torch.device("cpu"))
     started, step = time.process_time(), 0
     bar = progress(total=steps, desc=f"task supernet, seed {seed}", unit="step")
     while step < steps:
@@ -73,7 +74,7 @@ def train_task_supernet(supernet, train: EncodedSplit, space, recipe: Recipe, se
             optimizer.zero_grad(set_to_none=True)
             for arch in [largest, smallest] + [draw.choice(archs) for _ in range(SANDWICH_RANDOM_ARCHS)]:
                 supernet.set_sample_config(arch)
-                with training_autocast(tune.train_dtype, torch.device("cpu")):
+                with autocast:
                     logits = supernet(**inputs)
                 task_loss(logits.float(), batch["labels"], task).backward()  # gradients summed over the archs
             apply_update(supernet, optimizer, scheduler, tune.max_grad_norm)

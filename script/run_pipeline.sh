@@ -178,7 +178,7 @@ stage searches "6/7 searches at each budget: fp32 (AutoTinyBERT), int8 (Bigger&F
 # their strategies do. One dev evaluation per fine-tune, at its end: keeping the best of several
 # evaluations selects on the dev set that then scores the arch. No dropout: on the demo task a
 # fine-tune without it reaches its plateau in half the examples (BENCHMARKS.md). bf16 autocast (TRAIN_DTYPE=auto
-# on a CPU with native bfloat16) trains the demo's candidates 4-24 % faster, accuracies within their seed spread.
+# on a CPU with native bfloat16) trains the demo's candidates in 0.87x the time, accuracies within their spread.
 RECIPE="--max_seq_length 32 --train_batch_size $FIT_BATCH --eval_step 100000 --dropout 0 --train_dtype $TRAIN_DTYPE"
 if [[ "$FITNESS" == "sandwich" ]]; then  # no fine-tune per candidate; the finalists' recipe switches it off
     FIT_EPOCHS=0; FIT_DATA="--max_train_examples $NUM_TRAIN --sandwich_epochs $SANDWICH_EPOCHS"

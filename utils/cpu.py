@@ -4,6 +4,7 @@ computes it natively (``native_bf16``)."""
 
 from __future__ import annotations
 
+import functools
 import platform
 
 __all__ = ["ISA_FLAGS", "cpu_model", "cpu_flags", "native_bf16"]
@@ -36,6 +37,7 @@ def cpu_flags() -> list[str]:
     return [flag for flag in ISA_FLAGS if flag in flags]
 
 
+@functools.lru_cache(maxsize=None)
 def native_bf16() -> bool:
     """Whether the CPU multiplies bfloat16 in hardware (elsewhere bf16 is emulated and slower than fp32)."""
     return any(flag in BF16_FLAGS for flag in cpu_flags())
