@@ -93,6 +93,26 @@ def write_sst2(directory: str, n_train: int = 200, n_dev: int = 60, seed: int = 
     return directory
 
 
+def mnli_task(root: str, n_train: int, n_dev: int):
+    """``(supernet, TaskData)`` for fine-tunes in one process: a tiny supernet with an MNLI head and the cue task
+    (``write_mnli``), tokenised at max_seq_length 32, both written under ``root``."""
+    from evaluation.candidate import TaskData
+    from evaluation.data import encode_examples, load_tokenizer
+    from glue.tasks import get_task, read_split
+    from transformer.checkpoint import load_supernet
+    from transformer.modeling_super import SuperBertForSequenceClassification
+
+    os.makedirs(root, exist_ok=True)
+    mnli = get_task("mnli")
+    model_dir = make_supernet_dir(os.path.join(root, "supernet"))
+    data_dir = write_mnli(os.path.join(root, "MNLI"), n_train=n_train, n_dev=n_dev)
+    tokenizer = load_tokenizer(model_dir, True)
+    data = TaskData(mnli, encode_examples(tokenizer, read_split(mnli, data_dir, "train"), mnli, 32),
+                    {name: encode_examples(tokenizer, read_split(mnli, data_dir, name), mnli, 32)
+                     for name in mnli.dev_files})
+    return load_supernet(model_dir, SuperBertForSequenceClassification, num_labels=3).eval(), data
+
+
 def write_arches(path: str, archs) -> str:
     from utils import write_arch_file
 

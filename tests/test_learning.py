@@ -166,23 +166,13 @@ def test_a_candidates_record_says_whether_it_learned(tmp_path, caplog):
     """The record of a real (tiny) fine-tune: the cue task learned in 100 steps; untrained, it did not."""
     import logging
 
-    from evaluation.candidate import TaskData, evaluate_candidate
-    from evaluation.data import encode_examples, load_tokenizer
+    from evaluation.candidate import evaluate_candidate
     from evaluation.finetune import FinetuneConfig
-    from glue.tasks import read_split
-    from tests.evaluation_fixtures import make_supernet_dir, write_mnli
-    from transformer.checkpoint import load_supernet
-    from transformer.modeling_super import SuperBertForSequenceClassification
+    from tests.evaluation_fixtures import mnli_task
     from utils import make_arch
 
     torch.set_num_threads(1)
-    model_dir = make_supernet_dir(str(tmp_path / "supernet"))
-    data_dir = write_mnli(str(tmp_path / "MNLI"), n_train=400, n_dev=90)
-    tokenizer = load_tokenizer(model_dir, True)
-    data = TaskData(MNLI, encode_examples(tokenizer, read_split(MNLI, data_dir, "train"), MNLI, 32),
-                    {name: encode_examples(tokenizer, read_split(MNLI, data_dir, name), MNLI, 32)
-                     for name in MNLI.dev_files})
-    supernet = load_supernet(model_dir, SuperBertForSequenceClassification, num_labels=3).eval()
+    supernet, data = mnli_task(str(tmp_path), n_train=400, n_dev=90)
     arch = make_arch(2, 64, 128, 4)
     trained = evaluate_candidate(supernet, arch, data, FinetuneConfig(2e-3, 4.0, 16, 32, 10), "cpu",
                                  "torch_dynamic_int8")

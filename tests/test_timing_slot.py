@@ -55,24 +55,13 @@ def test_another_process_timing_makes_the_caller_wait_until_it_is_done(slot):
 
 
 def test_a_fine_tune_pauses_for_a_timing_job_and_learns_the_same(tmp_path, slot):
-    from evaluation.candidate import TaskData, evaluate_candidate
-    from evaluation.data import encode_examples, load_tokenizer
+    from evaluation.candidate import evaluate_candidate
     from evaluation.finetune import FinetuneConfig
-    from glue.tasks import get_task, read_split
-    from tests.evaluation_fixtures import make_supernet_dir, write_mnli
-    from transformer.checkpoint import load_supernet
-    from transformer.modeling_super import SuperBertForSequenceClassification
+    from tests.evaluation_fixtures import mnli_task
     from utils import make_arch
 
     torch.set_num_threads(1)
-    mnli = get_task("mnli")
-    model_dir = make_supernet_dir(str(tmp_path / "supernet"))
-    data_dir = write_mnli(str(tmp_path / "MNLI"), n_train=160, n_dev=60)
-    tokenizer = load_tokenizer(model_dir, True)
-    data = TaskData(mnli, encode_examples(tokenizer, read_split(mnli, data_dir, "train"), mnli, 32),
-                    {name: encode_examples(tokenizer, read_split(mnli, data_dir, name), mnli, 32)
-                     for name in mnli.dev_files})
-    supernet = load_supernet(model_dir, SuperBertForSequenceClassification, num_labels=3).eval()
+    supernet, data = mnli_task(str(tmp_path / "task"), n_train=160, n_dev=60)
     arch, config = make_arch(2, 64, 128, 4), FinetuneConfig(2e-3, 1.0, 16, 32, 5)
     alone = evaluate_candidate(supernet, arch, data, config, "cpu", "torch_fp32")
     holder = hold_slot(slot, 1.0)

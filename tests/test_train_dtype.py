@@ -37,28 +37,18 @@ def test_a_bad_train_dtype_is_one_line():
 
 def _fine_tune(tmp_path, train_dtype: str):
     """A real 100-step fine-tune of a tiny sub-model; the dtypes its Linear layers computed in while training."""
-    from evaluation.data import encode_examples, load_tokenizer
-    from glue.tasks import read_split
-    from tests.evaluation_fixtures import make_supernet_dir, write_mnli
-    from transformer.checkpoint import load_supernet
+    from tests.evaluation_fixtures import mnli_task
     from transformer.hf_converter import to_hf_model
-    from transformer.modeling_super import SuperBertForSequenceClassification
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    tmp_path.mkdir()
-    model_dir = make_supernet_dir(str(tmp_path / "supernet"))
-    data_dir = write_mnli(str(tmp_path / "MNLI"), n_train=400, n_dev=90)
-    tokenizer = load_tokenizer(model_dir, True)
-    train = encode_examples(tokenizer, read_split(MNLI, data_dir, "train"), MNLI, 32)
-    dev = encode_examples(tokenizer, read_split(MNLI, data_dir, "matched"), MNLI, 32)
-    supernet = load_supernet(model_dir, SuperBertForSequenceClassification, num_labels=3).eval()
+    supernet, data = mnli_task(str(tmp_path), n_train=400, n_dev=90)
+    torch.manual_seed(0)  # the classifier head to_hf_model draws: the same for both dtypes
     model = to_hf_model(supernet, make_arch(2, 64, 128, 4), head="cls")
     seen = set()
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.register_forward_hook(lambda mod, args, out: seen.add((mod.training, out.dtype)))
-    outcome = finetune(model, train, dev, MNLI, FinetuneConfig(2e-3, 4.0, 16, 32, 100000, train_dtype=train_dtype))
+    outcome = finetune(model, data.train, data.primary_dev[1], MNLI, FinetuneConfig(2e-3, 4.0, 16, 32, 100000, train_dtype=train_dtype))
     return model, outcome, seen
 
 
