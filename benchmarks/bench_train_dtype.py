@@ -18,7 +18,6 @@ emulated: the benchmark says so and measures it anyway.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import statistics
@@ -43,12 +42,6 @@ def arch_of(summary: str) -> dict:
     return make_arch(layers, hidden, ffn, heads, qkv)
 
 
-def t95(n: int) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.975, n - 1))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", required=True, help="a finished demo run (its supernet/final and data/MNLI)")
@@ -65,6 +58,7 @@ def main() -> int:
     from evaluation.data import encode_examples, load_tokenizer
     from evaluation.finetune import FinetuneConfig
     from glue.tasks import get_task, read_split
+    from reporting.stats import paired_difference
     from transformer.checkpoint import load_supernet
     from transformer.modeling_super import SuperBertForSequenceClassification
     from utils import cpu_model, native_bf16
@@ -86,7 +80,7 @@ def main() -> int:
     supernet = load_supernet(model_dir, SuperBertForSequenceClassification, num_labels=3).eval()
     no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
-    ratios, diffs = [], []
+    ratios, accuracy = [], {"fp32": {}, "bf16": {}}  # {(arch, seed): points}
     print(f"\n{'arch':<24} {'seed':>4} {'fp32 s':>7} {'bf16 s':>7} {'ratio':>6} {'fp32 acc':>8} {'bf16 acc':>8} "
           f"{'diff':>6}")
     for arch in archs:
@@ -99,14 +93,14 @@ def main() -> int:
             ratio = result["bf16"][0] / result["fp32"][0]
             diff = result["bf16"][1] - result["fp32"][1]
             ratios.append(ratio)
-            diffs.append(diff)
+            for dtype in accuracy:
+                accuracy[dtype][result[dtype][2], seed] = result[dtype][1]
             print(f"{result['fp32'][2]:<24} {seed:>4} {result['fp32'][0]:>7.2f} {result['bf16'][0]:>7.2f} {ratio:>6.3f} "
                   f"{result['fp32'][1]:>8.1f} {result['bf16'][1]:>8.1f} {diff:>+6.1f}", flush=True)
-    mean = statistics.mean(diffs)
-    half = t95(len(diffs)) * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
-    print(f"\n{len(diffs)} pairs: bf16 / fp32 training seconds, median {statistics.median(ratios):.3f} "
-          f"(range {min(ratios):.3f}-{max(ratios):.3f}); accuracy bf16 − fp32 {mean:+.2f} ± {half:.2f} points "
-          f"(95 % paired t){' : within noise' if abs(mean) <= half else ''}; load average {os.getloadavg()[0]:.2f}")
+    paired = paired_difference(accuracy["bf16"], accuracy["fp32"])  # the report's paired interval, pairs (arch, seed)
+    print(f"\n{len(ratios)} pairs: bf16 / fp32 training seconds, median {statistics.median(ratios):.3f} "
+          f"(range {min(ratios):.3f}-{max(ratios):.3f}); accuracy bf16 − fp32 {paired.text(scale=1.0)}: "
+          f"{paired.verdict}; load average {os.getloadavg()[0]:.2f}")
     return 0
 
 
