@@ -78,6 +78,13 @@ def main(argv=None) -> None:
     parser.add_argument("--fitness_train", type=int, default=None,
                         help="fine-tune the fitness on the first N training examples (default: the run's candidates' "
                              "own FIT_TRAIN): what fewer (cheaper) candidate steps cost in ranking")
+    parser.add_argument("--fitness_set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="another value of one field of the candidates' recipe (repeatable; a field of "
+                             "evaluation.recipe.RecipeSettings, e.g. train_batch_size=8, learning_rate=1e-3): what "
+                             "another fitness recipe ranks like, at what cost")
+    parser.add_argument("--ref_set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="another value of one field of the reference's recipe (repeatable, as --fitness_set): "
+                             "is the finalists' recipe converged, does another rank the archs otherwise?")
     parser.add_argument("--ref_epochs", type=float, default=None,
                         help="train the reference this many epochs (default: the run's finalists' recipe's): is the "
                              "finalists' recipe converged, and does a longer reference rank the archs otherwise?")
@@ -128,6 +135,12 @@ def main(argv=None) -> None:
             raise UserError(f"--fitness_train: must be >= 1, got {args.fitness_train}")
         recipes["fitness"] = dataclasses.replace(recipes["fitness"], max_train_examples=args.fitness_train)
         out_dirs["fitness"] += f"_train{args.fitness_train:g}"
+    for name, flag, assignments in (("fitness", "--fitness_set", args.fitness_set),
+                                    ("reference", "--ref_set", args.ref_set)):
+        for assignment in assignments:
+            field, value = parse_recipe_assignment(assignment, flag)
+            recipes[name] = dataclasses.replace(recipes[name], **{field: value})
+            out_dirs[name] += f"_{field}{value:g}"  # another recipe: its own results, never the default's
     if args.ref_epochs is not None:
         if not (math.isfinite(args.ref_epochs) and args.ref_epochs > 0):
             raise UserError(f"--ref_epochs: must be a finite number > 0, got {args.ref_epochs}")
@@ -215,6 +228,27 @@ def main(argv=None) -> None:
     with open(os.path.join(args.work_dir, f"figures{variant}.json"), "w", encoding="utf-8") as handle:
         json.dump({"tau": out, "reference_consistency": ceiling, "scores": scores, "seconds": seconds,
                    "archs": [arch_summary(a) for _, a in archs]}, handle, indent=2)
+
+
+def parse_recipe_assignment(text: str, flag: str) -> tuple[str, float | int]:
+    """``FIELD=VALUE`` of --fitness_set / --ref_set: the field's value, typed as the field is (one line naming the
+    flag)."""
+    from evaluation.recipe import RecipeSettings, recipe_number_fields
+    from utils import UserError
+
+    field, _, raw = text.partition("=")
+    numeric = recipe_number_fields()
+    if field not in numeric:
+        raise UserError(f"{flag} {text!r}: FIELD must be one of {', '.join(sorted(numeric))}")
+    try:
+        value = numeric[field](raw)
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: {raw!r} is not a {numeric[field].__name__}") from None
+    try:
+        RecipeSettings(**{field: value})  # the recipe's own range check
+    except UserError as error:
+        raise UserError(f"{flag} {text!r}: {error}") from None
+    return field, value
 
 
 def record_key(arch: dict) -> str:

@@ -134,6 +134,11 @@ _INTS = ("train_batch_size", "eval_batch_size", "max_seq_length", "eval_step", "
          "max_eval_examples")
 
 
+def recipe_number_fields() -> dict[str, type]:
+    """Every numeric field of a recipe and its type: what a ``FIELD=VALUE`` setting of a recipe may name."""
+    return {**{field: float for field, _, _ in _FLOATS}, "dropout": float, **{field: int for field in _INTS}}
+
+
 def check_recipe_numbers(settings: RecipeSettings) -> None:
     """One line naming the flag for a value of the wrong type, out of range or not finite."""
     for field, low, inclusive in _FLOATS:

@@ -242,3 +242,17 @@ def test_demo_splits_share_no_example():
     assert [len(v) for v in splits.values()] == [3000, 2000, 500]
     pairs = [(e.premise, e.hypothesis) for examples in splits.values() for e in examples]
     assert len(set(pairs)) == len(pairs)
+
+
+def test_every_numeric_recipe_field_is_named_and_checked():
+    """A FIELD=VALUE recipe setting (benchmarks/bench_fitness_rank.py --fitness_set) reaches every numeric field of
+    RecipeSettings, typed as the field is, and a value out of range is the recipe's own one-line error."""
+    from evaluation.recipe import recipe_number_fields
+
+    numeric = recipe_number_fields()
+    assert set(numeric) == set(RecipeSettings.__dataclass_fields__) - {"train_dtype"}
+    for field, kind in numeric.items():
+        valid = kind("1" if kind is int else "0.5")  # in range for every field (a dropout must stay below 1)
+        assert getattr(RecipeSettings(**{field: valid}), field) == valid
+        with pytest.raises(UserError, match=f"--{field}"):
+            RecipeSettings(**{field: kind("-1")})
