@@ -14,6 +14,9 @@ that have both).
     python benchmarks/bench_rescore.py --run_dir demo_run --work_dir /tmp/bench_rescore \\
         --setting "RESCORE_TOP=3" --setting "GENERATIONS=1 RESCORE_TOP=3"
 
+``FINAL_SEEDS=n`` re-runs the final steps with n finalist seeds (42 ..): what a fifth seed does to the
+comparisons' half-widths, at what cost.
+
 The records hold the run's absolute paths (the cache's keys include them), so each variant runs *at the
 run's own path*: the run is renamed to ``<run_dir>.base`` for the variant's time, the variant is made at
 ``<run_dir>`` and then moved to ``<work_dir>/<n>/``, and the run is renamed back, also when the variant
@@ -38,12 +41,19 @@ from utils import UserError, run_cli  # noqa: E402
 
 
 def parse_setting(text: str) -> dict[str, str]:
+    """The pipeline's environment for one variant. ``FINAL_SEEDS=n``: the finalists' seeds 42 .. 41+n (the demo's
+    ``SEEDS`` are 42 43 44 45): what more final seeds buy, every seed the run made served by its cache."""
     values = {}
     for item in text.split():
         name, _, value = item.partition("=")
-        if name not in ("RESCORE_TOP", "RESCORE_SEEDS", "GENERATIONS") or not value.isdigit():
-            raise UserError(f"--setting: {item!r} is not RESCORE_TOP=n, RESCORE_SEEDS=n or GENERATIONS=n")
-        values[name] = value
+        if name not in ("RESCORE_TOP", "RESCORE_SEEDS", "GENERATIONS", "FINAL_SEEDS") or not value.isdigit():
+            raise UserError(f"--setting: {item!r} is not RESCORE_TOP=n, RESCORE_SEEDS=n, GENERATIONS=n or FINAL_SEEDS=n")
+        if name == "FINAL_SEEDS":
+            if int(value) < 2:
+                raise UserError(f"--setting: {item!r}: a comparison needs at least 2 final seeds")
+            values["SEEDS"] = " ".join(str(42 + offset) for offset in range(int(value)))
+        else:
+            values[name] = value
     return values
 
 
@@ -168,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run_dir", required=True, help="a finished demo run (its report written)")
     parser.add_argument("--work_dir", required=True, help="where each variant is kept, as <work_dir>/<n>/")
     parser.add_argument("--setting", action="append", required=True,
-                        help='e.g. "RESCORE_TOP=3" or "GENERATIONS=1 RESCORE_TOP=3"; repeat for several')
+                        help='e.g. "RESCORE_TOP=3", "GENERATIONS=1 RESCORE_TOP=3" or "RESCORE_TOP=3 FINAL_SEEDS=5"; '
+                             'repeat for several')
     return parser
 
 
