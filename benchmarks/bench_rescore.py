@@ -14,8 +14,8 @@ that have both).
     python benchmarks/bench_rescore.py --run_dir demo_run --work_dir /tmp/bench_rescore \\
         --setting "RESCORE_TOP=3" --setting "GENERATIONS=1 RESCORE_TOP=3"
 
-``FINAL_SEEDS=n`` re-runs the final steps with n finalist seeds (42 ..): what a fifth seed does to the
-comparisons' half-widths, at what cost.
+``FINAL_SEEDS=n`` re-runs the final steps with n finalist seeds (the run's own, extended by the next integers):
+what a fifth seed does to the comparisons' half-widths, at what cost.
 
 The records hold the run's absolute paths (the cache's keys include them), so each variant runs *at the
 run's own path*: the run is renamed to ``<run_dir>.base`` for the variant's time, the variant is made at
@@ -41,20 +41,25 @@ from utils import UserError, run_cli  # noqa: E402
 
 
 def parse_setting(text: str) -> dict[str, str]:
-    """The pipeline's environment for one variant. ``FINAL_SEEDS=n``: the finalists' seeds 42 .. 41+n (the demo's
-    ``SEEDS`` are 42 43 44 45): what more final seeds buy, every seed the run made served by its cache."""
+    """The pipeline's environment for one variant (``FINAL_SEEDS=n`` is turned into ``SEEDS`` by ``final_seeds``)."""
     values = {}
     for item in text.split():
         name, _, value = item.partition("=")
         if name not in ("RESCORE_TOP", "RESCORE_SEEDS", "GENERATIONS", "FINAL_SEEDS") or not value.isdigit():
             raise UserError(f"--setting: {item!r} is not RESCORE_TOP=n, RESCORE_SEEDS=n, GENERATIONS=n or FINAL_SEEDS=n")
-        if name == "FINAL_SEEDS":
-            if int(value) < 2:
-                raise UserError(f"--setting: {item!r}: a comparison needs at least 2 final seeds")
-            values["SEEDS"] = " ".join(str(42 + offset) for offset in range(int(value)))
-        else:
-            values[name] = value
+        if name == "FINAL_SEEDS" and int(value) < 2:
+            raise UserError(f"--setting: {item!r}: a comparison needs at least 2 final seeds")
+        values[name] = value
     return values
+
+
+def final_seeds(run_dir: str, count: int) -> str:
+    """``SEEDS`` for ``FINAL_SEEDS=count``: the run's own final seeds (its ``cands/*.final.json``), cut or extended
+    by the next integers, so every seed the run made is served by its cache."""
+    seeds = json.load(open(sorted(glob.glob(os.path.join(run_dir, "cands", "*.final.json")))[0]))["seeds"]
+    while len(seeds) < count:
+        seeds.append(max(seeds) + 1)
+    return " ".join(str(seed) for seed in seeds[:count])
 
 
 def _rewrite_results(jsonl: str, keep) -> None:
@@ -189,6 +194,9 @@ def main(argv=None) -> None:
     if not os.path.isfile(os.path.join(run_dir, "report", "summary.json")):
         raise UserError(f"--run_dir {args.run_dir}: not a finished demo run (no report/summary.json)")
     settings = [parse_setting(text) for text in args.setting]
+    for setting in settings:
+        if "FINAL_SEEDS" in setting:
+            setting["SEEDS"] = final_seeds(run_dir, int(setting.pop("FINAL_SEEDS")))
     os.makedirs(args.work_dir, exist_ok=True)
     seed = str(json.load(open(os.path.join(run_dir, "data", "demo_manifest.json")))["params"]["seed"])
     base_counts = fine_tune_seconds(run_dir)
