@@ -18,8 +18,12 @@ every window from its smallest to its largest encoder), in one run:
 
 and prints Kendall's tau of each fitness against the reference, the reference's own consistency (one
 of its seeds against the mean of the others: about what one fine-tune can reach), the seed spread of every arch,
-and the CPU seconds of each recipe. Results are kept in ``--work_dir`` (a re-run resumes; the
-evaluation cache makes each (arch, seed, recipe) once).
+and the CPU seconds of each recipe. Then what any fitness could reach on these archs: a parametric bootstrap from
+the reference's own seeds (``benchmarks/_tau_ceiling.py``) gives the mean tau of a fitness of k fine-tunes of the
+reference's recipe, k = 1, 2, 4 and infinity, against a fresh reference; with four or more reference seeds
+(``--ref_seeds``) the same is measured: the mean of k seeds against the mean of the other three or more, over
+every split. Results are kept in ``--work_dir`` (a re-run resumes; the evaluation cache makes each (arch, seed,
+recipe) once).
 
     .venv/bin/python benchmarks/bench_fitness_rank.py --run_dir demo_run --work_dir /tmp/bench_fitness
 """
@@ -103,6 +107,7 @@ def main(argv=None) -> None:
     import numpy as np
     from scipy.stats import kendalltau
 
+    from benchmarks._tau_ceiling import tau_ceiling
     from evaluation.config import EvaluationConfig, TaskInput
     from evaluation.evaluate import Evaluator
     from evaluation.recipe import RecipeSettings
@@ -207,18 +212,25 @@ def main(argv=None) -> None:
     # the trivial predictor: within the demo's windows the archs differ mostly by their number of layers
     depth = [arch["sample_layer_num"] for _, arch in archs]
     out["depth alone (layers, ties kept)"] = float(kendalltau(depth, reference).statistic)
-    ceiling = []
-    for index in range(len(seeds["reference"])):
-        one = [scores["reference"][k][index] for k in keys]
-        rest = [np.mean([v for j, v in enumerate(scores["reference"][k]) if j != index]) for k in keys]
-        ceiling.append(float(kendalltau(one, rest).statistic))
+    ref_matrix = np.array([scores["reference"][k] for k in keys])
+    consistency = reference_splits(ref_matrix, keep_aside=1).get(1, [])  # each seed against the others' mean
     spreads = [np.std(scores["reference"][k], ddof=1) for k in keys if len(scores["reference"][k]) > 1]
     print(f"\nKendall tau against the reference ({len(keys)} archs, mean of {len(seeds['reference'])} seeds): "
           + ", ".join(f"{name} {value:+.2f}" for name, value in out.items()))
     print(f"the reference's own consistency (one seed against the mean of the others): "
-          + ", ".join(f"{value:+.2f}" for value in ceiling))
+          + ", ".join(f"{value:+.2f}" for value in consistency))
     print(f"reference seed std: median {np.median(spreads):.1f}, max {np.max(spreads):.1f} points; "
           f"reference range {reference.min():.1f}..{reference.max():.1f}")
+    depth_groups = [min(layers, 2) for layers in depth]  # one layer against more: the windows' one split
+    ceilings = {model: tau_ceiling(ref_matrix, depth_groups, (1, 2, 4, math.inf), model) for model in ("observed", "shrunk")}
+    for model, figures in ceilings.items():
+        print(f"what a fitness of k fine-tunes of the reference's recipe can reach against a fresh {ref_matrix.shape[1]}-seed "
+              f"reference ({model} true accuracies; mean tau, share of draws >= 0.6): " + ", ".join(
+                  f"k={'inf' if math.isinf(k) else k} {tau:+.2f} ({share:.0%})" for k, (tau, share) in figures.items()))
+    splits = reference_splits(ref_matrix, keep_aside=3)
+    for k, taus in splits.items():
+        print(f"measured: the mean of {k} reference seed(s) against the mean of the other {ref_matrix.shape[1] - k} "
+              f"(every split): tau {np.mean(taus):+.2f} (range {min(taus):+.2f}..{max(taus):+.2f}, {len(taus)} splits)")
     print("CPU seconds per fine-tune: " + ", ".join(
         f"{name} {seconds[name] / max(1, len(keys) * len(seeds[name])):.1f}" for name in recipes)
           + " (a re-run reads the cache: 0; the sandwich fitness' includes its share of the task supernet's training)")
@@ -226,8 +238,32 @@ def main(argv=None) -> None:
     if "sandwich_fitness" in recipes:
         variant += "_sandwich" + os.path.basename(out_dirs["sandwich_fitness"])[len("sandwich_fitness_"):]
     with open(os.path.join(args.work_dir, f"figures{variant}.json"), "w", encoding="utf-8") as handle:
-        json.dump({"tau": out, "reference_consistency": ceiling, "scores": scores, "seconds": seconds,
+        json.dump({"tau": out, "reference_consistency": consistency, "scores": scores, "seconds": seconds,
+                   "tau_ceiling": {model: {("inf" if math.isinf(k) else str(k)): list(value) for k, value in figures.items()}
+                                   for model, figures in ceilings.items()},
+                   "reference_splits": {str(k): taus for k, taus in splits.items()},
                    "archs": [arch_summary(a) for _, a in archs]}, handle, indent=2)
+
+
+def reference_splits(ref_matrix, keep_aside: int) -> dict[int, list[float]]:
+    """Tau of the mean of ``k`` reference seeds (columns of ``ref_matrix``) against the mean of the others, at least
+    ``keep_aside`` of them, over every split, for each ``k`` that leaves that many: the reference's recipe itself used
+    as a fitness of ``k`` fine-tunes, measured (``keep_aside=1``, ``k=1``: the reference's own consistency)."""
+    import itertools
+
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    seeds = ref_matrix.shape[1]
+    result = {}
+    for k in range(1, seeds - keep_aside + 1):
+        taus = []
+        for chosen in itertools.combinations(range(seeds), k):
+            rest = [index for index in range(seeds) if index not in chosen]
+            taus.append(float(kendalltau(ref_matrix[:, list(chosen)].mean(axis=1),
+                                         ref_matrix[:, rest].mean(axis=1)).statistic))
+        result[k] = taus
+    return result
 
 
 def parse_recipe_assignment(text: str, flag: str) -> tuple[str, float | int]:
