@@ -15,7 +15,9 @@ estimates that ceiling from the reference's own seeds, by a parametric bootstrap
   of the reference's recipe (``k`` = infinity: the true accuracies, untied), and takes their tau.
 
 The figures say how many fine-tunes of the reference's recipe a candidate would need for a tau goal, and
-whether a goal is within reach of any fitness on these archs.
+whether a goal is within reach of any fitness on these archs. ``separated_pairs`` / ``share_ordered`` look at
+the pairs the reference itself can tell apart (Welch's test over its seeds): how many of those a fitness
+orders as the reference does, the part of a ranking no seed noise excuses.
 """
 
 from __future__ import annotations
@@ -76,3 +78,28 @@ def tau_ceiling(scores: np.ndarray, groups: Sequence[int], fitness_seeds: Sequen
             taus[index] = kendalltau(fitness, reference).statistic
         result[k] = (float(taus.mean()), float((taus >= goal).mean()))
     return result
+
+
+def separated_pairs(scores: dict[str, Sequence[float]], alpha: float = 0.05) -> list[tuple[str, str]]:
+    """The pairs of archs (keys of ``scores``: arch -> its reference seeds) whose reference means differ by
+    Welch's t-test at ``alpha``, each as (lower, higher)."""
+    import itertools
+
+    from scipy.stats import ttest_ind
+
+    pairs = []
+    for first, second in itertools.combinations(scores, 2):
+        test = ttest_ind(scores[first], scores[second], equal_var=False)
+        if test.pvalue < alpha:
+            lower_first = np.mean(scores[first]) < np.mean(scores[second])
+            pairs.append((first, second) if lower_first else (second, first))
+    return pairs
+
+
+def share_ordered(fitness: dict[str, float], pairs: Sequence[tuple[str, str]]) -> tuple[float, float]:
+    """Of ``pairs`` (lower, higher): the share a fitness orders the same way, and the share it ties."""
+    if not pairs:
+        return math.nan, math.nan
+    same = sum(fitness[lower] < fitness[higher] for lower, higher in pairs)
+    tied = sum(fitness[lower] == fitness[higher] for lower, higher in pairs)
+    return same / len(pairs), tied / len(pairs)

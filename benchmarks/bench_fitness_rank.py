@@ -107,7 +107,7 @@ def main(argv=None) -> None:
     import numpy as np
     from scipy.stats import kendalltau
 
-    from benchmarks._tau_ceiling import tau_ceiling
+    from benchmarks._tau_ceiling import separated_pairs, share_ordered, tau_ceiling
     from evaluation.config import EvaluationConfig, TaskInput
     from evaluation.evaluate import Evaluator
     from evaluation.recipe import RecipeSettings
@@ -227,6 +227,13 @@ def main(argv=None) -> None:
         print(f"what a fitness of k fine-tunes of the reference's recipe can reach against a fresh {ref_matrix.shape[1]}-seed "
               f"reference ({model} true accuracies; mean tau, share of draws >= 0.6): " + ", ".join(
                   f"k={'inf' if math.isinf(k) else k} {tau:+.2f} ({share:.0%})" for k, (tau, share) in figures.items()))
+    pairs = separated_pairs({k: scores["reference"][k] for k in keys})
+    rankers = {name.replace("_", " "): {k: scores[name][k][0] for k in keys} for name in recipes if name != "reference"}
+    rankers["depth alone"] = {k: arch["sample_layer_num"] for k, (_, arch) in zip(keys, archs)}
+    ordered = {name: share_ordered(values, pairs) for name, values in rankers.items()}
+    print(f"pairs the reference tells apart (Welch p < 0.05 over its seeds): {len(pairs)} of "
+          f"{len(keys) * (len(keys) - 1) // 2}; ordered as the reference: " + ", ".join(
+              f"{name} {same:.0%}" + (f" ({tied:.0%} tied)" if tied else "") for name, (same, tied) in ordered.items()))
     splits = reference_splits(ref_matrix, keep_aside=3)
     for k, taus in splits.items():
         print(f"measured: the mean of {k} reference seed(s) against the mean of the other {ref_matrix.shape[1] - k} "
@@ -242,6 +249,7 @@ def main(argv=None) -> None:
                    "tau_ceiling": {model: {("inf" if math.isinf(k) else str(k)): list(value) for k, value in figures.items()}
                                    for model, figures in ceilings.items()},
                    "reference_splits": {str(k): taus for k, taus in splits.items()},
+                   "separated_pairs": {"count": len(pairs), "ordered": {name: list(v) for name, v in ordered.items()}},
                    "archs": [arch_summary(a) for _, a in archs]}, handle, indent=2)
 
 

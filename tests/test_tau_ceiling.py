@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._tau_ceiling import tau_ceiling, true_accuracies  # noqa: E402
+from benchmarks._tau_ceiling import separated_pairs, share_ordered, tau_ceiling, true_accuracies  # noqa: E402
 from benchmarks.bench_fitness_rank import reference_splits  # noqa: E402
 
 
@@ -67,3 +67,15 @@ def test_reference_splits_use_every_split_and_keep_three_seeds_aside():
     from scipy.stats import kendalltau
 
     assert consistency[0] == pytest.approx(kendalltau(noisy[:, 0], rest).statistic)  # seed 0 against seeds 1, 2
+
+
+def test_separated_pairs_and_the_share_a_fitness_orders():
+    """Three archs: two far apart with tight seeds, one overlapping both: only the far pair is told apart (as
+    (lower, higher)); a fitness that swaps it orders 0 %, one that ties it ties 100 %."""
+    scores = {"low": [80.0, 80.5, 79.5], "high": [90.0, 90.5, 89.5], "wide": [78.0, 92.0, 85.0]}
+    pairs = separated_pairs(scores)
+    assert pairs == [("low", "high")]
+    assert share_ordered({"low": 1.0, "high": 2.0, "wide": 0.0}, pairs) == (1.0, 0.0)
+    assert share_ordered({"low": 2.0, "high": 1.0, "wide": 0.0}, pairs) == (0.0, 0.0)
+    assert share_ordered({"low": 1.0, "high": 1.0, "wide": 0.0}, pairs) == (0.0, 1.0)
+    assert all(math.isnan(value) for value in share_ordered({}, []))
