@@ -82,10 +82,14 @@ class Search:
         return out
 
     def records_of(self, arch: dict) -> list[dict]:
-        """The final step's results of ``arch``: those of the final recipe (every result when the search
-        recorded no final step, or one from before the final recipe)."""
+        """The final step's results of ``arch``: those of the final recipe and, when the final step recorded its
+        seeds, of those seeds only -- a search whose candidates' recipe is the finalists' own holds a finalist's
+        result at the search seed too, the one that chose it, which is not one of the final seeds unless SEEDS
+        names it (every result when the search recorded no final step, or one from before the final recipe)."""
         key = arch_key(arch)
-        return [record for record in self._of_recipe("recipe_id") if arch_key(record["arch"]) == key]
+        seeds = set((self.final_record or {}).get("seeds") or [])
+        return [record for record in self._of_recipe("recipe_id")
+                if arch_key(record["arch"]) == key and (not seeds or record["seed"] in seeds)]
 
 
 def _final_file(cands_dir: str, name: str) -> str:

@@ -222,6 +222,19 @@ def test_other_seeds_than_the_default_need_no_flag(tmp_path):
         assert summary["budgets"][0]["methods"]["bigger_and_faster_int8"]["accuracy_points"]["n"] == 3
 
 
+def test_a_finalist_counts_the_final_seeds_only_when_both_recipes_are_one(tmp_path):
+    """Candidates fine-tuned with the finalists' own recipe (FIT_TRAIN=NUM_TRAIN, FIT_DEV=NUM_DEV): the finalist's
+    search-seed result (0.62, the one that chose it) has the final recipe too; with SEEDS="43 44" recorded in
+    <name>.final.json it is not one of the final seeds, so the finalist is the mean of 43 and 44 (n = 2)."""
+    _search(tmp_path, "kd_ptq_5", "torch_dynamic_int8", "evolution", 5.0, [(MID, 0.59), (BIG, 0.62)],
+            [(BIG, [(43, 0.58, None), (44, 0.60, None)])])
+    (tmp_path / "cands" / "kd_ptq_5.final.json").write_text(json.dumps({"seeds": [43, 44], "search_seed": 42}))
+    assert report.main(["--cands_dir", str(tmp_path / "cands"), "--report_dir", str(tmp_path / "report")]) == 0
+    accuracy = json.load(open(tmp_path / "report" / "summary.json"))["budgets"][0]["methods"][
+        "bigger_and_faster_int8"]["accuracy_points"]
+    assert accuracy["n"] == 2 and accuracy["mean"] == pytest.approx(59.0)
+
+
 def test_mixed_tasks_in_one_root_are_refused(run):
     _search(run, "kd_ptq_5_rte", "torch_dynamic_int8", "evolution", 5.0, [(MID, 0.55)], [(MID, [])], task="rte")
     with pytest.raises(UserError, match=r"searches of several tasks \(mnli, rte\)"):
