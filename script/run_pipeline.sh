@@ -14,13 +14,14 @@
 # Environment (defaults relative to the repository root):
 #   PYTHON (.venv/bin/python when it exists, else python3), RUN_DIR (demo_run), DEMO_SCALE (full | ci: fewer
 #   steps, archs and examples), SEED (42), BUDGETS (auto: the 35th and 65th percentile of the int8 table; or
-#   e.g. "3 5" in ms), SEEDS (final re-evaluation seeds), TOP_K, PRETRAIN_STEPS, PRETRAIN_BATCH, LAT_RUNS (timed
+#   e.g. "3 5" in ms), SEEDS (final re-evaluation seeds; default the four [ci: two] integers after SEED: never the
+#   seed whose fine-tune chose the finalist), TOP_K, PRETRAIN_STEPS, PRETRAIN_BATCH, LAT_RUNS (timed
 #   runs per arch, each paired with a run of the reference),
 #   GEN_SIZE, POPULATION, GENERATIONS, RESCORE_TOP (successive halving: the fittest this many of each search get
 #   RESCORE_SEEDS (2) seeds of the candidates' recipe before the finalist is chosen by their mean; 0: off), NUM_TRAIN,
 #   NUM_DEV, NUM_DEV_MISMATCHED (defaults depend on DEMO_SCALE),
 #   FIT_TRAIN and FIT_DEV (the candidates' fine-tune: the first FIT_TRAIN training and FIT_DEV dev examples;
-#   default 3/8 of NUM_TRAIN [ci: half] and half of NUM_DEV),
+#   default all of them, the finalists' own recipe [ci: half of each]),
 #   FIT_LR (5e-4), FINAL_LR (5e-4: the finalists'), FIT_BATCH (16), TRAIN_DTYPE (auto: every fine-tune's training
 #   forward in bfloat16 where the CPU has it natively, else fp32; or fp32, bf16), FITNESS (finetune: a fine-tune per candidate;
 #   sandwich: the supernet fine-tuned once per run on all NUM_TRAIN examples for SANDWICH_EPOCHS (1) with the
@@ -50,31 +51,34 @@ TICKETS="${TICKETS:-0}"
 STOP_AFTER="${STOP_AFTER:-report}"
 TASK_NAME=mnli
 
-# Two fine-tune recipes (docs/demo.md, BENCHMARKS.md "the demo task and its fine-tune recipes"): a
-# candidate of a search is fine-tuned on the first FIT_TRAIN training examples (3/8 of them by default, 3000)
-# and scored on the first FIT_DEV of dev_matched (its fitness); each search's TOP_K finalists on all
-# NUM_TRAIN examples with every seed of SEEDS, scored on all NUM_DEV (the report's accuracies). Every (arch, seed, recipe) is fine-tuned
-# once for all six searches (the run's evaluation cache, output/evaluation_cache).
+# Fewer but longer evaluations (docs/demo.md, BENCHMARKS.md "fewer but longer evaluations"): a candidate of a
+# search is fine-tuned with the finalists' own recipe (the first FIT_TRAIN training examples, scored on the first
+# FIT_DEV of dev_matched: all of them by default) and seed SEED, 2 + 2 candidates a search; its TOP_K finalists
+# then with every seed of SEEDS (the report's accuracies). A shorter fine-tune ranked one-layer archs above deeper
+# ones the longer one puts higher; this one orders most of the pairs the finalists' recipe tells apart, at the
+# same cost per search. Every (arch, seed, recipe) is fine-tuned once for all six searches (the run's evaluation
+# cache, output/evaluation_cache).
 case "$DEMO_SCALE" in
     full)
         PRETRAIN_STEPS="${PRETRAIN_STEPS:-300}"; NUM_TRAIN="${NUM_TRAIN:-8000}"; NUM_DEV="${NUM_DEV:-2000}"
         NUM_DEV_MISMATCHED="${NUM_DEV_MISMATCHED:-500}"
-        LAT_RUNS="${LAT_RUNS:-6}"; GEN_SIZE="${GEN_SIZE:-3}"; POPULATION="${POPULATION:-3}"; FIT_EIGHTHS=3
-        GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-2}"; TOP_K="${TOP_K:-1}"; RESCORE_TOP="${RESCORE_TOP:-3}"
-        SEEDS="${SEEDS:-42 43 44 45}" ;;
+        LAT_RUNS="${LAT_RUNS:-6}"; GEN_SIZE="${GEN_SIZE:-2}"; POPULATION="${POPULATION:-2}"; FIT_EIGHTHS=8; FIT_DEV_PART=1
+        GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-2}"; TOP_K="${TOP_K:-1}"; RESCORE_TOP="${RESCORE_TOP:-0}"
+        FINAL_SEED_COUNT=4 ;;
     ci)
         PRETRAIN_STEPS="${PRETRAIN_STEPS:-60}"; NUM_TRAIN="${NUM_TRAIN:-2000}"; NUM_DEV="${NUM_DEV:-500}"
         NUM_DEV_MISMATCHED="${NUM_DEV_MISMATCHED:-200}"
-        LAT_RUNS="${LAT_RUNS:-6}"; GEN_SIZE="${GEN_SIZE:-2}"; POPULATION="${POPULATION:-2}"; FIT_EIGHTHS=4
+        LAT_RUNS="${LAT_RUNS:-6}"; GEN_SIZE="${GEN_SIZE:-2}"; POPULATION="${POPULATION:-2}"; FIT_EIGHTHS=4; FIT_DEV_PART=2
         GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-0.5}"; TOP_K="${TOP_K:-1}"; RESCORE_TOP="${RESCORE_TOP:-0}"
-        SEEDS="${SEEDS:-42 43}" ;;
+        FINAL_SEED_COUNT=2 ;;
     *) baf_die "DEMO_SCALE must be full or ci, got '$DEMO_SCALE'" ;;
 esac
 FIT_LR="${FIT_LR:-5e-4}"; FINAL_LR="${FINAL_LR:-5e-4}"; FIT_BATCH="${FIT_BATCH:-16}"; TRAIN_DTYPE="${TRAIN_DTYPE:-auto}"
 baf_require_int NUM_TRAIN 1 100000000
 baf_require_int NUM_DEV 1 100000000
-# the candidates' share of the training examples: 3000 of 8000 rank as 4000 did at 0.8x their cost (BENCHMARKS.md)
-FIT_TRAIN="${FIT_TRAIN:-$(( (NUM_TRAIN * FIT_EIGHTHS + 7) / 8 ))}"; FIT_DEV="${FIT_DEV:-$(( (NUM_DEV + 1) / 2 ))}"
+# the candidates' share of the examples: all of them (full; ci: half, which keeps CI's time)
+FIT_TRAIN="${FIT_TRAIN:-$(( (NUM_TRAIN * FIT_EIGHTHS + 7) / 8 ))}"
+FIT_DEV="${FIT_DEV:-$(( (NUM_DEV + FIT_DEV_PART - 1) / FIT_DEV_PART ))}"
 FITNESS="${FITNESS:-finetune}"; SANDWICH_EPOCHS="${SANDWICH_EPOCHS:-1}"
 RESCORE_SEEDS="${RESCORE_SEEDS:-2}"
 # The latency protocol is the default (baf-latency-3: each of LAT_RUNS timed runs of an arch paired with a
@@ -88,6 +92,10 @@ DEMO_MAX_POSITIONS=128  # the demo supernet's max_position_embeddings (SUPERNET_
 baf_require_outdir RUN_DIR "run directory"
 baf_require_int JOBS 1 64
 baf_require_int SEED 0 4294967295
+if [[ -z "${SEEDS:-}" ]]; then  # the integers after the search seed: never the seed whose fine-tune chose the finalist
+    if (( SEED + FINAL_SEED_COUNT <= 4294967295 )); then SEEDS="$(seq -s ' ' $((SEED + 1)) $((SEED + FINAL_SEED_COUNT)))"
+    else SEEDS="$(seq -s ' ' $((SEED - FINAL_SEED_COUNT)) $((SEED - 1)))"; fi
+fi
 baf_require_choice RANDOM_BASELINE 0 1
 baf_require_choice SPARE_CORES 0 1
 baf_require_choice TICKETS 0 1
@@ -140,6 +148,7 @@ stage() {  # close the previous stage's timing, open the next
     printf '\n=== [%4ds] %s\n' "$SECONDS" "$2"
 }
 
+echo "search seed $SEED; final seeds (SEEDS): $SEEDS"
 stage data "1/7 demo data (corpus, GLUE-MNLI-layout NLI task, WordPiece vocab)"
 baf_run "$PYTHON" "$ROOT/demo_data.py" --output_dir "$DATA_DIR" --seed "$SEED" --corpus_mb "$CORPUS_MB" \
     --num_train "$NUM_TRAIN" --num_dev "$NUM_DEV" --num_dev_mismatched "$NUM_DEV_MISMATCHED"

@@ -164,6 +164,19 @@ class SearchPlan:
             num_threads=given.get("num_threads", self.num_threads), no_cuda=bool(given.get("no_cuda")),
             restart=bool(given.get("restart")), rung="final" if final else "search", cache_dir=self.cache_dir)
 
+    def reused_selection_seeds(self) -> list[int]:
+        """The final seeds whose fine-tune also chose the finalist: the search seed (and the rescore seeds) when the
+        candidates' recipe is the finalists' own, so that the final step is served the very fine-tune that picked
+        the arch (its mean then leans towards that seed's luck). Empty when the recipes differ."""
+        from glue.tasks import get_task
+
+        task = get_task(self.task_name)
+        if self.evaluation_config().recipe_for(task).identity() != \
+                self.evaluation_config(final=True).recipe_for(task).identity():
+            return []
+        chose = {self.seed, *(self.rescore_seed_list() if self.rescore_top else ())}
+        return sorted(seed for seed in set(self.seeds) if seed in chose)
+
     def final_save_seeds(self) -> tuple[int, ...]:
         """The final step keeps the models of one newly trained seed (the search seed's exist)."""
         fresh = [seed for seed in self.seeds if seed != self.seed]

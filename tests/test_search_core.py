@@ -329,3 +329,16 @@ def test_the_report_states_the_rescore_step():
                         "again with the candidates' recipe, seeds [42, 43]; the finalists are the best of them by "
                         "that mean (successive halving: a lucky seed alone does not make a finalist).")
     assert lines[:2] + lines[3:] == plain
+
+
+def test_final_seeds_that_chose_the_finalist_are_named_when_both_recipes_are_one(inputs, tmp_path):
+    """The candidates fine-tuned with the finalists' own recipe: the search seed (and with RESCORE_TOP the rescore
+    seeds) among SEEDS would serve the final step the fine-tune that chose the arch; with the recipes apart, or
+    SEEDS after the search seed, there is none."""
+    same = {"FINAL_EVAL_ARGS": ""}  # the finalists' recipe is the candidates'
+    assert plan_from_env(environment(inputs, tmp_path, SEEDS="42 43", **same), REPO).reused_selection_seeds() == [42]
+    assert plan_from_env(environment(inputs, tmp_path, SEEDS="43 44", **same), REPO).reused_selection_seeds() == []
+    rescored = environment(inputs, tmp_path, SEEDS="43 44", RESCORE_TOP="2", RESCORE_SEEDS="2", **same)
+    assert plan_from_env(rescored, REPO).reused_selection_seeds() == [43]  # rescore seeds 42, 43
+    other = environment(inputs, tmp_path, SEEDS="42 43", FINAL_EVAL_ARGS="--max_train_examples 40")
+    assert plan_from_env(other, REPO).reused_selection_seeds() == []
