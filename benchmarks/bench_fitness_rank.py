@@ -22,7 +22,9 @@ and the CPU seconds of each recipe. Then what any fitness could reach on these a
 the reference's own seeds (``benchmarks/_tau_ceiling.py``) gives the mean tau of a fitness of k fine-tunes of the
 reference's recipe, k = 1, 2, 4 and infinity, against a fresh reference; with four or more reference seeds
 (``--ref_seeds``) the same is measured: the mean of k seeds against the mean of the other three or more, over
-every split. Results are kept in ``--work_dir`` (a re-run resumes; the evaluation cache makes each (arch, seed,
+every split. Last, the pairs of archs the reference itself tells apart (Welch's test over its seeds) and the share
+of them each fitness, the number of layers and (with four or more seeds) one held-out reference seed order as the
+reference does: the part of a ranking no seed noise excuses. Results are kept in ``--work_dir`` (a re-run resumes; the evaluation cache makes each (arch, seed,
 recipe) once).
 
     .venv/bin/python benchmarks/bench_fitness_rank.py --run_dir demo_run --work_dir /tmp/bench_fitness
@@ -234,6 +236,13 @@ def main(argv=None) -> None:
     print(f"pairs the reference tells apart (Welch p < 0.05 over its seeds): {len(pairs)} of "
           f"{len(keys) * (len(keys) - 1) // 2}; ordered as the reference: " + ", ".join(
               f"{name} {same:.0%}" + (f" ({tied:.0%} tied)" if tied else "") for name, (same, tied) in ordered.items()))
+    if ref_matrix.shape[1] >= 4:  # one fine-tune of the reference's recipe as the fitness, on the pairs the rest tell apart
+        held_out = []
+        for index in range(ref_matrix.shape[1]):
+            rest = {k: [v for j, v in enumerate(scores["reference"][k]) if j != index] for k in keys}
+            held_out.append(share_ordered({k: scores["reference"][k][index] for k in keys}, separated_pairs(rest))[0])
+        print(f"one seed of the reference's recipe orders, of the pairs its other {ref_matrix.shape[1] - 1} seeds tell "
+              f"apart: median {np.median(held_out):.0%} (each seed: " + ", ".join(f"{v:.0%}" for v in held_out) + ")")
     splits = reference_splits(ref_matrix, keep_aside=3)
     for k, taus in splits.items():
         print(f"measured: the mean of {k} reference seed(s) against the mean of the other {ref_matrix.shape[1] - k} "
