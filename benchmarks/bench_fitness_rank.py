@@ -24,8 +24,8 @@ reference's recipe, k = 1, 2, 4 and infinity, against a fresh reference; with fo
 (``--ref_seeds``) the same is measured: the mean of k seeds against the mean of the other three or more, over
 every split. Last, the pairs of archs the reference itself tells apart (Welch's test over its seeds) and the share
 of them each fitness, the number of layers and (with four or more seeds) one held-out reference seed order as the
-reference does: the part of a ranking no seed noise excuses. Results are kept in ``--work_dir`` (a re-run resumes; the evaluation cache makes each (arch, seed,
-recipe) once).
+reference does: the part of a ranking no seed noise excuses. Results are kept in ``--work_dir`` (a re-run
+resumes; the evaluation cache makes each (arch, seed, recipe) once).
 
     .venv/bin/python benchmarks/bench_fitness_rank.py --run_dir demo_run --work_dir /tmp/bench_fitness
 """
