@@ -73,8 +73,11 @@ def main(argv=None) -> None:
     parser.add_argument("--run_dir", default=os.path.join(REPO, "demo_run"), help="a finished make demo run")
     parser.add_argument("--work_dir", default="/tmp/bench_fitness_rank")
     parser.add_argument("--per_window", type=int, default=4, help="archs per search window")
-    parser.add_argument("--ref_seeds", default="42,43,44")
-    parser.add_argument("--search_seed", type=int, default=42)
+    parser.add_argument("--ref_seeds", default=None,
+                        help="comma-separated seeds of the reference (default: the first three of the run's final seeds, "
+                             "from its cands/*.final.json)")
+    parser.add_argument("--search_seed", type=int, default=None,
+                        help="the fitness' seed (default: the run's search seed, from its cands/*.final.json)")
     parser.add_argument("--fitness_seeds", default=None,
                         help="comma-separated seeds of the fitness (default: the search seed alone); the first is "
                              "the one the table shows")
@@ -164,12 +167,17 @@ def main(argv=None) -> None:
             max_train_examples=recipes["reference"].max_train_examples)
         out_dirs["sandwich_fitness"] = os.path.join(args.work_dir, f"sandwich_fitness_epochs{args.sandwich_epochs:g}")
     archs = window_archs(cands_dir, args.per_window)
+    if args.search_seed is None:  # the run's own seeds: its final record says what made it
+        args.search_seed = int(final_record.get("search_seed", 42))
+    if args.ref_seeds is None:
+        args.ref_seeds = ",".join(str(seed) for seed in final_record["seeds"][:3])
     fitness_seeds = (parse_seeds(args.fitness_seeds.split(","), "--fitness_seeds") if args.fitness_seeds
                      else [args.search_seed])
     seeds = {"reference": parse_seeds(args.ref_seeds.split(","), "--ref_seeds"), "fitness": fitness_seeds,
              "former_fitness": [args.search_seed],
              "sandwich_fitness": (parse_seeds(args.sandwich_seeds.split(","), "--sandwich_seeds")
                                   if args.sandwich_seeds else [args.search_seed])}
+    check_seeds_apart(recipes["fitness"], recipes["reference"], seeds["fitness"], seeds["reference"])
     print(f"{len(archs)} archs from the search windows of {args.run_dir}:", flush=True)
     for window, arch in archs:
         print(f"  {window}: {arch_summary(arch)} ({encoder_size(arch) / 1e6:.2f} M encoder)")
@@ -260,6 +268,18 @@ def main(argv=None) -> None:
                    "reference_splits": {str(k): taus for k, taus in splits.items()},
                    "separated_pairs": {"count": len(pairs), "ordered": {name: list(v) for name, v in ordered.items()}},
                    "archs": [arch_summary(a) for _, a in archs]}, handle, indent=2)
+
+
+def check_seeds_apart(fitness_recipe, reference_recipe, fitness_seeds, reference_seeds) -> None:
+    """A run whose candidates' recipe is its finalists' own (the demo's since the tenth pass of issue 21): a fitness
+    seed among the reference's would rank the reference with one of its own fine-tunes (one line naming the flag)."""
+    from utils import UserError
+
+    shared = sorted(set(fitness_seeds) & set(reference_seeds))
+    if fitness_recipe == reference_recipe and shared:
+        raise UserError(f"--ref_seeds: the run's candidates' recipe is its finalists' own, so the fitness seed(s) "
+                        f"{', '.join(map(str, shared))} would be part of the reference; give --ref_seeds without them "
+                        f"(e.g. the run's final seeds)")
 
 
 def reference_splits(ref_matrix, keep_aside: int) -> dict[int, list[float]]:

@@ -79,3 +79,17 @@ def test_separated_pairs_and_the_share_a_fitness_orders():
     assert share_ordered({"low": 2.0, "high": 1.0, "wide": 0.0}, pairs) == (0.0, 0.0)
     assert share_ordered({"low": 1.0, "high": 1.0, "wide": 0.0}, pairs) == (0.0, 1.0)
     assert all(math.isnan(value) for value in share_ordered({}, []))
+
+
+def test_a_fitness_seed_is_never_part_of_the_reference_of_the_same_recipe():
+    """The demo's candidates now use the finalists' recipe: the fitness seed among the reference seeds is refused in
+    one line naming --ref_seeds; other recipes, or disjoint seeds, pass."""
+    from benchmarks.bench_fitness_rank import check_seeds_apart
+    from evaluation.recipe import RecipeSettings
+    from utils import UserError
+
+    final = RecipeSettings(max_train_examples=8000, max_eval_examples=2000)
+    with pytest.raises(UserError, match=r"^--ref_seeds: .*fitness seed\(s\) 42 would be part of the reference"):
+        check_seeds_apart(final, final, [42], [42, 43, 44])
+    check_seeds_apart(final, final, [42], [43, 44, 45])
+    check_seeds_apart(RecipeSettings(max_train_examples=3000), final, [42], [42, 43, 44])
