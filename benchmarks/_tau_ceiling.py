@@ -17,7 +17,9 @@ estimates that ceiling from the reference's own seeds, by a parametric bootstrap
 The figures say how many fine-tunes of the reference's recipe a candidate would need for a tau goal, and
 whether a goal is within reach of any fitness on these archs. ``separated_pairs`` / ``share_ordered`` look at
 the pairs the reference itself can tell apart (Welch's test over its seeds): how many of those a fitness
-orders as the reference does, the part of a ranking no seed noise excuses.
+orders as the reference does, the part of a ranking no seed noise excuses; ``held_out_seed_shares`` does so for
+each reference seed against the others, and ``reference_splits`` gives the tau of the mean of k seeds against the
+mean of the rest: the reference's recipe itself as a fitness, measured.
 """
 
 from __future__ import annotations
@@ -103,3 +105,35 @@ def share_ordered(fitness: dict[str, float], pairs: Sequence[tuple[str, str]]) -
     same = sum(fitness[lower] < fitness[higher] for lower, higher in pairs)
     tied = sum(fitness[lower] == fitness[higher] for lower, higher in pairs)
     return same / len(pairs), tied / len(pairs)
+
+
+def reference_splits(ref_matrix, keep_aside: int) -> dict[int, list[float]]:
+    """Tau of the mean of ``k`` reference seeds (columns of ``ref_matrix``) against the mean of the others, at least
+    ``keep_aside`` of them, over every split, for each ``k`` that leaves that many: the reference's recipe itself used
+    as a fitness of ``k`` fine-tunes, measured (``keep_aside=1``, ``k=1``: the reference's own consistency)."""
+    import itertools
+
+    from scipy.stats import kendalltau
+
+    seeds = ref_matrix.shape[1]
+    result = {}
+    for k in range(1, seeds - keep_aside + 1):
+        taus = []
+        for chosen in itertools.combinations(range(seeds), k):
+            rest = [index for index in range(seeds) if index not in chosen]
+            taus.append(float(kendalltau(ref_matrix[:, list(chosen)].mean(axis=1),
+                                         ref_matrix[:, rest].mean(axis=1)).statistic))
+        result[k] = taus
+    return result
+
+
+def held_out_seed_shares(scores: dict[str, Sequence[float]]) -> list[float]:
+    """For each reference seed (position in every arch's list of ``scores``): the share of the pairs the other seeds
+    tell apart (``separated_pairs``) that this one seed orders as they do -- one fine-tune of the reference's recipe
+    used as the fitness, on the part of the ranking no seed noise excuses."""
+    seeds = len(next(iter(scores.values())))
+    shares = []
+    for index in range(seeds):
+        rest = {arch: [value for j, value in enumerate(values) if j != index] for arch, values in scores.items()}
+        shares.append(share_ordered({arch: values[index] for arch, values in scores.items()}, separated_pairs(rest))[0])
+    return shares

@@ -112,7 +112,13 @@ def main(argv=None) -> None:
     import numpy as np
     from scipy.stats import kendalltau
 
-    from benchmarks._tau_ceiling import separated_pairs, share_ordered, tau_ceiling
+    from benchmarks._tau_ceiling import (
+        held_out_seed_shares,
+        reference_splits,
+        separated_pairs,
+        share_ordered,
+        tau_ceiling,
+    )
     from evaluation.config import EvaluationConfig, TaskInput
     from evaluation.evaluate import Evaluator
     from evaluation.recipe import RecipeSettings
@@ -245,10 +251,7 @@ def main(argv=None) -> None:
           f"{len(keys) * (len(keys) - 1) // 2}; ordered as the reference: " + ", ".join(
               f"{name} {same:.0%}" + (f" ({tied:.0%} tied)" if tied else "") for name, (same, tied) in ordered.items()))
     if ref_matrix.shape[1] >= 4:  # one fine-tune of the reference's recipe as the fitness, on the pairs the rest tell apart
-        held_out = []
-        for index in range(ref_matrix.shape[1]):
-            rest = {k: [v for j, v in enumerate(scores["reference"][k]) if j != index] for k in keys}
-            held_out.append(share_ordered({k: scores["reference"][k][index] for k in keys}, separated_pairs(rest))[0])
+        held_out = held_out_seed_shares({k: scores["reference"][k] for k in keys})
         print(f"one seed of the reference's recipe orders, of the pairs its other {ref_matrix.shape[1] - 1} seeds tell "
               f"apart: median {np.median(held_out):.0%} (each seed: " + ", ".join(f"{v:.0%}" for v in held_out) + ")")
     splits = reference_splits(ref_matrix, keep_aside=3)
@@ -280,27 +283,6 @@ def check_seeds_apart(fitness_recipe, reference_recipe, fitness_seeds, reference
         raise UserError(f"--ref_seeds: the run's candidates' recipe is its finalists' own, so the fitness seed(s) "
                         f"{', '.join(map(str, shared))} would be part of the reference; give --ref_seeds without them "
                         f"(e.g. the run's final seeds)")
-
-
-def reference_splits(ref_matrix, keep_aside: int) -> dict[int, list[float]]:
-    """Tau of the mean of ``k`` reference seeds (columns of ``ref_matrix``) against the mean of the others, at least
-    ``keep_aside`` of them, over every split, for each ``k`` that leaves that many: the reference's recipe itself used
-    as a fitness of ``k`` fine-tunes, measured (``keep_aside=1``, ``k=1``: the reference's own consistency)."""
-    import itertools
-
-    import numpy as np
-    from scipy.stats import kendalltau
-
-    seeds = ref_matrix.shape[1]
-    result = {}
-    for k in range(1, seeds - keep_aside + 1):
-        taus = []
-        for chosen in itertools.combinations(range(seeds), k):
-            rest = [index for index in range(seeds) if index not in chosen]
-            taus.append(float(kendalltau(ref_matrix[:, list(chosen)].mean(axis=1),
-                                         ref_matrix[:, rest].mean(axis=1)).statistic))
-        result[k] = taus
-    return result
 
 
 def parse_recipe_assignment(text: str, flag: str) -> tuple[str, float | int]:

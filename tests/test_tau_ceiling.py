@@ -9,8 +9,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._tau_ceiling import separated_pairs, share_ordered, tau_ceiling, true_accuracies  # noqa: E402
-from benchmarks.bench_fitness_rank import reference_splits  # noqa: E402
+from benchmarks._tau_ceiling import (  # noqa: E402
+    held_out_seed_shares,
+    reference_splits,
+    separated_pairs,
+    share_ordered,
+    tau_ceiling,
+    true_accuracies,
+)
 
 
 def _scores(truth, noise, seeds, seed=0):
@@ -93,3 +99,11 @@ def test_a_fitness_seed_is_never_part_of_the_reference_of_the_same_recipe():
         check_seeds_apart(final, final, [42], [42, 43, 44])
     check_seeds_apart(final, final, [42], [43, 44, 45])
     check_seeds_apart(RecipeSettings(max_train_examples=3000), final, [42], [42, 43, 44])
+
+
+def test_a_held_out_seed_is_scored_on_the_pairs_the_other_seeds_tell_apart():
+    """Five seeds of two archs: four put low 10 points under high, seed 4 alone swaps them by a point: held out, it
+    orders 0 % of the pair the other four tell apart; each other seed, held out, orders it 100 %."""
+    scores = {"low": [80.0, 80.4, 79.6, 80.2, 85.5], "high": [90.0, 90.4, 89.6, 90.2, 84.5]}
+    shares = held_out_seed_shares(scores)
+    assert shares == [1.0, 1.0, 1.0, 1.0, 0.0]
