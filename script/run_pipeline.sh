@@ -62,13 +62,13 @@ case "$DEMO_SCALE" in
     full)
         PRETRAIN_STEPS="${PRETRAIN_STEPS:-300}"; NUM_TRAIN="${NUM_TRAIN:-8000}"; NUM_DEV="${NUM_DEV:-2000}"
         NUM_DEV_MISMATCHED="${NUM_DEV_MISMATCHED:-500}"
-        LAT_RUNS="${LAT_RUNS:-6}"; GEN_SIZE="${GEN_SIZE:-2}"; POPULATION="${POPULATION:-2}"; FIT_EIGHTHS=8; FIT_DEV_PART=1
+        LAT_RUNS="${LAT_RUNS:-6}"; GEN_SIZE="${GEN_SIZE:-2}"; POPULATION="${POPULATION:-2}"; FIT_PART=1
         GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-2}"; TOP_K="${TOP_K:-1}"; RESCORE_TOP="${RESCORE_TOP:-0}"
         FINAL_SEED_COUNT=4 ;;
     ci)
         PRETRAIN_STEPS="${PRETRAIN_STEPS:-60}"; NUM_TRAIN="${NUM_TRAIN:-2000}"; NUM_DEV="${NUM_DEV:-500}"
         NUM_DEV_MISMATCHED="${NUM_DEV_MISMATCHED:-200}"
-        LAT_RUNS="${LAT_RUNS:-6}"; GEN_SIZE="${GEN_SIZE:-2}"; POPULATION="${POPULATION:-2}"; FIT_EIGHTHS=4; FIT_DEV_PART=2
+        LAT_RUNS="${LAT_RUNS:-6}"; GEN_SIZE="${GEN_SIZE:-2}"; POPULATION="${POPULATION:-2}"; FIT_PART=2
         GENERATIONS="${GENERATIONS:-1}"; CORPUS_MB="${CORPUS_MB:-0.5}"; TOP_K="${TOP_K:-1}"; RESCORE_TOP="${RESCORE_TOP:-0}"
         FINAL_SEED_COUNT=2 ;;
     *) baf_die "DEMO_SCALE must be full or ci, got '$DEMO_SCALE'" ;;
@@ -76,9 +76,9 @@ esac
 FIT_LR="${FIT_LR:-5e-4}"; FINAL_LR="${FINAL_LR:-5e-4}"; FIT_BATCH="${FIT_BATCH:-16}"; TRAIN_DTYPE="${TRAIN_DTYPE:-auto}"
 baf_require_int NUM_TRAIN 1 100000000
 baf_require_int NUM_DEV 1 100000000
-# the candidates' share of the examples: all of them (full; ci: half, which keeps CI's time)
-FIT_TRAIN="${FIT_TRAIN:-$(( (NUM_TRAIN * FIT_EIGHTHS + 7) / 8 ))}"
-FIT_DEV="${FIT_DEV:-$(( (NUM_DEV + FIT_DEV_PART - 1) / FIT_DEV_PART ))}"
+# the candidates' share of the examples, 1/FIT_PART of each: all of them (full; ci: half, which keeps CI's time)
+FIT_TRAIN="${FIT_TRAIN:-$(( (NUM_TRAIN + FIT_PART - 1) / FIT_PART ))}"
+FIT_DEV="${FIT_DEV:-$(( (NUM_DEV + FIT_PART - 1) / FIT_PART ))}"
 FITNESS="${FITNESS:-finetune}"; SANDWICH_EPOCHS="${SANDWICH_EPOCHS:-1}"
 RESCORE_SEEDS="${RESCORE_SEEDS:-2}"
 # The latency protocol is the default (baf-latency-3: each of LAT_RUNS timed runs of an arch paired with a
